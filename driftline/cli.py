@@ -1,0 +1,65 @@
+"""The ``driftline`` command: local broker, worker, API, demo and tools."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from driftline.settings import Settings, load_settings
+
+
+def _kafka(args: argparse.Namespace, settings: Settings) -> int:
+    from driftline.local_kafka import LocalKafka, ensure_jars
+
+    host, _, port = settings.kafka_bootstrap.rpartition(":")
+    kafka = LocalKafka(
+        data_dir=settings.kafka_data_dir,
+        port=int(port),
+        controller_port=settings.kafka_controller_port,
+        cache_dir=settings.kafka_cache_dir,
+        partitions=settings.topic_partitions,
+    )
+    if args.action == "fetch":
+        print(ensure_jars(settings.kafka_cache_dir))
+    elif args.action == "start":
+        if kafka.running():
+            print(f"broker already running at {kafka.bootstrap}")
+            return 0
+        kafka.start()
+        # Detach: the broker keeps running after this command; `driftline kafka stop` ends it.
+        kafka.process = None
+        print(f"broker running at {kafka.bootstrap} (data in {settings.kafka_data_dir})")
+    elif args.action == "stop":
+        kafka.stop()
+        print("broker stopped")
+    elif args.action == "status":
+        print("running" if kafka.running() else "stopped")
+        return 0 if kafka.running() else 1
+    return 0
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str]] = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driftline", description=__doc__)
+    parser.add_argument("--data-dir", help="local state dir (DRIFTLINE_DATA_DIR)")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (DRIFTLINE_KAFKA_BOOTSTRAP)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    kafka = sub.add_parser("kafka", help="the local single-node Kafka broker (KRaft)")
+    kafka.add_argument("action", choices=["fetch", "start", "stop", "status"])
+    kafka.set_defaults(handler=_kafka)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = load_settings(data_dir=args.data_dir, kafka_bootstrap=args.bootstrap)
+    return int(args.handler(args, settings) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

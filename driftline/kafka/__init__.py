@@ -1,0 +1,1 @@
+"""Maven descriptor of the local Kafka broker (package data)."""

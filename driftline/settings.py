@@ -1,0 +1,58 @@
+"""One settings object for the whole service.
+
+Configuration flows in here once (env vars with the ``DRIFTLINE_`` prefix, or a ``.env``/config
+file) and is passed down; no other module reads environment variables itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DRIFTLINE_", env_file=".env", extra="ignore")
+
+    # Where everything local lives: embedded ClickHouse, the local broker's logs, worker state.
+    data_dir: Path = Path(".driftline")
+    # Jars of the local Kafka broker, resolved from Maven Central once and reused between runs.
+    kafka_cache_dir: Path = Path.home() / ".cache" / "driftline" / "kafka"
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_controller_port: int = 9093
+    topic_partitions: int = 4
+
+    # Confluent-compatible schema registry; None means the static id manifest in schemas/.
+    schema_registry_url: str | None = None
+
+    # ClickHouse server (http[s]://user:password@host:port/database); None means embedded chdb.
+    clickhouse_url: str | None = None
+    clickhouse_database: str = "driftline"
+
+    # Worker
+    worker_id: str = "driftline-worker"
+    worker_web_port: int = 6066
+    batch_max_events: int = 5000
+    batch_max_seconds: float = Field(0.5, gt=0)
+    join_ttl_seconds: float = Field(3600.0, gt=0)
+    orphan_outcome_ttl_seconds: float = Field(300.0, gt=0)
+    retraining_cooldown_seconds: float = Field(3600.0, ge=0)
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "clickhouse"
+
+    @property
+    def kafka_data_dir(self) -> Path:
+        return self.data_dir / "kafka"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (used by the CLI and tests)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
