@@ -1,0 +1,213 @@
+"""Every change detector against every generic check (river's ``test_estimators`` idea).
+
+Parametrised over ``REGISTRY``, so a detector module that lands is swept without editing this
+file. Checks that need a realistic stream use one with an injected change, so "no detection
+anywhere" cannot make a comparison pass vacuously.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+
+import driftline.detectors  # noqa: F401  (imports every detector module, filling REGISTRY)
+import numpy as np
+import pytest
+from driftline.detectors.bank import DetectorBank
+from driftline.detectors.base import REGISTRY, ChangeDetector, detector_from_state
+
+# Detectors whose input is a 0/1 error indicator. Until the contract grows a ``binary_input``
+# class attribute, fall back to this explicit set (river keeps them in ``river.drift.binary``).
+BINARY_NAMES = frozenset({"DDM", "EDDM", "HDDM_A", "HDDM_W"})
+
+
+def is_binary(cls: type[ChangeDetector]) -> bool:
+    return bool(getattr(cls, "binary_input", cls.__name__ in BINARY_NAMES))
+
+
+def detector_classes() -> list[type[ChangeDetector]]:
+    # Abstract helpers (no kernel) may register too; a class is concrete if it can build state.
+    found = []
+    for name in sorted(REGISTRY):
+        cls = REGISTRY[name]
+        try:
+            cls()._initial_state()
+        except NotImplementedError:
+            continue
+        found.append(cls)
+    return found
+
+
+CLASSES = detector_classes()
+IDS = [cls.__name__ for cls in CLASSES]
+
+
+def stream_for(cls: type[ChangeDetector], n: int = 3000, seed: int = 7) -> np.ndarray:
+    """A stream with a change at n // 2: error rate 0.1 -> 0.6, or mean 0 -> 2.5."""
+    rng = np.random.default_rng(seed)
+    half = n // 2
+    if is_binary(cls):
+        first = rng.random(half) < 0.1
+        second = rng.random(n - half) < 0.6
+        return np.concatenate([first, second]).astype(np.float64)
+    return np.concatenate([rng.normal(0.0, 1.0, half), rng.normal(2.5, 1.0, n - half)])
+
+
+def flags_of(detector: ChangeDetector, xs: np.ndarray) -> np.ndarray:
+    """Per-value flag (0 none, 1 warning, 2 drift) of ``update_many``."""
+    found = detector.update_many(xs)
+    flags = np.zeros(xs.shape[0], dtype=np.int8)
+    flags[found.warning] = 1
+    flags[found.drift] = 2
+    return flags
+
+
+pytestmark = pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+
+
+def test_defaults_construct_and_params_are_public(cls: type[ChangeDetector]) -> None:
+    detector = cls()
+    assert isinstance(detector._params, tuple)
+    for name in detector._params:
+        assert hasattr(detector, name), f"{cls.__name__}.{name} listed in _params, not set"
+    state = detector._state
+    assert state.dtype == np.float64 and state.ndim == 1 and state.flags.c_contiguous
+    assert not detector.drift_detected and not detector.warning_detected
+
+
+def test_detects_the_injected_change(cls: type[ChangeDetector]) -> None:
+    # A sanity floor for the sweep's comparisons: with defaults, every detector fires
+    # somewhere on a strong change, and never before it has seen a single value.
+    xs = stream_for(cls)
+    found = cls().update_many(xs)
+    assert found.drift.size > 0, f"{cls.__name__} missed a strong change with defaults"
+
+
+def test_clone_has_same_params_and_fresh_state(cls: type[ChangeDetector]) -> None:
+    detector = cls()
+    detector.update_many(stream_for(cls))
+    twin = detector.clone()
+    assert type(twin) is cls and twin is not detector
+    assert twin.params() == detector.params()
+    np.testing.assert_array_equal(twin._state, cls()._state)
+    assert twin._state is not detector._state
+    assert not twin.drift_detected and not twin.warning_detected
+
+
+def test_state_round_trip(cls: type[ChangeDetector]) -> None:
+    xs = stream_for(cls)
+    uninterrupted = flags_of(cls(), xs)
+    detector = cls()
+    detector.update_many(xs[:2000])
+    blob = detector.to_state()
+    assert isinstance(blob, bytes)
+    for restored in (cls.from_state(blob), detector_from_state(blob)):
+        assert type(restored) is cls
+        assert restored.params() == detector.params()
+        np.testing.assert_array_equal(restored._state, detector._state)
+        assert restored.drift_detected == detector.drift_detected
+        assert restored.warning_detected == detector.warning_detected
+        np.testing.assert_array_equal(flags_of(restored, xs[2000:]), uninterrupted[2000:])
+
+
+def test_state_of_another_class_is_refused(cls: type[ChangeDetector]) -> None:
+    others = [other for other in CLASSES if other is not cls]
+    if not others:
+        pytest.skip("only one detector registered")
+    with pytest.raises(ValueError):
+        cls.from_state(others[0]().to_state())
+
+
+def test_pickle_and_copy_round_trip(cls: type[ChangeDetector]) -> None:
+    xs = stream_for(cls)
+    detector = cls()
+    detector.update_many(xs[:1700])
+    for twin in (
+        pickle.loads(pickle.dumps(detector)),
+        copy.copy(detector),
+        copy.deepcopy(detector),
+    ):
+        assert type(twin) is cls and twin.params() == detector.params()
+        np.testing.assert_array_equal(twin._state, detector._state)
+        assert twin._state is not detector._state
+    restored = pickle.loads(pickle.dumps(detector))
+    np.testing.assert_array_equal(flags_of(restored, xs[1700:]), flags_of(detector, xs[1700:]))
+
+
+def test_repr_round_trips_params(cls: type[ChangeDetector]) -> None:
+    detector = cls()
+    text = repr(detector)
+    assert text.startswith(f"{cls.__name__}(")
+    rebuilt = eval(text, {cls.__name__: cls, "inf": math.inf, "nan": math.nan})
+    assert rebuilt.params() == detector.params()
+
+
+def test_docstring_has_runnable_example(cls: type[ChangeDetector]) -> None:
+    doc = cls.__doc__ or ""
+    assert doc.strip(), f"{cls.__name__} has no docstring"
+    assert "Example" in doc, f"{cls.__name__} docstring lacks an Example section"
+    assert ">>>" in doc, f"{cls.__name__} docstring example has no doctest lines"
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_values_raise(cls: type[ChangeDetector], bad: float) -> None:
+    detector = cls()
+    before = detector._state.copy()
+    with pytest.raises(ValueError):
+        detector.update(bad)
+    with pytest.raises(ValueError):
+        detector.update_many([0.0, 1.0, bad])
+    # A refused batch leaves no trace: validation happens before the kernel runs.
+    np.testing.assert_array_equal(detector._state, before)
+
+
+def test_update_returns_self_and_matches_update_many(cls: type[ChangeDetector]) -> None:
+    xs = stream_for(cls, n=1200)
+    one = cls()
+    assert one.update(float(xs[0])) is one
+    flags = [2 if one.drift_detected else 1 if one.warning_detected else 0]
+    for x in xs[1:]:
+        one.update(float(x))
+        flags.append(2 if one.drift_detected else 1 if one.warning_detected else 0)
+    np.testing.assert_array_equal(np.array(flags, dtype=np.int8), flags_of(cls(), xs))
+
+
+def test_empty_batch_is_a_no_op(cls: type[ChangeDetector]) -> None:
+    detector = cls()
+    found = detector.update_many(np.array([], dtype=np.float64))
+    assert found.drift.size == 0 and found.warning.size == 0
+    np.testing.assert_array_equal(detector._state, cls()._state)
+
+
+def test_bank_equals_standalone_detectors(cls: type[ChangeDetector]) -> None:
+    n_streams = 3
+    rng = np.random.default_rng(11)
+    streams = [stream_for(cls, n=2400, seed=seed) for seed in range(n_streams)]
+    # A random interleaving that keeps each stream's own order.
+    ids = rng.permutation(np.repeat(np.arange(n_streams), 2400))
+    xs = np.empty(ids.shape[0])
+    for sid in range(n_streams):
+        xs[ids == sid] = streams[sid]
+
+    bank = DetectorBank(cls(), n_streams=n_streams)
+    # Two batches, split mid-stream, to cover state carried between bank calls.
+    cut = ids.shape[0] // 3
+    first = bank.update_many(ids[:cut], xs[:cut])
+    second = bank.update_many(ids[cut:], xs[cut:])
+    bank_flags = np.zeros(ids.shape[0], dtype=np.int8)
+    bank_flags[first.warning] = 1
+    bank_flags[first.drift] = 2
+    bank_flags[cut + second.warning] = 1
+    bank_flags[cut + second.drift] = 2
+    np.testing.assert_array_equal(first.drift_streams, ids[first.drift])
+    np.testing.assert_array_equal(second.drift_streams, ids[cut + second.drift])
+
+    for sid in range(n_streams):
+        alone = cls()
+        np.testing.assert_array_equal(bank_flags[ids == sid], flags_of(alone, streams[sid]))
+        np.testing.assert_array_equal(bank.detector(sid)._state, alone._state)
+    assert (bank_flags == 2).any(), "no stream drifted; the comparison would be vacuous"
+
+    restored = DetectorBank.from_state(bank.to_state())
+    np.testing.assert_array_equal(restored._states, bank._states)
