@@ -1,1 +1,7 @@
 """driftline.detectors"""
+
+from .page_hinkley import PageHinkley
+
+__all__ = [
+    "PageHinkley",
+]
