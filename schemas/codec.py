@@ -1,0 +1,242 @@
+"""Confluent-framed Avro: encode records to bytes, decode bytes to records or a DecodeError.
+
+Wire format: byte 0 = ``0x00``, bytes 1-4 = big-endian schema id, then Avro binary.
+
+Decoding is the worker's hot path, so everything that can be prepared once is: parsed fastavro
+schemas per id, the 5-byte header per schema name. Times decode as **int epoch milliseconds**:
+the reader uses a copy of the schema with the ``timestamp-millis`` logical type stripped (same
+binary encoding), because building a ``datetime`` per timestamp costs time and every consumer
+(detectors, ClickHouse, emitted events) wants millis anyway. Encoding accepts ints or datetimes.
+
+Whatever bytes arrive, ``decode`` either returns ``(schema_name, record)`` or raises
+``DecodeError(reason, detail)`` with a DLQ reason code from ``topics``; the one exception is
+``RegistryError`` when a configured registry cannot be reached, which says nothing about the
+message (retry, do not dead-letter).
+
+>>> codec = Codec()
+>>> data = codec.encode("OutcomeEvent", {"event_id": "o1", "prediction_id": "p1",
+...     "model_id": "churn", "event_time": 1700000000000, "label": "yes"})
+>>> data[:5]
+b'\\x00\\x00\\x00\\x00\\x02'
+>>> codec.decode(data, expected="OutcomeEvent")[1]["label"]
+'yes'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+from driftline.schemas import topics
+from driftline.schemas.registry import (
+    SCHEMA_FILES,
+    SchemaRegistry,
+    StaticRegistry,
+    UnknownSchemaId,
+    canonical,
+    full_name,
+    load_schema,
+    qualify,
+)
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Codec", "DecodeError", "EncodeError", "strip_time_types"]
+
+# Large enough for ~10k features; a prediction event past this is a bug or an attack.
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
+MAGIC = 0
+_HEADER_SIZE = 5
+_TIME_LOGICAL_TYPES = frozenset(
+    {
+        "timestamp-millis",
+        "timestamp-micros",
+        "timestamp-nanos",
+        "local-timestamp-millis",
+        "local-timestamp-micros",
+        "local-timestamp-nanos",
+        "date",
+        "time-millis",
+        "time-micros",
+    }
+)
+
+
+class DecodeError(Exception):
+    """Bytes that cannot become a record; ``reason`` is a DLQ reason code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class EncodeError(ValueError):
+    """A record that does not fit its schema (caller's bug: wrong type, unknown field, ...)."""
+
+
+def strip_time_types(schema: Any) -> Any:
+    """Copy of ``schema`` without time logical types, so readers yield ints, not datetimes."""
+    if isinstance(schema, dict):
+        out = {k: strip_time_types(v) for k, v in schema.items()}
+        if out.get("logicalType") in _TIME_LOGICAL_TYPES:
+            del out["logicalType"]
+        return out
+    if isinstance(schema, list):
+        return [strip_time_types(s) for s in schema]
+    return schema
+
+
+def _short(name: str) -> str:
+    """Our own records go by short name; foreign ones keep their full name."""
+    prefix = topics.NAMESPACE + "."
+    return name[len(prefix) :] if name.startswith(prefix) else name
+
+
+@dataclass(frozen=True)
+class _Reader:
+    name: str  # short for our records, full otherwise
+    fullname: str
+    writer: Any  # parsed, time types stripped
+    reader: Any  # parsed local schema when the writer differs from it, else None
+
+
+@dataclass(frozen=True)
+class _Writer:
+    header: bytes
+    parsed: Any
+
+
+class Codec:
+    """Encode/decode driftline events with Confluent framing.
+
+    ``registry`` defaults to the static manifest. ``max_message_bytes`` caps what ``decode``
+    accepts (``too_large``); it bounds the work any single message can cause.
+    """
+
+    def __init__(
+        self,
+        registry: SchemaRegistry | None = None,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        if max_message_bytes < _HEADER_SIZE:
+            raise ValueError(f"max_message_bytes must be >= {_HEADER_SIZE}")
+        self.registry = registry if registry is not None else StaticRegistry()
+        self.max_message_bytes = max_message_bytes
+        self._local: dict[str, dict[str, Any]] = {}
+        self._local_canonical: dict[str, str] = {}
+        self._local_reader: dict[str, Any] = {}
+        for short in SCHEMA_FILES:
+            schema = load_schema(short)
+            fullname = full_name(schema)
+            self._local[fullname] = schema
+            self._local_canonical[fullname] = canonical(schema)
+            self._local_reader[fullname] = parse_schema(strip_time_types(schema))
+        self._writers: dict[str, _Writer] = {}
+        self._readers: dict[int, _Reader] = {}
+
+    # -- encode -------------------------------------------------------------------------------
+
+    def schema_id(self, schema_name: str) -> int:
+        """Registry id that ``encode`` frames ``schema_name`` with (registers on first use)."""
+        return int.from_bytes(self._writer(schema_name).header[1:], "big")
+
+    def _writer(self, schema_name: str) -> _Writer:
+        writer = self._writers.get(schema_name)
+        if writer is not None:
+            return writer
+        fullname = qualify(schema_name)
+        schema = self._local.get(fullname)
+        if schema is None:
+            raise EncodeError(f"unknown schema {schema_name!r}; known: {sorted(SCHEMA_FILES)}")
+        topic = topics.SCHEMA_TOPICS[_short(fullname)]
+        schema_id = self.registry.register(topics.value_subject(topic), schema)
+        writer = _Writer(bytes([MAGIC]) + schema_id.to_bytes(4, "big"), parse_schema(schema))
+        self._writers[schema_name] = writer
+        return writer
+
+    def encode(self, schema_name: str, record: Mapping[str, Any]) -> bytes:
+        """Confluent-framed Avro bytes of ``record``; raises EncodeError if it does not fit.
+
+        Unknown fields and missing fields without a default are errors (they are typos).
+        """
+        writer = self._writer(schema_name)
+        buf = BytesIO()
+        buf.write(writer.header)
+        try:
+            schemaless_writer(buf, writer.parsed, record, strict_allow_default=True)
+        except Exception as exc:  # fastavro raises ValueError/TypeError/AttributeError/...
+            raise EncodeError(f"{schema_name}: {exc}") from exc
+        return buf.getvalue()
+
+    # -- decode -------------------------------------------------------------------------------
+
+    def _reader(self, schema_id: int) -> _Reader:
+        try:
+            schema = self.registry.schema_by_id(schema_id)
+        except UnknownSchemaId:
+            raise DecodeError(topics.UNKNOWN_SCHEMA_ID, f"schema id {schema_id}") from None
+        try:
+            fullname = full_name(schema) if schema.get("type") == "record" else "?"
+            writer = parse_schema(strip_time_types(schema))
+        except Exception as exc:  # a registry can hold schemas fastavro rejects
+            raise DecodeError(
+                topics.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} unusable: {exc}"
+            ) from None
+        reader = None
+        if fullname in self._local and canonical(schema) != self._local_canonical[fullname]:
+            # Another version of one of our records: resolve it into the version we ship.
+            reader = self._local_reader[fullname]
+        elif fullname in self._local:
+            writer = self._local_reader[fullname]
+        result = _Reader(_short(fullname), fullname, writer, reader)
+        self._readers[schema_id] = result
+        return result
+
+    def decode(self, data: bytes, expected: str | None = None) -> tuple[str, dict[str, Any]]:
+        """``(schema_name, record)`` from framed bytes, or DecodeError with a DLQ reason.
+
+        ``expected`` (short or full record name) turns a valid message of another record type
+        into ``wrong_schema_for_topic``.
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise DecodeError(topics.NOT_CONFLUENT_FRAMED, f"value is {type(data).__name__}")
+        size = len(data)
+        if size > self.max_message_bytes:
+            raise DecodeError(
+                topics.TOO_LARGE, f"{size} bytes > max_message_bytes={self.max_message_bytes}"
+            )
+        if size < _HEADER_SIZE or data[0] != MAGIC:
+            raise DecodeError(
+                topics.NOT_CONFLUENT_FRAMED,
+                f"{size} bytes, first byte {data[0] if size else None}",
+            )
+        schema_id = int.from_bytes(data[1:5], "big")
+        reader = self._readers.get(schema_id)
+        if reader is None:
+            reader = self._reader(schema_id)
+        if expected is not None and expected != reader.name and expected != reader.fullname:
+            raise DecodeError(
+                topics.WRONG_SCHEMA_FOR_TOPIC,
+                f"expected {expected}, got {reader.fullname} (schema id {schema_id})",
+            )
+        fo = BytesIO(data)
+        fo.seek(_HEADER_SIZE)
+        try:
+            record = schemaless_reader(fo, reader.writer, reader.reader)
+        except SchemaResolutionError as exc:
+            raise DecodeError(topics.MISSING_FIELD, f"schema id {schema_id}: {exc}") from None
+        except Exception as exc:  # truncated/garbage Avro surfaces as many exception types
+            raise DecodeError(
+                topics.UNDECODABLE, f"schema id {schema_id}: {type(exc).__name__}: {exc}"
+            ) from None
+        if fo.tell() != size:
+            raise DecodeError(
+                topics.UNDECODABLE, f"{size - fo.tell()} trailing bytes after the record"
+            )
+        if not isinstance(record, dict):
+            raise DecodeError(topics.WRONG_SCHEMA_FOR_TOPIC, f"schema id {schema_id} not a record")
+        return reader.name, record
