@@ -1,0 +1,169 @@
+"""Embedded ClickHouse (chdb), file-backed under the data dir: the default store.
+
+What chdb 4.4 (engine 26.9) allows, measured on this project (see tests/sinks and the report):
+
+* One engine per process, bound to one data path. A second path in the same process fails
+  ("EmbeddedServer already initialized with path ...") until every connection to the first is
+  closed; further connections to the *same* path share the engine.
+* One process per data path: a second process fails on the ``status`` file lock. So the API
+  cannot read the worker's embedded store while the worker runs; run a ClickHouse server
+  (``DRIFTLINE_CLICKHOUSE_URL``) when several processes need the data.
+* ``USE db`` is per connection, so the store keeps exactly one connection.
+* Fastest insert: an Arrow IPC stream through ``Connection.send_insert(..., "ArrowStream")``,
+  on par with ``INSERT ... SELECT * FROM Python(arrow_table)`` but explicit (no lookup of a
+  Python variable by name) and the only one of the two on which ``insert_deduplication_token``
+  drops a replayed batch (INSERT SELECT ignores it). A pandas DataFrame of dicts is read by
+  ``Python(df)`` as ``Nullable(JSON)`` and cannot be inserted into a Map column at all.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from .base import DEFAULT_TTL_DAYS, Store, StoreError
+from .chtypes import to_arrow_table
+
+__all__ = ["EmbeddedStore"]
+
+# chdb connections in one process share one engine; serialising calls keeps the worker's
+# writer and the readers that share the store from interleaving a streaming insert with a query.
+_ENGINE_LOCK = threading.RLock()
+_open_paths: dict[str, int] = {}
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _check_table(table: str) -> str:
+    parts = table.split(".")
+    if not 1 <= len(parts) <= 2 or not all(p.replace("_", "a").isalnum() for p in parts):
+        raise ValueError(f"not a table name: {table!r}")
+    return table
+
+
+def _rows(table: pa.Table) -> list[tuple]:
+    columns = []
+    for column in table.columns:
+        values = column.to_pylist()
+        if pa.types.is_map(column.type):
+            # Arrow maps come back as key/value pair lists; callers expect dicts.
+            values = [None if v is None else dict(v) for v in values]
+        columns.append(values)
+    return list(zip(*columns, strict=True))
+
+
+class EmbeddedStore(Store):
+    """chdb under ``data_path``; survives process restarts.
+
+    >>> import tempfile, pathlib
+    >>> with EmbeddedStore(pathlib.Path(tempfile.mkdtemp()), "demo") as store:
+    ...     store.query("SELECT 1 + {x:UInt8}", {"x": 1})
+    [(2,)]
+    """
+
+    def __init__(
+        self,
+        data_path: Path,
+        database: str = "driftline",
+        *,
+        ttl_days: int | None = DEFAULT_TTL_DAYS,
+    ) -> None:
+        super().__init__(database, ttl_days=ttl_days)
+        import chdb  # imported here: loading the engine costs ~0.5 s, not needed by ServerStore
+
+        self.data_path = Path(data_path).resolve()
+        self.data_path.mkdir(parents=True, exist_ok=True)
+        key = str(self.data_path)
+        with _ENGINE_LOCK:
+            other = [p for p, n in _open_paths.items() if n and p != key]
+            if other:
+                raise StoreError(
+                    f"chdb runs one engine per process and it is open on {other[0]}; "
+                    f"close that store before opening {key}"
+                )
+            try:
+                self._conn = chdb.connect(key)
+            except RuntimeError as exc:
+                raise StoreError(f"cannot open embedded ClickHouse at {key}: {exc}") from exc
+            _open_paths[key] = _open_paths.get(key, 0) + 1
+            self._conn.query(f"CREATE DATABASE IF NOT EXISTS {database}")
+            self._conn.query(f"USE {database}")
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            raise StoreError("store is closed")
+        return self._conn
+
+    def command(self, sql: str) -> None:
+        with _ENGINE_LOCK:
+            try:
+                self._connection().query(sql)
+            except Exception as exc:
+                raise StoreError(f"{exc}") from exc
+
+    def insert(
+        self,
+        table: str,
+        columns: Mapping[str, Sequence[Any] | Any],
+        *,
+        dedup_token: str | None = None,
+    ) -> int:
+        _check_table(table)
+        if not columns:
+            return 0
+        data = to_arrow_table(columns, self.column_types(table), table=table)
+        if data.num_rows == 0:
+            return 0
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, data.schema) as writer:
+            writer.write_table(data)
+        payload = sink.getvalue().to_pybytes()
+        names = ", ".join(f"`{name}`" for name in data.column_names)
+        settings = (
+            f" SETTINGS insert_deduplication_token = {_quote(dedup_token)}" if dedup_token else ""
+        )
+        sql = f"INSERT INTO {table} ({names}){settings}"
+        with _ENGINE_LOCK:
+            try:
+                with self._connection().send_insert(sql, "ArrowStream") as inserter:
+                    inserter.append(payload)
+                    inserter.finish()
+            except Exception as exc:
+                raise StoreError(f"insert into {table} failed: {exc}") from exc
+        return data.num_rows
+
+    def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple]:
+        with _ENGINE_LOCK:
+            try:
+                result = self._connection().query(sql, "ArrowTable", params=dict(parameters or {}))
+            except Exception as exc:
+                raise StoreError(f"{exc}") from exc
+        return _rows(result)
+
+    def query_df(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        with _ENGINE_LOCK:
+            try:
+                return self._connection().query(sql, "DataFrame", params=dict(parameters or {}))
+            except Exception as exc:
+                raise StoreError(f"{exc}") from exc
+
+    def close(self) -> None:
+        with _ENGINE_LOCK:
+            conn, self._conn = getattr(self, "_conn", None), None
+            if conn is None:
+                return
+            conn.close()
+            key = str(self.data_path)
+            _open_paths[key] -= 1
+            if not _open_paths[key]:
+                del _open_paths[key]
+
+    def __repr__(self) -> str:
+        return f"EmbeddedStore({str(self.data_path)!r}, {self.database!r})"
