@@ -76,6 +76,7 @@ def make_predictions(
     model_id: str = "m1",
     seed: int = 0,
     n_features: int = 20,
+    step_ms: int = 250,
 ) -> list[dict]:
     rng = np.random.default_rng(seed)
     start = now_ms() - 3_600_000 if start_ms is None else start_ms
@@ -89,7 +90,7 @@ def make_predictions(
                 "event_id": f"{model_id}-p{seed}-{i}",
                 "model_id": model_id,
                 "model_version": "v1" if i % 3 else "v2",
-                "event_time": start + i * 250,
+                "event_time": start + i * step_ms,
                 "numeric_features": {f"f{j}": float(feats[i, j]) for j in range(n_features)},
                 "categorical_features": {"plan": "gold" if i % 2 else "basic"},
                 "segments": {"region": regions[i % 2], "channel": channels[i % 3]},
