@@ -1,0 +1,310 @@
+"""Replay a file of past predictions (and their outcomes) into driftline's topics.
+
+Useful to backfill history, to try driftline on an existing model's logs, and in demos. Each
+row of a CSV or Parquet file becomes one PredictionEvent and, where the label column has a
+value, one OutcomeEvent joined to it. Every column that is not named as the prediction, score,
+label, id, time or a segment is a feature (numbers numeric, strings/bools categorical, empty
+cells missing).
+
+Without ``id_col``, event ids are derived from the model, the file name and the row number, so
+replaying the same file twice produces duplicates that driftline drops instead of double
+counting.
+
+From the command line (once wired into ``driftline``)::
+
+    driftline replay scored.parquet --model-id churn --prediction-col pred \\
+        --label-col churned --time-col ts --segment-col region --rate 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import pandas as pd
+
+from driftline.client import DriftlineProducer
+from driftline.schemas import event_id as derive_id
+from driftline.settings import Settings
+
+__all__ = ["ReplayStats", "add_replay_command", "handler", "replay_file"]
+
+CHUNK_ROWS = 10_000
+MAX_KEPT_ERRORS = 20
+_PARQUET = {".parquet", ".pq"}
+_CSV = {".csv", ".tsv", ".txt"}
+
+
+@dataclass
+class ReplayStats:
+    rows: int = 0
+    predictions: int = 0
+    outcomes: int = 0
+    skipped: int = 0  # rows refused by validation (see errors)
+    errors: list[str] = field(default_factory=list)  # the first few, "row N: reason"
+    delivered: int = 0  # acknowledged by the broker during this replay
+    failed: int = 0
+    last_error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.skipped == 0
+
+
+def _missing(value: Any) -> bool:
+    if value is None or value is pd.NaT:
+        return True
+    try:
+        return isinstance(value, float) and math.isnan(value)
+    except TypeError:
+        return False
+
+
+def _id_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # an int id column read as float because of empty cells
+    return str(value)
+
+
+def _csv_rows(path: Path) -> int:
+    with open(path, "rb") as f:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    return max(lines - 1, 0)  # minus the header; quoted newlines make this an estimate
+
+
+def _read(path: Path, chunk_rows: int) -> tuple[int | None, Iterator[pd.DataFrame]]:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _PARQUET:
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        batches = parquet.iter_batches(batch_size=chunk_rows)
+        return parquet.metadata.num_rows, (batch.to_pandas() for batch in batches)
+    plain = (
+        suffixes[:-1] if suffixes and suffixes[-1] in {".gz", ".bz2", ".zst", ".xz"} else suffixes
+    )
+    if plain and plain[-1] in _CSV:
+        sep = "\t" if plain[-1] == ".tsv" else ","
+        total = _csv_rows(path) if plain == suffixes else None
+        return total, iter(pd.read_csv(path, sep=sep, chunksize=chunk_rows))
+    raise ValueError(f"{path}: expected a .csv, .tsv or .parquet file (optionally .csv.gz)")
+
+
+def _millis(column: pd.Series) -> list[int | None]:
+    """Epoch millis per cell: numbers are taken as epoch millis, anything else is parsed."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return [None if _missing(v) else int(v) for v in column.tolist()]
+    parsed = pd.to_datetime(column, utc=True, errors="coerce")
+    millis = (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "ms")
+    return [None if _missing(v) else int(v) for v in millis.tolist()]
+
+
+class _Progress:
+    """A one-line progress bar on stderr, redrawn at most a few times per second."""
+
+    def __init__(self, total: int | None, enabled: bool, stream: TextIO | None = None) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.start = time.monotonic()
+        self.last_draw = 0.0
+
+    def draw(self, done: int, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not final and now - self.last_draw < 0.25:
+            return
+        self.last_draw = now
+        rate = done / max(now - self.start, 1e-9)
+        if self.total:
+            frac = min(done / self.total, 1.0)
+            bar = "#" * int(frac * 30)
+            line = f"\r[{bar:<30}] {frac:4.0%} {done}/{self.total} rows {rate:,.0f}/s"
+        else:
+            line = f"\r{done} rows {rate:,.0f}/s"
+        self.stream.write(line + ("\n" if final else ""))
+        self.stream.flush()
+
+
+def replay_file(
+    path: str | Path,
+    producer: DriftlineProducer,
+    model_id: str,
+    *,
+    prediction_col: str,
+    label_col: str | None = None,
+    id_col: str | None = None,
+    time_col: str | None = None,
+    segment_cols: Sequence[str] = (),
+    score_col: str | None = None,
+    model_version: str = "1",
+    rate: float | None = None,
+    progress: bool = True,
+    flush_timeout: float = 60.0,
+    chunk_rows: int = CHUNK_ROWS,
+) -> ReplayStats:
+    """Publish every row of ``path`` as a prediction (and an outcome where labelled).
+
+    ``rate`` caps rows per second (None: as fast as the producer takes them); without
+    ``time_col`` events are stamped with the time they are sent. Rows that fail validation
+    are skipped and counted, the replay goes on. Flushes the producer before returning.
+    """
+    path = Path(path)
+    if rate is not None and rate <= 0:
+        raise ValueError("rate must be > 0 rows per second")
+    reserved = {prediction_col, label_col, id_col, time_col, score_col, *segment_cols} - {None}
+    total, chunks = _read(path, chunk_rows)
+    stats = ReplayStats()
+    before = producer.stats
+    bar = _Progress(total, progress)
+    started = time.monotonic()
+    for chunk in chunks:
+        missing = sorted(c for c in reserved if c not in chunk.columns)
+        if missing:
+            raise ValueError(f"{path}: no column(s) {missing}; columns are {list(chunk.columns)}")
+        features = [c for c in chunk.columns if c not in reserved]
+        times = _millis(chunk[time_col]) if time_col else None
+        for i, row in enumerate(chunk.to_dict("records")):
+            number = stats.rows
+            stats.rows += 1
+            if rate is not None:
+                ahead = started + number / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+            try:
+                _replay_row(
+                    row, number, producer, model_id, path.name, stats,
+                    features=features, prediction_col=prediction_col, label_col=label_col,
+                    id_col=id_col, score_col=score_col, segment_cols=segment_cols,
+                    model_version=model_version,
+                    event_time=times[i] if times is not None else None,
+                    has_time=time_col is not None,
+                )  # fmt: skip
+            except ValueError as exc:
+                stats.skipped += 1
+                if len(stats.errors) < MAX_KEPT_ERRORS:
+                    stats.errors.append(f"row {number}: {exc}")
+            bar.draw(stats.rows)
+    producer.flush(flush_timeout)
+    bar.draw(stats.rows, final=True)
+    after = producer.stats
+    stats.delivered = after.delivered - before.delivered
+    stats.failed = after.failed - before.failed
+    stats.last_error = after.last_error if stats.failed else None
+    stats.seconds = time.monotonic() - started
+    return stats
+
+
+def _replay_row(
+    row: dict[str, Any],
+    number: int,
+    producer: DriftlineProducer,
+    model_id: str,
+    source: str,
+    stats: ReplayStats,
+    *,
+    features: list[str],
+    prediction_col: str,
+    label_col: str | None,
+    id_col: str | None,
+    score_col: str | None,
+    segment_cols: Sequence[str],
+    model_version: str,
+    event_time: int | None,
+    has_time: bool,
+) -> None:
+    if has_time and event_time is None:
+        raise ValueError("empty or unparseable time")
+    row_id = row.get(id_col) if id_col else None
+    prediction_id = (
+        _id_text(row_id)
+        if not _missing(row_id)
+        else derive_id("replay", model_id, source, str(number))
+    )
+    prediction = row[prediction_col]
+    score = row[score_col] if score_col else None
+    pid = producer.log_prediction(
+        model_id,
+        {name: (None if _missing(row[name]) else row[name]) for name in features},
+        None if _missing(prediction) else prediction,
+        score=None if _missing(score) else score,
+        model_version=model_version,
+        segments={c: str(row[c]) for c in segment_cols if not _missing(row[c])},
+        event_id=prediction_id,
+        event_time=event_time,
+    )
+    stats.predictions += 1
+    if label_col is None or _missing(row[label_col]):
+        return
+    truth = row[label_col]
+    is_label = (
+        isinstance(truth, str | bool) or getattr(getattr(truth, "dtype", None), "kind", "") == "b"
+    )
+    producer.log_outcome(
+        pid,
+        model_id,
+        label=truth if is_label else None,
+        value=None if is_label else truth,
+        event_time=event_time,
+        event_id=derive_id("replay-outcome", pid),
+    )
+    stats.outcomes += 1
+
+
+def add_replay_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``driftline replay FILE ...`` on the CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "replay",
+        help="publish a CSV/Parquet file of past predictions (and outcomes) to Kafka",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("file", type=Path, help=".csv, .tsv, .csv.gz or .parquet")
+    parser.add_argument("--model-id", required=True)
+    parser.add_argument("--prediction-col", required=True, help="predicted label or value")
+    parser.add_argument("--label-col", help="ground truth; rows with a value also get an outcome")
+    parser.add_argument("--id-col", help="prediction ids (default: derived from file and row)")
+    parser.add_argument("--time-col", help="event time: epoch millis or parseable datetimes")
+    parser.add_argument("--segment-col", action="append", default=[], help="repeatable")
+    parser.add_argument("--score-col", help="positive-class score or confidence")
+    parser.add_argument("--model-version", default="1")
+    parser.add_argument("--rate", type=float, help="max rows per second")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def handler(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``driftline replay``; exit status 1 if any row was skipped or not delivered."""
+    with DriftlineProducer.from_settings(settings) as producer:
+        stats = replay_file(
+            args.file,
+            producer,
+            args.model_id,
+            prediction_col=args.prediction_col,
+            label_col=args.label_col,
+            id_col=args.id_col,
+            time_col=args.time_col,
+            segment_cols=args.segment_col,
+            score_col=args.score_col,
+            model_version=args.model_version,
+            rate=args.rate,
+            progress=not args.no_progress,
+        )
+    print(
+        f"replayed {stats.rows} rows from {args.file} in {stats.seconds:.1f}s: "
+        f"{stats.predictions} predictions, {stats.outcomes} outcomes, "
+        f"{stats.delivered} delivered, {stats.failed} failed, {stats.skipped} skipped"
+    )
+    for error in stats.errors:
+        print(f"  {error}", file=sys.stderr)
+    if stats.last_error:
+        print(f"  last delivery error: {stats.last_error}", file=sys.stderr)
+    return 0 if stats.ok else 1
