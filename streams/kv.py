@@ -1,0 +1,74 @@
+"""Partition-aware key/value state: the worker's view of a changelog-backed table.
+
+Every write names the source partition it belongs to, so the changelog record lands on the
+partition of the events that caused it. That keeps state and input co-partitioned when a
+batch spans several partitions, and a partition that moves to another worker brings its
+state along.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+
+class PartitionedKV(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, partition: int, key: bytes) -> None: ...
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+class MemoryKV:
+    """A plain dict, remembering which partition each key was last written for (tests)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.partition_of: dict[bytes, int] = {}
+        self.writes = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        self.data[key] = value
+        self.partition_of[key] = partition
+        self.writes += 1
+
+    def delete(self, partition: int, key: bytes) -> None:
+        self.data.pop(key, None)
+        self.partition_of[key] = partition
+        self.writes += 1
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(list(self.data.items()))
+
+
+class FaustTableKV:
+    """A faust Table used through its store, with changelog writes to explicit partitions.
+
+    ``table[key] = value`` would pick the partition of faust's *current event*, which in a
+    batch is just the last one taken; we write the store and the changelog ourselves instead.
+    """
+
+    def __init__(self, table: object) -> None:
+        self.table = table
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.table.data.get(key)  # type: ignore[attr-defined]
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        self.table.data[key] = value  # type: ignore[attr-defined]
+        self.table.send_changelog(partition, key, value)  # type: ignore[attr-defined]
+
+    def delete(self, partition: int, key: bytes) -> None:
+        self.table.data.pop(key, None)  # type: ignore[attr-defined]
+        self.table.send_changelog(  # type: ignore[attr-defined]
+            partition, key, None, value_serializer="raw"
+        )
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(list(self.table.data.items()))  # type: ignore[attr-defined]
