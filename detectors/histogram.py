@@ -402,6 +402,17 @@ class CategoricalWindow:
     Labels are compared as strings (``1`` and ``"1"`` are one category). Missing values
     (``None``, NaN) are refused: give them a category of their own.
 
+    Parameters
+    ----------
+    reference
+        The reference labels; their distinct values are the known categories.
+    min_samples
+        Below this many current (or reference) values every test answers
+        ``insufficient_data``.
+
+    Example
+    -------
+
     >>> window = CategoricalWindow(["cat"] * 60 + ["dog"] * 40)
     >>> _ = window.update(["cat"] * 20 + ["dog"] * 25 + ["eel"] * 5)
     >>> result = window.test()  # 3 categories, small reference: chi-square
