@@ -49,6 +49,7 @@ from .window_tests import (
     WASSERSTEIN_MIN_STD,
     WindowTestResult,
     _bin_counts,
+    _bin_index,
     _check_min_samples,
     _check_threshold,
     _insufficient,
@@ -74,19 +75,6 @@ DISCRETE_MAX_VALUES = 5
 
 # Meta slots of a NumericWindow's running state.
 _SEEN, _FILL, _MIN, _MAX, _UNDER_SUM, _OVER_SUM = 0, 1, 2, 3, 4, 5
-
-
-@njit(cache=True)
-def _bin_of(edges: np.ndarray, x: float) -> int:
-    """Index of the bin holding ``x``: the number of edges <= x (searchsorted side="right")."""
-    lo, hi = 0, edges.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if edges[mid] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 @njit(cache=True)
@@ -119,8 +107,8 @@ def _accumulate(
     last = fine_edges.shape[0]
     for i in range(xs.shape[0]):
         x = xs[i]
-        counts[_bin_of(edges, x)] += 1.0
-        fine = _bin_of(fine_edges, x)
+        counts[_bin_index(edges, x)] += 1.0
+        fine = _bin_index(fine_edges, x)
         fine_counts[fine] += 1.0
         # Sums in the two open-ended bins give their exact share of the Wasserstein integral.
         if fine == 0:

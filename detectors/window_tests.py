@@ -225,9 +225,34 @@ def quantile_edges(reference: Any, bins: int = DEFAULT_BINS) -> np.ndarray:
     return np.unique(inner)
 
 
+@njit(cache=True)
+def _bin_index(edges: np.ndarray, x: float) -> int:
+    """Number of edges <= x, i.e. ``searchsorted(edges, x, side="right")``."""
+    lo, hi = 0, edges.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if edges[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _bin_counts_kernel(values: np.ndarray, edges: np.ndarray, counts: np.ndarray) -> None:
+    for i in range(values.shape[0]):
+        counts[_bin_index(edges, values[i])] += 1.0
+
+
 def _bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    index = np.searchsorted(edges, values, side="right")
-    return np.bincount(index, minlength=edges.shape[0] + 1).astype(np.float64)
+    """Counts per bin; bins are ``(-inf, e0), [e0, e1), ..., [e_last, inf)``."""
+    counts = np.zeros(edges.shape[0] + 1)
+    _bin_counts_kernel(
+        np.ascontiguousarray(values, dtype=np.float64),
+        np.ascontiguousarray(edges, dtype=np.float64),
+        counts,
+    )
+    return counts
 
 
 # -- distances from counts -------------------------------------------------------------------
