@@ -409,7 +409,7 @@ class CategoricalWindow:
     """
 
     def __init__(self, reference: Any, min_samples: int = DEFAULT_MIN_SAMPLES) -> None:
-        labels = _labels(reference, "reference").astype(str)
+        labels = _labels(reference, "reference")
         keys, counts = np.unique(labels, return_counts=True)
         self.categories: list[str] = keys.tolist()
         self._index = {key: i for i, key in enumerate(self.categories)}
@@ -428,10 +428,9 @@ class CategoricalWindow:
 
     def update(self, values: Any) -> CategoricalWindow:
         """Add a batch of current labels; returns self."""
-        labels = np.asarray(values, dtype=object).ravel()
-        if labels.size == 0:
+        if np.size(values) == 0:
             return self
-        labels = _labels(labels, "current").astype(str)
+        labels = _labels(values, "current")
         keys, counts = np.unique(labels, return_counts=True)
         for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
             slot = self._index.get(key)

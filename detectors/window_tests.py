@@ -448,22 +448,32 @@ def wasserstein(
 
 
 def _labels(xs: Any, what: str) -> np.ndarray:
-    values = np.asarray(xs, dtype=object).ravel()
+    """Category labels as a 1-D array of strings, refusing missing values (None, NaN)."""
+    # A list goes through object dtype: np.asarray(["a", nan]) would quietly make "nan" a label.
+    values = (xs if isinstance(xs, np.ndarray) else np.asarray(xs, dtype=object)).ravel()
     if values.size == 0:
         raise ValueError(f"the {what} window is empty; a drift test needs values on both sides")
-    for i, v in enumerate(values):
-        if v is None or (isinstance(v, float) and not math.isfinite(v)):
-            raise ValueError(
-                f"{what} category at index {i} is {v!r}; map missing values to a category of "
-                "their own (e.g. '<missing>') or drop them before testing"
-            )
-    return values
+    bad = -1
+    if values.dtype == object:
+        # Mixed Python objects: only a per-item look can tell None / float NaN apart.
+        for i, v in enumerate(values.tolist()):
+            if v is None or (isinstance(v, float) and not math.isfinite(v)):
+                bad = i
+                break
+    elif values.dtype.kind in "fc" and not np.isfinite(values).all():
+        bad = int(np.flatnonzero(~np.isfinite(values))[0])
+    if bad >= 0:
+        raise ValueError(
+            f"{what} category at index {bad} is {values[bad]!r}; map missing values to a "
+            "category of their own (e.g. '<missing>') or drop them before testing"
+        )
+    return values if values.dtype.kind == "U" else values.astype(str)
 
 
 def _category_counts(reference: Any, current: Any) -> tuple[list[Any], np.ndarray, np.ndarray]:
     ref, cur = _labels(reference, "reference"), _labels(current, "current")
-    ref_keys, ref_n = np.unique(ref.astype(str), return_counts=True)
-    cur_keys, cur_n = np.unique(cur.astype(str), return_counts=True)
+    ref_keys, ref_n = np.unique(ref, return_counts=True)
+    cur_keys, cur_n = np.unique(cur, return_counts=True)
     keys = sorted(set(ref_keys.tolist()) | set(cur_keys.tolist()))
     ref_map = dict(zip(ref_keys.tolist(), ref_n.tolist(), strict=True))
     cur_map = dict(zip(cur_keys.tolist(), cur_n.tolist(), strict=True))

@@ -384,3 +384,19 @@ def test_categorical_window_binary_and_errors() -> None:
         window.update(["yes", None])
     with pytest.raises(ValueError):
         window.test("ks")
+
+
+def test_labels_refuse_missing_in_every_container() -> None:
+    for bad in (
+        ["a", math.nan],
+        ["a", None],
+        np.array(["a", None], dtype=object),
+        np.array([1.0, math.nan]),
+    ):
+        with pytest.raises(ValueError, match="missing"):
+            wt.chisquare(["a"] * 40, bad)
+        with pytest.raises(ValueError, match="missing"):
+            CategoricalWindow(["a"] * 40).update(bad)
+    # Numpy string arrays take the fast path and count like lists do.
+    labels = np.array(["x", "y", "y"] * 20)
+    assert wt.chisquare(labels, labels[::-1]) == wt.chisquare(labels.tolist(), labels.tolist())
