@@ -64,7 +64,7 @@ def _mean_changed(n_cut: float, n: float, mean_diff: float, log_confidence: floa
     return mean_diff >= eps
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _step(state: np.ndarray, x: float) -> int:
     # river resets at the start of the update that follows a drift.
     if state[_DRIFT] != 0.0:

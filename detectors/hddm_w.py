@@ -79,7 +79,7 @@ def _reset(state: np.ndarray) -> None:
     state[_WARNING] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _step(state: np.ndarray, x: float) -> int:
     # river resets at the start of the update that follows a drift.
     if state[_DRIFT] != 0.0:
