@@ -216,9 +216,11 @@ class NumericWindow:
         distinct = np.unique(ref)
         self.discrete = distinct.shape[0] <= DISCRETE_MAX_VALUES
         if self.discrete:
-            # One bin per distinct value (values below the smallest share its bin).
+            # One bin per distinct value for the tests (values below the smallest share its
+            # bin); for Wasserstein every value is an edge, so values outside the reference's
+            # range land in the open outer bins, whose sums make their share exact.
             self.edges = distinct[1:].copy()
-            self.fine_edges = self.edges
+            self.fine_edges = distinct.copy()
         else:
             self.edges = quantile_edges(ref, bins)
             self.fine_edges = quantile_edges(ref, fine_bins)
@@ -319,17 +321,18 @@ class NumericWindow:
         guard = self._guard("wasserstein", threshold)
         if guard is not None:
             return guard
+        tails = _tail_integrals(
+            self.fine_edges, self.fine_counts, self.meta[_UNDER_SUM], self.meta[_OVER_SUM]
+        )
         if self.discrete:
-            # Mass sits on the reference's values: W1 is exact from the counts as long as the
-            # current window takes the same values (others count as the value below them).
-            support = np.concatenate([[self.reference_min], self.edges])
-            ref_cdf = np.cumsum(self.reference_fine_counts)[:-1] / self.n_reference
-            cur_cdf = np.cumsum(self.fine_counts)[:-1] / self.n_current
-            distance = float(np.sum(np.abs(ref_cdf - cur_cdf) * np.diff(support)))
+            # Mass sits on the reference's values, so both CDFs are steps between them: exact
+            # as long as current values are reference values too (a value in between counts
+            # as the one below it).
+            ref_cdf = np.cumsum(self.reference_fine_counts)[1:-1] / self.n_reference
+            cur_cdf = np.cumsum(self.fine_counts)[1:-1] / self.n_current
+            steps = float(np.sum(np.abs(ref_cdf - cur_cdf) * np.diff(self.fine_edges)))
+            distance = steps + float(np.sum(np.abs(self.reference_tails - tails)))
         else:
-            tails = _tail_integrals(
-                self.fine_edges, self.fine_counts, self.meta[_UNDER_SUM], self.meta[_OVER_SUM]
-            )
             distance = _binned_wasserstein(
                 self.fine_edges,
                 self.reference_fine_counts,

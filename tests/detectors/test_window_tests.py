@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from driftline.detectors import window_tests as wt
 from driftline.detectors.histogram import CategoricalWindow, NumericWindow
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial import distance
 
@@ -400,3 +402,54 @@ def test_labels_refuse_missing_in_every_container() -> None:
     # Numpy string arrays take the fast path and count like lists do.
     labels = np.array(["x", "y", "y"] * 20)
     assert wt.chisquare(labels, labels[::-1]) == wt.chisquare(labels.tolist(), labels.tolist())
+
+
+SMALL_FLOATS = st.lists(
+    st.floats(-50, 50, allow_nan=False).map(lambda v: round(v, 1)),  # rounding makes ties
+    min_size=1,
+    max_size=120,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(ref=SMALL_FLOATS, cur=SMALL_FLOATS)
+def test_ks_matches_scipy_on_arbitrary_samples(ref: list[float], cur: list[float]) -> None:
+    ours = wt.ks_2samp(ref, cur, min_samples=1)
+    theirs = stats.ks_2samp(ref, cur)
+    assert ours.statistic == theirs.statistic
+    assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-9, abs=1e-300)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ref=st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=200),
+    cur=st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=0, max_size=400),
+    cuts=st.lists(st.integers(0, 400), max_size=5),
+)
+def test_numeric_window_any_batching_equals_one_shot(
+    ref: list[float], cur: list[float], cuts: list[int]
+) -> None:
+    values = np.array(cur)
+    whole = NumericWindow(ref, ks_capacity=50, min_samples=1).update(values)
+    parts = NumericWindow(ref, ks_capacity=50, min_samples=1)
+    for batch in np.split(values, sorted(c for c in cuts if c <= values.size)):
+        parts.update(batch)
+    np.testing.assert_array_equal(parts.counts, whole.counts)
+    np.testing.assert_array_equal(parts.fine_counts, whole.fine_counts)
+    np.testing.assert_array_equal(parts.current_sample(), whole.current_sample())
+    assert parts.n_current == len(cur)
+    if cur:
+        assert parts.test("psi") == whole.test("psi")
+
+
+def test_numeric_window_single_value_reference() -> None:
+    window = NumericWindow(np.zeros(100)).update(np.full(50, 5.0))
+    # std floor 1e-3: a shift of 5 is 5000 "stds"; the open outer bin's sum makes it exact.
+    assert window.wasserstein().statistic == pytest.approx(5.0 / 1e-3)
+    assert window.wasserstein().statistic == pytest.approx(
+        wt.wasserstein(np.zeros(100), np.full(50, 5.0)).statistic
+    )
+    outside = NumericWindow([0.0, 1.0, 2.0] * 30).update([-1.0, 3.0] * 20)
+    assert outside.wasserstein().statistic == pytest.approx(
+        wt.wasserstein([0.0, 1.0, 2.0] * 30, [-1.0, 3.0] * 20).statistic
+    )
