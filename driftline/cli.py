@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 
 from driftline.settings import Settings, load_settings
 
@@ -39,7 +38,11 @@ def _kafka(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str]] = {}
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from driftline.worker import run_worker
+
+    run_worker(settings, loglevel=args.loglevel)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = sub.add_parser("kafka", help="the local single-node Kafka broker (KRaft)")
     kafka.add_argument("action", choices=["fetch", "start", "stop", "status"])
     kafka.set_defaults(handler=_kafka)
+
+    worker = sub.add_parser("worker", help="run a stream worker (faust) until stopped")
+    worker.add_argument("--loglevel", default="info")
+    worker.set_defaults(handler=_worker)
     return parser
 
 

@@ -46,8 +46,13 @@ def ensure_jars(cache_dir: Path) -> Path:
     pom = lib.parent / KAFKA_POM
     pom.write_text(resources.files("driftline.kafka").joinpath(KAFKA_POM).read_text())
     cmd = [
-        "mvn", "-q", "-B", "-f", str(pom),
-        "dependency:copy-dependencies", f"-DoutputDirectory={lib}",
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={lib}",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -127,8 +132,15 @@ class LocalKafka:
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = [
-            "java", "-cp", f"{lib}/*", "kafka.tools.StorageTool", "format",
-            "-t", cluster_id, "-c", str(config),
+            "java",
+            "-cp",
+            f"{lib}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(config),
         ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
@@ -161,9 +173,16 @@ class LocalKafka:
     def _spawn(self, lib: Path, config: Path, log, env: dict) -> subprocess.Popen:
         return subprocess.Popen(
             [
-                "java", f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC",
-                "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
-                "-cp", f"{lib}/*", "kafka.Kafka", str(config),
+                "java",
+                f"-Xmx{self.heap}",
+                "-Xms128m",
+                "-XX:+UseG1GC",
+                "-XX:TieredStopAtLevel=1",
+                "-Djava.awt.headless=true",
+                "-cp",
+                f"{lib}/*",
+                "kafka.Kafka",
+                str(config),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     join_ttl_seconds: float = Field(3600.0, gt=0)
     orphan_outcome_ttl_seconds: float = Field(300.0, gt=0)
     retraining_cooldown_seconds: float = Field(3600.0, ge=0)
+    # How far back from a detected change a trainer should take its data.
+    retraining_lookback_seconds: float = Field(3600.0, gt=0)
+    # Models the worker accepts; empty accepts any (others go to the DLQ as unknown_model).
+    known_models: list[str] = Field(default_factory=list)
+    topic_replication: int = Field(1, ge=1)
 
     # API
     api_host: str = "127.0.0.1"

@@ -10,15 +10,22 @@ Records follow the Avro contract (``schemas/*.avsc``) with times in epoch millis
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from driftline.schemas import event_id
 
-START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: fixed so runs are reproducible
+DAY_MS = 86_400_000
+
+
+def yesterday_ms() -> int:
+    """Midnight UTC a day ago: recent enough for the tables' TTLs, stable within a day so two
+    processes building the same stream agree."""
+    return (time.time_ns() // 1_000_000 // DAY_MS - 1) * DAY_MS
 
 
 @dataclass
@@ -40,7 +47,7 @@ class SyntheticStream:
     step_ms: int = 10
     label_delay_ms: int = 2_000
     model_version: str = "1"
-    start_ms: int = START_MS
+    start_ms: int = field(default_factory=yesterday_ms)
 
     def events(self, n: int, start: int = 0) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
         """Steps ``start .. start+n-1``: (prediction, its outcome). Same seed, same events."""
@@ -81,3 +88,61 @@ class SyntheticStream:
             "value": None,
         }
         return prediction, outcome
+
+
+def publish(
+    bootstrap: str,
+    stream: SyntheticStream,
+    n: int,
+    *,
+    start: int = 0,
+    outcome_lag: int = 50,
+    codec: Any = None,
+) -> int:
+    """Publish steps ``start .. start+n-1`` to the real topics: each prediction, and the
+    outcome of the prediction ``outcome_lag`` steps earlier (labels arrive late). Returns the
+    number of messages acknowledged by the broker."""
+    from confluent_kafka import Producer
+
+    from driftline.schemas import Codec, topics
+
+    codec = codec or Codec()
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            "compression.type": "lz4",
+            # Java clients' partitioner: predictions and outcomes of a model stay co-partitioned
+            # whichever client produced them
+            "partitioner": "murmur2_random",
+        }
+    )
+    delivered = 0
+
+    def on_delivery(error: Any, _message: Any) -> None:
+        nonlocal delivered
+        if error is None:
+            delivered += 1
+
+    def send(topic: str, schema: str, record: dict[str, Any]) -> None:
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    key=record["model_id"].encode(),
+                    value=codec.encode(schema, record),
+                    on_delivery=on_delivery,
+                )
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    for i in range(start, start + n):
+        send(topics.PREDICTIONS, "PredictionEvent", stream.step(i)[0])
+        if i - outcome_lag >= 0:
+            send(topics.OUTCOMES, "OutcomeEvent", stream.step(i - outcome_lag)[1])
+        if i % 1000 == 0:
+            producer.poll(0)
+    producer.flush(60)
+    return delivered

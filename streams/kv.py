@@ -72,3 +72,56 @@ class FaustTableKV:
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         return iter(list(self.table.data.items()))  # type: ignore[attr-defined]
+
+
+class BufferedKV:
+    """Holds a batch's writes until ``commit()``, reading its own writes meanwhile.
+
+    The worker commits table writes only after the batch's rows are in ClickHouse, so a crash
+    in between replays the batch against the old state instead of skipping rows that never
+    landed.
+    """
+
+    _DELETED = object()
+
+    def __init__(self, inner: PartitionedKV) -> None:
+        self.inner = inner
+        self._writes: dict[bytes, tuple[int, object]] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._writes:
+            value = self._writes[key][1]
+            return None if value is self._DELETED else value  # type: ignore[return-value]
+        return self.inner.get(key)
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        self._writes[key] = (partition, value)
+
+    def delete(self, partition: int, key: bytes) -> None:
+        self._writes[key] = (partition, self._DELETED)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        merged = dict(self.inner.items())
+        for key, (_, value) in self._writes.items():
+            if value is self._DELETED:
+                merged.pop(key, None)
+            else:
+                merged[key] = value  # type: ignore[assignment]
+        return iter(list(merged.items()))
+
+    @property
+    def pending(self) -> int:
+        return len(self._writes)
+
+    def commit(self) -> int:
+        for key, (partition, value) in self._writes.items():
+            if value is self._DELETED:
+                self.inner.delete(partition, key)
+            else:
+                self.inner.put(partition, key, value)  # type: ignore[arg-type]
+        n = len(self._writes)
+        self._writes.clear()
+        return n
+
+    def rollback(self) -> None:
+        self._writes.clear()

@@ -1,0 +1,47 @@
+"""Settings -> a running stream worker (the glue the ``driftline worker`` command uses)."""
+
+from __future__ import annotations
+
+from driftline.admin import ensure_topics
+from driftline.settings import Settings
+from driftline.sinks.store import Store, open_store
+from driftline.streams.app import Worker, WorkerConfig
+from driftline.streams.processor import ProcessorConfig
+
+
+def processor_config(settings: Settings) -> ProcessorConfig:
+    return ProcessorConfig(
+        join_ttl_ms=int(settings.join_ttl_seconds * 1000),
+        orphan_ttl_ms=int(settings.orphan_outcome_ttl_seconds * 1000),
+        retraining_cooldown_ms=int(settings.retraining_cooldown_seconds * 1000),
+        retraining_lookback_ms=int(settings.retraining_lookback_seconds * 1000),
+        known_models=frozenset(settings.known_models),
+    )
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    return WorkerConfig(
+        bootstrap=settings.kafka_bootstrap,
+        app_id=settings.worker_id,
+        partitions=settings.topic_partitions,
+        datadir=str(settings.data_dir / "faust"),
+        batch_max_events=settings.batch_max_events,
+        batch_max_seconds=settings.batch_max_seconds,
+        web_port=settings.worker_web_port or None,
+        processor=processor_config(settings),
+    )
+
+
+def open_migrated_store(settings: Settings) -> Store:
+    store = open_store(settings.clickhouse_url, settings.clickhouse_database, settings.chdb_path)
+    store.migrate()
+    return store
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    ensure_topics(settings.kafka_bootstrap, settings.topic_partitions, settings.topic_replication)
+    store = open_migrated_store(settings)
+    try:
+        Worker(worker_config(settings), store).run(loglevel=loglevel)
+    finally:
+        store.close()

@@ -1,0 +1,205 @@
+"""The faust worker: one agent over the co-partitioned prediction and outcome topics.
+
+Per Kafka batch (``take_events``): the processor decodes, joins and detects; then, in this
+order, rows go to ClickHouse, drift/retraining/dead-letter records to their topics, table
+writes to their changelogs, and the producer is flushed. Only then does faust ack the batch,
+so a crash anywhere replays it (at-least-once) and the deterministic ids, ReplacingMergeTree
+tables and offsets kept in model state make the replay harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from driftline.schemas import Codec, topics
+from driftline.sinks.base import Store
+from driftline.sinks.writer import Sink
+from driftline.streams.kv import BufferedKV, FaustTableKV
+from driftline.streams.processor import BatchProcessor, BatchResult, ProcessorConfig, SourceMessage
+
+log = logging.getLogger("driftline.worker")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    bootstrap: str
+    app_id: str = "driftline-worker"
+    partitions: int = 4
+    datadir: str = ".driftline/faust"
+    batch_max_events: int = 5000
+    batch_max_seconds: float = 0.5
+    web_port: int | None = None
+    processor: ProcessorConfig = field(default_factory=ProcessorConfig)
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    messages: int = 0
+    started: float = field(default_factory=time.monotonic)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def add(self, result: BatchResult, n: int) -> None:
+        self.batches += 1
+        self.messages += n
+        for key, value in result.counters.items():
+            self.counters[key] = self.counters.get(key, 0) + value
+
+
+def _raw_topic(app: faust.App, *names: str, **kwargs: Any) -> faust.TopicT:
+    return app.topic(
+        *names,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        **kwargs,
+    )
+
+
+class Worker:
+    """Builds the faust app around a store and a codec; ``run()`` blocks until stopped."""
+
+    def __init__(self, config: WorkerConfig, store: Store, codec: Codec | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.codec = codec or Codec()
+        self.sink = Sink(store, max_rows=max(50_000, config.batch_max_events * 4))
+        self.stats = WorkerStats()
+        self._last_report = time.monotonic()
+        # chdb and the ClickHouse client block; one thread keeps them off the event loop and
+        # serialises access (chdb allows one session per process).
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-sink")
+        self.app = faust.App(
+            config.app_id,
+            broker=f"kafka://{config.bootstrap}",
+            store="memory://",
+            topic_partitions=config.partitions,
+            datadir=config.datadir,
+            autodiscover=False,
+            web_enabled=config.web_port is not None,
+            web_port=config.web_port or 6066,
+            consumer_auto_offset_reset="earliest",
+            processing_guarantee="at_least_once",
+            producer_acks=-1,
+            broker_max_poll_records=config.batch_max_events,
+            stream_buffer_maxsize=config.batch_max_events * 4,
+            table_standby_replicas=0,
+        )
+        self.inputs = _raw_topic(self.app, topics.PREDICTIONS, topics.OUTCOMES)
+        self.outputs = {
+            name: _raw_topic(self.app, name) for name in (topics.DRIFT, topics.RETRAINING)
+        }
+        self.dlq = _raw_topic(self.app, topics.DLQ)
+        self.states_table = self._table("model-state")
+        self.join_table = self._table("join")
+        self.states = BufferedKV(FaustTableKV(self.states_table))
+        self.join = BufferedKV(FaustTableKV(self.join_table))
+        self.processor = BatchProcessor(self.codec, config.processor, self.states, self.join)
+        self.app.agent(self.inputs, name="monitor")(self._monitor)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+
+    def _table(self, name: str) -> faust.Table:
+        changelog = _raw_topic(
+            self.app,
+            f"{self.config.app_id}-{name}-changelog",
+            partitions=self.config.partitions,
+            compacting=True,
+            deleting=False,
+            acks=True,
+            internal=True,
+        )
+        return self.app.Table(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=self.config.partitions,
+            changelog_topic=changelog,
+        )
+
+    async def _on_revoked(self, app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        # Another worker may own these partitions now; the tables (recovered from the
+        # changelog) are the truth, not our cache.
+        self.processor.forget()
+
+    async def _monitor(self, stream: faust.StreamT) -> None:
+        async for events in stream.take_events(
+            self.config.batch_max_events, within=self.config.batch_max_seconds
+        ):
+            messages = [
+                SourceMessage(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                )
+                for e in events
+            ]
+            result = self.processor.process(messages)
+            await self._apply(result)
+            self.stats.add(result, len(messages))
+            self._report()
+            for drift in result.drift_events:
+                log.info(
+                    "drift: model=%s %s/%s detector=%s position=%d",
+                    drift["model_id"],
+                    drift["stream_kind"],
+                    drift["stream_name"],
+                    drift["detector"],
+                    drift["position"],
+                )
+            for request in result.retraining:
+                log.info(
+                    "retraining requested: model=%s %s", request["model_id"], request["reason"]
+                )
+
+    def _report(self, every_seconds: float = 10.0) -> None:
+        now = time.monotonic()
+        if now - self._last_report < every_seconds:
+            return
+        elapsed = now - self.stats.started
+        log.info(
+            "processed %d messages in %d batches (%.0f/s since start); %s",
+            self.stats.messages,
+            self.stats.batches,
+            self.stats.messages / elapsed if elapsed else 0.0,
+            ", ".join(f"{k}={v}" for k, v in sorted(self.stats.counters.items())),
+        )
+        self._last_report = now
+
+    async def _apply(self, result: BatchResult) -> None:
+        loop = asyncio.get_running_loop()
+        for table, rows in result.rows.items():
+            if rows:
+                self.sink.add(table, rows)
+        await loop.run_in_executor(self._io, self.sink.flush_all)
+        for drift in result.drift_events:
+            await self.outputs[topics.DRIFT].send(
+                key=drift["model_id"].encode(), value=self.codec.encode("DriftEvent", drift)
+            )
+        for request in result.retraining:
+            await self.outputs[topics.RETRAINING].send(
+                key=request["model_id"].encode(),
+                value=self.codec.encode("RetrainingRequested", request),
+            )
+        for letter in result.dead_letters:
+            await self.dlq.send(
+                key=letter.source.key, value=letter.payload, headers=letter.headers()
+            )
+        self.states.commit()
+        self.join.commit()
+        await self.app.producer.flush()
+
+    def run(self, loglevel: str = "info") -> None:
+        worker = faust.Worker(self.app, loglevel=loglevel, quiet=True)
+        try:
+            worker.execute_from_commandline()
+        finally:
+            self._io.shutdown(wait=True)
