@@ -7,6 +7,9 @@ schemas per id, the 5-byte header per schema name. Times decode as **int epoch m
 the reader uses a copy of the schema with the ``timestamp-millis`` logical type stripped (same
 binary encoding), because building a ``datetime`` per timestamp costs time and every consumer
 (detectors, ClickHouse, emitted events) wants millis anyway. Encoding accepts ints or datetimes.
+PredictionEvents written with the shipped v1 schema are read by a specialised decoder
+(``fastpath.py``) that returns the same records about twice as fast; anything it does not
+accept is decoded again by fastavro, which stays the reference.
 
 Whatever bytes arrive, ``decode`` either returns ``(schema_name, record)`` or raises
 ``DecodeError(reason, detail)`` with a DLQ reason code from ``topics``; the one exception is
@@ -24,12 +27,14 @@ b'\\x00\\x00\\x00\\x00\\x02'
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import resources
 from io import BytesIO
 from typing import Any
 
 from driftline.schemas import topics
+from driftline.schemas.fastpath import decode_prediction_v1
 from driftline.schemas.registry import (
     SCHEMA_FILES,
     SchemaRegistry,
@@ -101,6 +106,7 @@ class _Reader:
     fullname: str
     writer: Any  # parsed, time types stripped
     reader: Any  # parsed local schema when the writer differs from it, else None
+    fast: Callable[[bytes, int], dict[str, Any]] | None = None  # see fastpath.py
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,9 @@ class Codec:
     """Encode/decode driftline events with Confluent framing.
 
     ``registry`` defaults to the static manifest. ``max_message_bytes`` caps what ``decode``
-    accepts (``too_large``); it bounds the work any single message can cause.
+    accepts (``too_large``); it bounds the work any single message can cause. ``fast_paths``
+    enables the specialised PredictionEvent v1 decoder (``fastpath.py``, about 2x fastavro,
+    same results; fastavro stays the reference and the fallback).
     """
 
     def __init__(
@@ -121,6 +129,7 @@ class Codec:
         registry: SchemaRegistry | None = None,
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        fast_paths: bool = True,
     ) -> None:
         if max_message_bytes < _HEADER_SIZE:
             raise ValueError(f"max_message_bytes must be >= {_HEADER_SIZE}")
@@ -137,6 +146,13 @@ class Codec:
             self._local_reader[fullname] = parse_schema(strip_time_types(schema))
         self._writers: dict[str, _Writer] = {}
         self._readers: dict[int, _Reader] = {}
+        # The specialised PredictionEvent decoder knows the v1 layout only: it serves a schema
+        # id only when both the writer schema and ours are exactly v1.
+        v1 = resources.files("driftline.schemas").joinpath("history", "PredictionEvent", "v1.avsc")
+        v1_canonical = canonical(v1.read_text())
+        self._fast: dict[str, Callable[[bytes, int], dict[str, Any]]] = {}
+        if fast_paths and self._local_canonical[qualify("PredictionEvent")] == v1_canonical:
+            self._fast[v1_canonical] = decode_prediction_v1
 
     # -- encode -------------------------------------------------------------------------------
 
@@ -192,7 +208,8 @@ class Codec:
             reader = self._local_reader[fullname]
         elif fullname in self._local:
             writer = self._local_reader[fullname]
-        result = _Reader(_short(fullname), fullname, writer, reader)
+        fast = self._fast.get(canonical(schema)) if reader is None else None
+        result = _Reader(_short(fullname), fullname, writer, reader, fast)
         self._readers[schema_id] = result
         return result
 
@@ -223,6 +240,11 @@ class Codec:
                 topics.WRONG_SCHEMA_FOR_TOPIC,
                 f"expected {expected}, got {reader.fullname} (schema id {schema_id})",
             )
+        if reader.fast is not None:
+            try:
+                return reader.name, reader.fast(bytes(data), _HEADER_SIZE)
+            except Exception:
+                pass  # fastavro, the reference, decodes it or names the reason below
         fo = BytesIO(data)
         fo.seek(_HEADER_SIZE)
         try:

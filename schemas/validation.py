@@ -64,7 +64,8 @@ def _finite_map(values: Mapping[str, Any], field: str) -> None:
     except TypeError:
         pass
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        # bools count as 0/1, as in sum(): validation is about values, Avro about types.
+        if not isinstance(value, int | float):
             raise InvalidEvent(
                 topics.INVALID_VALUE, f"{field}[{key!r}] is not a number: {value!r:.80}"
             )
@@ -116,6 +117,77 @@ def validate_prediction(
     ...     print(exc.reason, "|", exc.detail)
     non_finite_value | numeric_features['age'] = nan
     """
+    # Nearly every event is valid: a few C-level checks accept it; anything they doubt goes
+    # through the detailed checks, which find the reason (or accept it after all).
+    if _looks_valid_prediction(record, max_features, max_segments, max_classes, max_string_length):
+        return
+    _check_prediction(record, max_features, max_segments, max_classes, max_string_length)
+
+
+def _looks_valid_prediction(
+    record: Mapping[str, Any],
+    max_features: int,
+    max_segments: int,
+    max_classes: int,
+    max_len: int,
+) -> bool:
+    get = record.get
+    event_id, model_id, version = get("event_id"), get("model_id"), get("model_version")
+    event_time = get("event_time")
+    numeric, categorical, segments = (
+        get("numeric_features"), get("categorical_features"), get("segments")
+    )  # fmt: skip
+    if not (
+        type(event_id) is str and type(model_id) is str and type(version) is str
+        and event_id and model_id and version
+        and max(len(event_id), len(model_id), len(version)) <= max_len
+        and type(event_time) is int and event_time >= 0
+        and type(numeric) is dict and type(categorical) is dict and type(segments) is dict
+        and len(numeric) + len(categorical) <= max_features and len(segments) <= max_segments
+    ):  # fmt: skip
+        return False
+    try:
+        # sum() refuses non-numbers and carries NaN/inf; a short join bounds every length.
+        if numeric and not (
+            math.isfinite(sum(numeric.values())) and len("".join(numeric)) <= max_len
+        ):
+            return False
+        for strings in (categorical, segments):
+            if strings and not (
+                len("".join(strings)) <= max_len and len("".join(strings.values())) <= max_len
+            ):
+                return False
+    except TypeError:
+        return False
+    label = get("prediction_label")
+    if label is not None and not (type(label) is str and len(label) <= max_len):
+        return False
+    for field in ("prediction_score", "prediction_value"):
+        value = get(field)
+        if value is not None and not (type(value) is float and math.isfinite(value)):
+            return False
+    probabilities = get("probabilities")
+    return probabilities is None or (
+        type(probabilities) is dict
+        and len(probabilities) <= max_classes
+        and _finite_sum(probabilities.values())
+    )
+
+
+def _finite_sum(values: Any) -> bool:
+    try:
+        return math.isfinite(sum(values))
+    except TypeError:
+        return False
+
+
+def _check_prediction(
+    record: Mapping[str, Any],
+    max_features: int,
+    max_segments: int,
+    max_classes: int,
+    max_string_length: int,
+) -> None:
     for field in ("event_id", "model_id", "model_version"):
         _id(record, field, max_string_length)
     _time(record, "event_time")

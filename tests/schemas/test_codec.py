@@ -451,3 +451,83 @@ def test_records_are_json_friendly(codec: Codec) -> None:
     # Times as ints and enums as strings keep records serialisable for the API and sinks.
     _, decoded = codec.decode(codec.encode("DriftEvent", drift()))
     json.dumps(decoded)
+
+
+# -- the quick acceptance in validate_prediction never accepts what the detailed checks refuse --
+
+_any_value = st.one_of(
+    st.floats(), st.integers(-5, 5), st.booleans(), st.text(max_size=10), st.none()
+)
+_keys = st.text(max_size=10)
+_EDGES = [-1, 0, 1, "", "x" * 9, math.nan, math.inf, -math.inf, True, None, 0.5, {}] + [
+    {"k": "x" * 9},
+    {"x" * 9: 1.0},
+    {"a": math.nan},
+    {"a": -math.inf, "b": 1.0},
+    {"a": 1e308, "b": 1e308},
+    {"a": True},
+    {"a": "x"},
+    {str(i): 1.0 for i in range(6)},
+    {"x" * 9: "v"},
+    {f"s{i}": "v" for i in range(3)},
+]
+_edge = st.sampled_from(_EDGES)
+
+
+_VALID = {
+    "event_id": "p",
+    "model_id": "m",
+    "model_version": "1",
+    "event_time": 5,
+    "numeric_features": {"a": 1.0, "b": 2},
+    "categorical_features": {"c": "x"},
+    "segments": {"s": "y"},
+    "prediction_label": "l",
+    "prediction_score": 0.5,
+    "prediction_value": None,
+    "probabilities": {"a": 0.5},
+}
+
+
+@FUZZ
+@given(
+    # A valid record with one to three fields replaced by odd values: near the boundary.
+    st.dictionaries(
+        st.sampled_from(sorted(_VALID)),
+        st.one_of(_edge, _any_value, st.dictionaries(_keys, _any_value, max_size=6)),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_quick_validation_agrees_with_detailed_checks(changes: dict[str, Any]) -> None:
+    check_quick_validation({**_VALID, **changes})
+
+
+def test_quick_validation_on_every_single_edge_value() -> None:
+    for field in _VALID:
+        for value in _EDGES:
+            check_quick_validation({**_VALID, field: value})
+        record = dict(_VALID)
+        del record[field]
+        check_quick_validation(record)
+
+
+def check_quick_validation(record: dict[str, Any]) -> None:
+    from driftline.schemas.validation import _check_prediction, _looks_valid_prediction
+
+    limits = (5, 2, 2, 8)  # features, segments, classes, string length: small, to hit them
+    try:
+        _check_prediction(record, *limits)
+        detailed = None
+    except InvalidEvent as exc:
+        detailed = exc.reason
+    if _looks_valid_prediction(record, *limits):
+        assert detailed is None, record
+    names = ("max_features", "max_segments", "max_classes", "max_string_length")
+    kwargs = dict(zip(names, limits, strict=True))
+    try:
+        validate_prediction(record, **kwargs)
+        public = None
+    except InvalidEvent as exc:
+        public = exc.reason
+    assert public == detailed
