@@ -126,10 +126,12 @@ class EmbeddedStore(Store):
             writer.write_table(data)
         payload = sink.getvalue().to_pybytes()
         names = ", ".join(f"`{name}`" for name in data.column_names)
-        settings = (
-            f" SETTINGS insert_deduplication_token = {_quote(dedup_token)}" if dedup_token else ""
-        )
-        sql = f"INSERT INTO {table} ({names}){settings}"
+        # optimize_on_insert=0: ReplacingMergeTree collapses duplicates on merge and FINAL
+        # anyway; collapsing them inside each insert block too cost ~1/3 of insert time.
+        settings = "optimize_on_insert = 0"
+        if dedup_token:
+            settings += f", insert_deduplication_token = {_quote(dedup_token)}"
+        sql = f"INSERT INTO {table} ({names}) SETTINGS {settings}"
         with _ENGINE_LOCK:
             try:
                 with self._connection().send_insert(sql, "ArrowStream") as inserter:

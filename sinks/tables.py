@@ -13,7 +13,7 @@ drift apart.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,17 +204,20 @@ def columns_for(table: str, events: Iterable[Mapping[str, Any]]) -> dict[str, li
     Null Avro maps (``probabilities``) become empty maps.
     """
     spec = TABLES[table]
-    events = events if isinstance(events, Sequence) else list(events)
+    events = events if isinstance(events, list) else list(events)
     columns: dict[str, list[Any]] = {}
     for name, ch_type in spec.columns.items():
         default = _empty(ch_type)
-        values = [event.get(name, default) for event in events]
         if default is _REQUIRED:
-            for i, value in enumerate(values):
-                if value is _REQUIRED or value is None:
-                    raise ValueError(f"{table} row {i}: required field {name!r} is missing")
-        elif default is not None:
-            values = [default if v is None else v for v in values]
+            values = [event.get(name) for event in events]
+            if None in values:
+                i = values.index(None)
+                raise ValueError(f"{table} row {i}: required field {name!r} is missing")
+        elif default is None:
+            values = [event.get(name) for event in events]
+        else:
+            # maps and arrays: null or missing -> empty
+            values = [event.get(name) or default for event in events]
         columns[name] = values
     return columns
 

@@ -1,0 +1,111 @@
+"""Insert throughput into ``predictions`` (20 numeric features in a Map) on embedded chdb.
+
+    .venv/bin/python -m driftline.sinks.bench [--rows 200000] [--batches 5000,50000]
+
+Prints rows/s per batch size for: the store's path (Arrow IPC stream via ``send_insert``),
+from ready columns and from decoded event dicts (what the worker holds), against two peers in
+the same run: ``INSERT ... SELECT * FROM Python(arrow_table)`` and JSONEachRow text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .chtypes import to_arrow_table
+from .embedded import EmbeddedStore
+from .tables import PREDICTIONS, columns_for
+
+
+def _events(n: int, start_ms: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    feats = rng.normal(size=(n, 20)).tolist()
+    names = [f"f{j}" for j in range(20)]
+    scores = rng.random(n).tolist()
+    return [
+        {
+            "event_id": f"e{seed}-{i}",
+            "model_id": "m1",
+            "model_version": "v1",
+            "event_time": start_ms + i,
+            "numeric_features": dict(zip(names, feats[i], strict=True)),
+            "categorical_features": {"plan": "gold"},
+            "segments": {"region": "eu", "channel": "web"},
+            "prediction_label": "yes",
+            "prediction_score": scores[i],
+            "prediction_value": None,
+            "probabilities": {"yes": scores[i], "no": 1 - scores[i]},
+        }
+        for i in range(n)
+    ]
+
+
+def _rate(rows: int, seconds: float) -> str:
+    return f"{rows / seconds:>12,.0f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--batches", default="5000,50000")
+    args = parser.parse_args()
+    now = int(time.time() * 1000) - 3_600_000
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedStore(Path(tmp), "bench") as store:
+        store.migrate()
+        print(f"{'batch':>8} {'path':<34} {'rows/s':>12} {'vs ours':>8}")
+        for batch in [int(b) for b in args.batches.split(",")]:
+            n_batches = max(1, args.rows // batch)
+            events = [_events(batch, now + k * batch, seed=k) for k in range(n_batches)]
+            results: dict[str, float] = {}
+
+            store.command("TRUNCATE TABLE predictions")
+            t = time.perf_counter()
+            for ev in events:
+                store.insert("predictions", columns_for("predictions", ev))
+            results["events -> columns_for -> insert"] = time.perf_counter() - t
+            counts = [store.query("SELECT count() FROM predictions")[0][0]]
+
+            columns = [columns_for("predictions", ev) for ev in events]
+            store.command("TRUNCATE TABLE predictions")
+            t = time.perf_counter()
+            for k, cols in enumerate(columns):
+                store.insert("predictions", cols, dedup_token=f"{batch}-{k}")
+            results["columns -> insert (ours)"] = time.perf_counter() - t
+            counts.append(store.query("SELECT count() FROM predictions")[0][0])
+
+            tables = [to_arrow_table(c, PREDICTIONS.columns) for c in columns]
+            conn = store._connection()
+            names = ", ".join(PREDICTIONS.columns)
+            store.command("TRUNCATE TABLE predictions")
+            t = time.perf_counter()
+            for tbl in tables:  # noqa: B007 - read by name by chdb's Python() table function
+                conn.query(f"INSERT INTO predictions ({names}) SELECT * FROM Python(tbl)")
+            results["peer: arrow -> Python() INSERT SELECT"] = time.perf_counter() - t
+            counts.append(store.query("SELECT count() FROM predictions")[0][0])
+
+            store.command("TRUNCATE TABLE predictions")
+            t = time.perf_counter()
+            for ev in events:
+                payload = "\n".join(
+                    json.dumps({**e, "event_time": e["event_time"] / 1000}) for e in ev
+                )
+                with conn.send_insert("INSERT INTO predictions", "JSONEachRow") as ins:
+                    ins.append(payload)
+                    ins.finish()
+            results["peer: events -> JSONEachRow"] = time.perf_counter() - t
+            counts.append(store.query("SELECT count() FROM predictions")[0][0])
+
+            total = batch * n_batches
+            assert counts == [total] * len(results), counts
+            ours = results["columns -> insert (ours)"]
+            for name, seconds in results.items():
+                print(f"{batch:>8} {name:<34} {_rate(total, seconds)} {ours / seconds:>7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
