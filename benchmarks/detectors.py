@@ -42,7 +42,7 @@ DETECTORS: dict[str, tuple[str, str | None, float | None]] = {
     "HDDM_A": ("hddm_a", "river.drift.binary:HDDMA", 100.0),
     "HDDM_W": ("hddm_w", "river.drift.binary:HDDMW", 100.0),
     "CUSUM": ("cusum", None, None),
-    "EWMA": ("ewma", None, None),
+    "EWMAChart": ("ewma", None, None),
 }
 BINARY = {"DDM", "EDDM", "HDDM_A", "HDDM_W"}
 BANK_TARGET = 20e6  # updates/s

@@ -20,7 +20,7 @@ from pathlib import Path
 DOC = Path(__file__).with_name("detectors.md")
 BEGIN = "<!-- BEGIN GENERATED: parameter tables (docs/detectors_tables.py) -->"
 END = "<!-- END GENERATED -->"
-ORDER = ["ADWIN", "KSWIN", "PageHinkley", "CUSUM", "EWMA", "DDM", "EDDM", "HDDM_A", "HDDM_W"]
+ORDER = ["ADWIN", "KSWIN", "PageHinkley", "CUSUM", "EWMAChart", "DDM", "EDDM", "HDDM_A", "HDDM_W"]
 
 
 def parameter_docs(doc: str) -> dict[str, str]:
