@@ -1,14 +1,18 @@
 """driftline.detectors"""
 
+from .cusum import CUSUM
 from .ddm import DDM
 from .eddm import EDDM
+from .ewma import EWMAChart
 from .hddm_a import HDDM_A
 from .hddm_w import HDDM_W
 from .page_hinkley import PageHinkley
 
 __all__ = [
+    "CUSUM",
     "DDM",
     "EDDM",
+    "EWMAChart",
     "HDDM_A",
     "HDDM_W",
     "PageHinkley",
