@@ -11,12 +11,14 @@ duplicate it; ReplacingMergeTree + FINAL (and the dedup token, when given) absor
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from .base import DEFAULT_TTL_DAYS, Store, StoreError
 
@@ -28,6 +30,10 @@ T = TypeVar("T")
 
 def _python_column(values: Any, ch_type: str) -> list[Any]:
     """Plain Python values clickhouse-connect writes natively into ``ch_type``."""
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        values = values.to_pylist()
+        if ch_type.startswith("Map("):  # Arrow maps come back as (key, value) pair lists
+            values = [None if v is None else dict(v) for v in values]
     if isinstance(values, np.ndarray):
         if values.dtype.kind == "M":
             # DateTime64(3) accepts raw ticks: epoch ms, like the event contract.
@@ -64,13 +70,17 @@ class ServerStore(Store):
     ) -> None:
         super().__init__(database, ttl_days=ttl_days)
         import clickhouse_connect
-        from clickhouse_connect.driver.exceptions import OperationalError
+        from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
         self._transient: tuple[type[BaseException], ...] = (OperationalError, ConnectionError)
+        self._errors: tuple[type[BaseException], ...] = (ClickHouseError,)
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self._sleep = sleep
-        factory = client_factory or (lambda: clickhouse_connect.get_client(dsn=url))
+        # tz_mode="aware": DateTime64(3, 'UTC') comes back tz-aware, as from the embedded store.
+        factory = client_factory or (
+            lambda: clickhouse_connect.get_client(dsn=url, tz_mode="aware")
+        )
         self._client = self._retry("connect", factory)
         # The database may not exist before the first migrate(): create it, then make it the
         # client's default so unqualified table names resolve there, as in the embedded store.
@@ -79,6 +89,9 @@ class ServerStore(Store):
         )
         self._client.database = database
         self._contexts: dict[tuple[str, tuple[str, ...]], Any] = {}
+        # An InsertContext holds the batch being sent: one insert at a time per store (the
+        # worker's writer is the only heavy inserter; reads do not take this lock).
+        self._insert_lock = threading.Lock()
 
     def _retry(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         delay = self.backoff_seconds
@@ -91,6 +104,8 @@ class ServerStore(Store):
                 log.warning("%s failed (%s); retrying in %.2fs", what, exc, delay)
                 self._sleep(delay)
                 delay = min(delay * 2, 10.0)
+            except self._errors as exc:  # the server refused: retrying would not help
+                raise StoreError(f"{what} failed: {exc}") from exc
         raise AssertionError("unreachable")
 
     def _client_or_raise(self) -> Any:
@@ -121,6 +136,18 @@ class ServerStore(Store):
             raise ValueError(f"ragged batch for {table}: {[len(c) for c in data]}")
         if n == 0:
             return 0
+        with self._insert_lock:
+            self._insert(table, names, data, types, dedup_token)
+        return n
+
+    def _insert(
+        self,
+        table: str,
+        names: tuple[str, ...],
+        data: list[list[Any]],
+        types: Mapping[str, str],
+        dedup_token: str | None,
+    ) -> None:
         client = self._client_or_raise()
         key = (table, names)
         if key not in self._contexts:
@@ -131,6 +158,8 @@ class ServerStore(Store):
                 column_names=list(names),
                 column_type_names=[types[name] for name in names],
                 column_oriented=True,
+                # see EmbeddedStore.insert: replays collapse on merge/FINAL anyway
+                settings={"optimize_on_insert": 0},
             )
         context = self._contexts[key]
         if dedup_token:
@@ -146,7 +175,6 @@ class ServerStore(Store):
                 context.data = None
 
         self._retry(f"insert into {table}", send)
-        return n
 
     def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple]:
         result = self._retry(

@@ -39,8 +39,11 @@ def _database_for(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(
     params=[
         "embedded",
+        # ServerStore over clickhouse-connect's in-process chdb backend: the real client code
+        # (insert contexts, Native format, typed results) on the real engine, minus HTTP.
+        "server-chdb",
         pytest.param(
-            "server",
+            "server-http",
             marks=pytest.mark.skipif(
                 not SERVER_URL, reason="DRIFTLINE_TEST_CLICKHOUSE_URL not set"
             ),
@@ -52,10 +55,12 @@ def store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store]:
     database = _database_for(request)
     if request.param == "embedded":
         s: Store = EmbeddedStore(chdb_path, database)
+    elif request.param == "server-chdb":
+        s = ServerStore(f"chdb://{chdb_path}", database)
     else:
+        assert SERVER_URL
         s = ServerStore(SERVER_URL, database)
         s.command(f"DROP DATABASE IF EXISTS {database}")
-        s.command(f"CREATE DATABASE {database}")
     s.migrate()
     try:
         yield s

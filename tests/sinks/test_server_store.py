@@ -1,0 +1,97 @@
+"""ServerStore specifics: retries with backoff on connection errors, none on refusals.
+
+The store is exercised end to end by the shared store tests (``server-chdb``: the real
+clickhouse-connect client on its in-process chdb backend). Here a proxy around that real
+client drops the first calls like a flaky network would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import pytest
+from clickhouse_connect.driver.exceptions import OperationalError
+from driftline.sinks import ServerStore, StoreError
+
+from .conftest import now_ms
+
+
+class Flaky:
+    """Forwards to a real client; the next ``failures`` calls raise OperationalError."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.failures = 0
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._client, name)
+        if not callable(target):
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.failures:
+                self.failures -= 1
+                raise OperationalError("connection reset by peer (simulated)")
+            return target(*args, **kwargs)
+
+        return call
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("_client", "failures", "calls"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._client, name, value)
+
+
+@pytest.fixture
+def flaky(chdb_path: Path):
+    sleeps: list[float] = []
+    proxy = Flaky(clickhouse_connect.get_client(dsn=f"chdb://{chdb_path}", tz_mode="aware"))
+    store = ServerStore(
+        "unused",
+        "flaky",
+        retries=3,
+        backoff_seconds=0.1,
+        client_factory=lambda: proxy,
+        sleep=sleeps.append,
+    )
+    store.migrate()
+    try:
+        yield store, proxy, sleeps
+    finally:
+        proxy.failures = 0
+        store.command("DROP DATABASE IF EXISTS flaky")
+        store.close()
+
+
+def test_transient_errors_are_retried_with_backoff(flaky) -> None:
+    store, proxy, sleeps = flaky
+    proxy.failures = 3
+    assert store.query("SELECT 1") == [(1,)]
+    assert sleeps == [0.1, 0.2, 0.4]
+    proxy.failures = 2
+    store.insert_rows(
+        "outcomes",
+        [{"event_id": "o", "prediction_id": "p", "model_id": "m", "event_time": now_ms()}],
+    )
+    assert store.query("SELECT event_id FROM outcomes") == [("o",)]
+
+
+def test_gives_up_after_the_retry_budget(flaky) -> None:
+    store, proxy, sleeps = flaky
+    proxy.failures = 10
+    with pytest.raises(StoreError, match="after 4 attempts"):
+        store.command("SELECT 1")
+    assert len(sleeps) == 3
+
+
+def test_refusals_are_not_retried(flaky) -> None:
+    store, proxy, sleeps = flaky
+    calls = proxy.calls
+    with pytest.raises(StoreError, match="UNKNOWN_TABLE|does not exist|Unknown table"):
+        store.query("SELECT * FROM no_such_table")
+    assert proxy.calls == calls + 1 and sleeps == []
