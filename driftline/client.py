@@ -100,9 +100,19 @@ def _split_features(features: Mapping[str, Any]) -> tuple[dict[str, float], dict
     return numeric, categorical
 
 
+# The few client settings whose real names contain underscores (librdkafka's and the Python
+# client's own callbacks); every other name is dotted.
+_UNDERSCORE_NAMES = frozenset(
+    {"log_level", "error_cb", "throttle_cb", "stats_cb", "oauth_cb", "logger", "on_delivery"}
+)
+
+
 def _normalise_kafka_config(config: Mapping[str, Any]) -> dict[str, Any]:
     # librdkafka names use dots, which keyword arguments cannot: accept linger_ms for linger.ms.
-    return {(k if "." in k else k.replace("_", ".")): v for k, v in config.items()}
+    return {
+        (k if "." in k or k in _UNDERSCORE_NAMES else k.replace("_", ".")): v
+        for k, v in config.items()
+    }
 
 
 class DriftlineProducer:
@@ -131,6 +141,7 @@ class DriftlineProducer:
         config["bootstrap.servers"] = bootstrap
         self._producer = Producer(config)
         self._stats = DeliveryStats()
+        self._produced = 0
         self._lock = threading.Lock()
         self._closed = False
 
@@ -163,23 +174,33 @@ class DriftlineProducer:
     @property
     def pending(self) -> int:
         """Events queued or in flight, not yet acknowledged or failed."""
-        return len(self._producer)
+        # Counted here: len(producer) also counts librdkafka's internal requests and events.
+        with self._lock:
+            return self._produced - self._stats.delivered - self._stats.failed
 
     def _send(self, topic: str, model_id: str, value: bytes, queue_timeout: float = 30.0) -> None:
         if self._closed:
             raise RuntimeError("producer is closed")
         deadline = time.monotonic() + queue_timeout
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value=value, key=model_id.encode(), on_delivery=self._on_delivery
-                )
-                break
-            except BufferError:
-                # Local queue full: serve delivery reports until there is room (back-pressure).
-                if time.monotonic() > deadline:
-                    raise
-                self._producer.poll(0.05)
+        # Counted before produce(): another thread's poll() may serve the delivery report first.
+        with self._lock:
+            self._produced += 1
+        try:
+            while True:
+                try:
+                    self._producer.produce(
+                        topic, value=value, key=model_id.encode(), on_delivery=self._on_delivery
+                    )
+                    break
+                except BufferError:
+                    # Local queue full: serve delivery reports until there is room.
+                    if time.monotonic() > deadline:
+                        raise
+                    self._producer.poll(0.05)
+        except BaseException:
+            with self._lock:
+                self._produced -= 1
+            raise
         self._producer.poll(0)
 
     # -- public API ---------------------------------------------------------------------------
@@ -270,7 +291,8 @@ class DriftlineProducer:
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for queued events to be acknowledged; returns how many are still pending."""
-        return self._producer.flush(timeout)
+        self._producer.flush(timeout)
+        return self.pending
 
     def close(self, timeout: float = 30.0) -> int:
         """Flush and refuse further events; returns how many could not be delivered in time."""

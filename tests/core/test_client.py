@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from driftline.schemas import Codec, event_id, topics
 
 from driftline.client import DriftlineProducer, to_millis
@@ -35,7 +35,9 @@ def consume(bootstrap: str, topic: str, model_id: str, expected: int) -> list[tu
             "enable.auto.commit": False,
         }
     )
-    consumer.subscribe([topic])
+    # Assign every partition from the start: no consumer-group rebalance to wait for.
+    partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     codec = Codec()
     out: list[tuple[str, dict]] = []
     try:
@@ -155,7 +157,7 @@ def test_regression_and_explicit_ids(kafka_broker, producer: DriftlineProducer) 
 )
 def test_invalid_events_raise_value_error_and_send_nothing(call: Any, message: str) -> None:
     # No broker needed: validation happens before anything is queued.
-    producer = DriftlineProducer("127.0.0.1:1", max_features=10)
+    producer = DriftlineProducer("127.0.0.1:1", max_features=10, log_level=0)  # quiet: no broker
     with pytest.raises(ValueError, match=message):
         call(producer)
     assert producer.pending == 0
