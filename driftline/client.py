@@ -246,7 +246,7 @@ class DriftlineProducer:
             "event_time": to_millis(event_time),
             "numeric_features": numeric,
             "categorical_features": categorical,
-            "segments": {str(k): str(v) for k, v in (segments or {}).items()},
+            "segments": {str(k): str(v) for k, v in (segments or {}).items() if v is not None},
             "prediction_label": label,
             "prediction_score": None if score is None else float(score),
             "prediction_value": value,

@@ -78,7 +78,7 @@ def test_predictions_and_outcomes_round_trip(kafka_broker, producer: DriftlinePr
             "yes" if i % 2 else "no",
             score=i / 50,
             model_version="7",
-            segments={"region": "eu", "channel": "web"},
+            segments={"region": "eu", "channel": "web", "unknown": None},
             probabilities={"yes": i / 50, "no": 1 - i / 50},
             event_time=1_700_000_000_000 + i,
         )  # fmt: skip
