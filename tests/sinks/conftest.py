@@ -51,11 +51,21 @@ def _database_for(request: pytest.FixtureRequest) -> str:
     ]
 )
 def store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store]:
-    """A migrated store in a database of its own."""
+    """A migrated store in a database of its own, for each Store implementation."""
+    yield from _store(request, chdb_path, request.param)
+
+
+@pytest.fixture
+def embedded_store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store]:
+    """For tests of code above the Store interface (writers, SQL views): one store is enough."""
+    yield from _store(request, chdb_path, "embedded")
+
+
+def _store(request: pytest.FixtureRequest, chdb_path: Path, kind: str) -> Iterator[Store]:
     database = _database_for(request)
-    if request.param == "embedded":
+    if kind == "embedded":
         s: Store = EmbeddedStore(chdb_path, database)
-    elif request.param == "server-chdb":
+    elif kind == "server-chdb":
         s = ServerStore(f"chdb://{chdb_path}", database)
     else:
         assert SERVER_URL
@@ -65,7 +75,8 @@ def store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store]:
     try:
         yield s
     finally:
-        s.command(f"DROP DATABASE IF EXISTS {database}")
+        if kind == "server-http":  # the chdb databases go with the module's temp dir
+            s.command(f"DROP DATABASE IF EXISTS {database}")
         s.close()
 
 

@@ -9,6 +9,12 @@ from driftline.sinks import BatchWriter, Sink, Store, StoreError
 from .conftest import make_predictions, now_ms
 
 
+@pytest.fixture
+def store(embedded_store: Store) -> Store:
+    # The code under test sits above the Store interface; the store tests cover both stores.
+    return embedded_store
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
