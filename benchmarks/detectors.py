@@ -45,6 +45,9 @@ DETECTORS: dict[str, tuple[str, str | None, float | None]] = {
     "EWMAChart": ("ewma", None, None),
 }
 BINARY = {"DDM", "EDDM", "HDDM_A", "HDDM_W"}
+# Constructor arguments given to both sides: river's KSWIN seeds from the OS by default, so
+# only a shared seed makes the two draw the same reference samples.
+KWARGS: dict[str, dict[str, Any]] = {"KSWIN": {"seed": 42}}
 BANK_TARGET = 20e6  # updates/s
 BANK_REQUIRED = ("PageHinkley", "ADWIN")
 
@@ -107,9 +110,11 @@ class Row:
     note: str = ""
 
 
-def time_river(peer: type, xs: np.ndarray, budget: float) -> tuple[float, list[int], int]:
+def time_river(
+    peer: type, kwargs: dict[str, Any], xs: np.ndarray, budget: float
+) -> tuple[float, list[int], int]:
     """Per-item updates until the slice is done or the time budget runs out."""
-    detector = peer()
+    detector = peer(**kwargs)
     values = xs.tolist()
     drifts: list[int] = []
     start = time.perf_counter()
@@ -135,8 +140,11 @@ def bench_detectors(args: argparse.Namespace) -> list[Row]:
             rows.append(row)
             continue
         xs = binary if name in BINARY else numeric
-        cls().update_many(xs[:5000])  # compile (or load from cache) outside the timing
-        seconds, _ = best_of(args.repeats, lambda cls=cls, xs=xs: cls().update_many(xs))
+        kwargs = KWARGS.get(name, {})
+        cls(**kwargs).update_many(xs[:5000])  # compile (or load from cache) outside the timing
+        seconds, _ = best_of(
+            args.repeats, lambda cls=cls, xs=xs, kw=kwargs: cls(**kw).update_many(xs)
+        )
         row.ours = xs.shape[0] / seconds
         peer = load_peer(peer_spec)
         if peer is None:
@@ -146,12 +154,14 @@ def bench_detectors(args: argparse.Namespace) -> list[Row]:
             # drift comparison is not vacuous.
             # Slow peers get a shorter slice (sized from a short calibration run), still
             # centred, so the budget cannot cut it off before the change.
-            rate, _, _ = time_river(peer, xs[:2000], args.river_seconds)
+            rate, _, _ = time_river(peer, kwargs, xs[:2000], args.river_seconds)
             length = int(min(args.river_n, max(2000, 0.8 * rate * args.river_seconds)))
             start = max(0, xs.shape[0] // 2 - length // 2)
             piece = xs[start : start + length]
-            row.river, river_drifts, row.river_n = time_river(peer, piece, args.river_seconds)
-            ours_drifts = cls().update_many(piece[: row.river_n]).drift.tolist()
+            row.river, river_drifts, row.river_n = time_river(
+                peer, kwargs, piece, args.river_seconds
+            )
+            ours_drifts = cls(**kwargs).update_many(piece[: row.river_n]).drift.tolist()
             count = len(river_drifts)
             row.same = (
                 f"yes ({count} drifts)"
@@ -264,9 +274,9 @@ def bench_banks(args: argparse.Namespace) -> list[tuple[str, float | None, int, 
             out.append((name, None, 0, "not in driftline.detectors yet: skipped"))
             continue
         xs = binary if name in BINARY else numeric
-        bank = DetectorBank(cls(), streams)
-        bank.update_many(ids[:1000], xs[:1000])  # compile outside the timing
-        bank = DetectorBank(cls(), streams)
+        prototype = cls(**KWARGS.get(name, {}))
+        DetectorBank(prototype, streams).update_many(ids[:1000], xs[:1000])  # compile first
+        bank = DetectorBank(prototype, streams)
         # Optional detectors get a time cap so a slow one cannot blow the run's budget.
         cap = None if name in BANK_REQUIRED else args.bank_seconds
         start = time.perf_counter()
