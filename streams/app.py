@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from confluent_kafka import Producer
 from driftline.schemas import Codec, topics
 from driftline.sinks.base import Store
 from driftline.sinks.writer import Sink
-from driftline.streams.kv import BufferedKV, FaustTableKV
+from driftline.streams.kv import BufferedKV, FaustTableKV, produce
 from driftline.streams.processor import BatchProcessor, BatchResult, ProcessorConfig, SourceMessage
 
 log = logging.getLogger("driftline.worker")
@@ -44,6 +45,8 @@ class WorkerStats:
     messages: int = 0
     started: float = field(default_factory=time.monotonic)
     counters: dict[str, int] = field(default_factory=dict)
+    process_seconds: float = 0.0  # decode, join, detect
+    apply_seconds: float = 0.0  # ClickHouse, topics, changelogs, producer flush
 
     def add(self, result: BatchResult, n: int) -> None:
         self.batches += 1
@@ -93,14 +96,20 @@ class Worker:
             table_standby_replicas=0,
         )
         self.inputs = _raw_topic(self.app, topics.PREDICTIONS, topics.OUTCOMES)
-        self.outputs = {
-            name: _raw_topic(self.app, name) for name in (topics.DRIFT, topics.RETRAINING)
-        }
-        self.dlq = _raw_topic(self.app, topics.DLQ)
         self.states_table = self._table("model-state")
         self.join_table = self._table("join")
-        self.states = BufferedKV(FaustTableKV(self.states_table))
-        self.join = BufferedKV(FaustTableKV(self.join_table))
+        # Outputs and changelog records go through librdkafka (see FaustTableKV for why).
+        self.producer = Producer(
+            {
+                "bootstrap.servers": config.bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "partitioner": "murmur2_random",
+            }
+        )
+        self.states = BufferedKV(FaustTableKV(self.states_table, self.producer))
+        self.join = BufferedKV(FaustTableKV(self.join_table, self.producer))
         self.processor = BatchProcessor(self.codec, config.processor, self.states, self.join)
         self.app.agent(self.inputs, name="monitor")(self._monitor)
         self.app.on_partitions_revoked.connect(self._on_revoked)
@@ -142,8 +151,12 @@ class Worker:
                 )
                 for e in events
             ]
+            started = time.perf_counter()
             result = self.processor.process(messages)
+            processed = time.perf_counter()
             await self._apply(result)
+            self.stats.process_seconds += processed - started
+            self.stats.apply_seconds += time.perf_counter() - processed
             self.stats.add(result, len(messages))
             self._report()
             for drift in result.drift_events:
@@ -166,36 +179,54 @@ class Worker:
             return
         elapsed = now - self.stats.started
         log.info(
-            "processed %d messages in %d batches (%.0f/s since start); %s",
+            "processed %d messages in %d batches (%.0f/s since start; %.1fs processing, "
+            "%.1fs writing); %s",
             self.stats.messages,
             self.stats.batches,
             self.stats.messages / elapsed if elapsed else 0.0,
+            self.stats.process_seconds,
+            self.stats.apply_seconds,
             ", ".join(f"{k}={v}" for k, v in sorted(self.stats.counters.items())),
         )
         self._last_report = now
 
     async def _apply(self, result: BatchResult) -> None:
-        loop = asyncio.get_running_loop()
+        await asyncio.get_running_loop().run_in_executor(self._io, self._write, result)
+
+    def _write(self, result: BatchResult) -> None:
+        """Rows, then records, then table changes, then wait for the broker: in this order a
+        crash at any point leaves nothing acknowledged that did not land."""
         for table, rows in result.rows.items():
             if rows:
                 self.sink.add(table, rows)
-        await loop.run_in_executor(self._io, self.sink.flush_all)
+        self.sink.flush_all()
         for drift in result.drift_events:
-            await self.outputs[topics.DRIFT].send(
-                key=drift["model_id"].encode(), value=self.codec.encode("DriftEvent", drift)
+            produce(
+                self.producer,
+                topics.DRIFT,
+                drift["model_id"].encode(),
+                self.codec.encode("DriftEvent", drift),
             )
         for request in result.retraining:
-            await self.outputs[topics.RETRAINING].send(
-                key=request["model_id"].encode(),
-                value=self.codec.encode("RetrainingRequested", request),
+            produce(
+                self.producer,
+                topics.RETRAINING,
+                request["model_id"].encode(),
+                self.codec.encode("RetrainingRequested", request),
             )
         for letter in result.dead_letters:
-            await self.dlq.send(
-                key=letter.source.key, value=letter.payload, headers=letter.headers()
+            produce(
+                self.producer,
+                topics.DLQ,
+                letter.source.key,
+                letter.payload,
+                headers=letter.headers(),
             )
         self.states.commit()
         self.join.commit()
-        await self.app.producer.flush()
+        remaining = self.producer.flush(60)
+        if remaining:
+            raise RuntimeError(f"{remaining} records not acknowledged by the broker in 60 s")
 
     def run(self, loglevel: str = "info") -> None:
         worker = faust.Worker(self.app, loglevel=loglevel, quiet=True)

@@ -25,6 +25,9 @@ from driftline.streams.kv import PartitionedKV
 
 PENDING, EARLY, JOINED = b"P", b"O", b"J"
 
+# One encoder for every entry: json.dumps with options builds a new encoder per call.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 # Prediction fields an outcome needs once joined (the rest stays in ClickHouse).
 PREDICTION_FIELDS = (
     "event_id",
@@ -45,7 +48,7 @@ class Entry:
     raw: bytes = b""
 
     def encode(self) -> bytes:
-        meta = json.dumps(self.body, separators=(",", ":")).encode()
+        meta = _JSON.encode(self.body).encode()
         return self.tag + struct.pack("<I", len(meta)) + meta + self.raw
 
     @classmethod

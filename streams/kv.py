@@ -9,7 +9,7 @@ state along.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class PartitionedKV(Protocol):
@@ -48,30 +48,45 @@ class MemoryKV:
 
 
 class FaustTableKV:
-    """A faust Table used through its store, with changelog writes to explicit partitions.
+    """A faust Table used through its store, with changelog records written by us.
 
     ``table[key] = value`` would pick the partition of faust's *current event*, which in a
-    batch is just the last one taken; we write the store and the changelog ourselves instead.
+    batch is just the last one taken, and would go through faust's per-message producer
+    buffer, which caps a worker at about a thousand table writes a second. We update the
+    store and produce the changelog record ourselves (librdkafka, explicit partition); faust
+    still owns the topic, recovery and the assignment of its partitions.
     """
 
-    def __init__(self, table: object) -> None:
+    def __init__(self, table: Any, producer: Any) -> None:
         self.table = table
+        self.producer = producer
+        self.topic = table.changelog_topic.get_topic_name()
 
     def get(self, key: bytes) -> bytes | None:
-        return self.table.data.get(key)  # type: ignore[attr-defined]
+        return self.table.data.get(key)
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
-        self.table.data[key] = value  # type: ignore[attr-defined]
-        self.table.send_changelog(partition, key, value)  # type: ignore[attr-defined]
+        self.table.data[key] = value
+        produce(self.producer, self.topic, key, value, partition=partition)
 
     def delete(self, partition: int, key: bytes) -> None:
-        self.table.data.pop(key, None)  # type: ignore[attr-defined]
-        self.table.send_changelog(  # type: ignore[attr-defined]
-            partition, key, None, value_serializer="raw"
-        )
+        self.table.data.pop(key, None)
+        produce(self.producer, self.topic, key, None, partition=partition)
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
-        return iter(list(self.table.data.items()))  # type: ignore[attr-defined]
+        return iter(list(self.table.data.items()))
+
+
+def produce(
+    producer: Any, topic: str, key: bytes | None, value: bytes | None, **kwargs: Any
+) -> None:
+    """confluent-kafka produce that waits for room in the local queue instead of failing."""
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 class BufferedKV:

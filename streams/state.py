@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import driftline.detectors  # noqa: F401  (registers every detector class)
+import numpy as np
 from driftline.detectors.bank import DetectorBank
 from driftline.detectors.base import REGISTRY, ChangeDetector
 
@@ -64,6 +65,10 @@ class ModelState:
     clock_ms: int = 0
     model_version: str = ""
     last_retraining_ms: int | None = None
+    # derivable from ``streams``; not serialised
+    _row_cache: dict[tuple[str, tuple[str, ...]], np.ndarray] = field(
+        default_factory=dict, repr=False
+    )
 
     def __post_init__(self) -> None:
         for spec in self.specs:
@@ -92,6 +97,15 @@ class ModelState:
                 if spec.stream_kind == kind:
                     self.banks[spec.key].ensure_streams(row + 1)
         return row
+
+    def stream_rows(self, kind: str, names: tuple[str, ...]) -> np.ndarray:
+        """Rows of several streams at once; cached per tuple of names (events of one model
+        nearly always carry the same features in the same order)."""
+        cached = self._row_cache.get((kind, names))
+        if cached is None:
+            cached = np.array([self.stream_row(kind, n) for n in names], dtype=np.int64)
+            self._row_cache[(kind, names)] = cached
+        return cached
 
     def stream_names(self, kind: str) -> list[str]:
         rows = self.streams.get(kind, {})

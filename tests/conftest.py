@@ -22,3 +22,13 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafk
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def fresh_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A real Kafka broker of this test's own (for tests that need empty topics)."""
+    broker = start_local_kafka(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield broker
+    finally:
+        broker.stop()

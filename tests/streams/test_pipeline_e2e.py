@@ -1,0 +1,164 @@
+"""The pipeline end to end: a real Kafka broker, a real worker process, embedded ClickHouse."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+
+import pytest
+from confluent_kafka import Producer
+from driftline.schemas import Codec, topics
+from driftline.streams.kv import MemoryKV
+from driftline.streams.processor import BatchProcessor, ProcessorConfig, SourceMessage
+from e2e_support import (
+    decode_all,
+    lag,
+    query_store,
+    read_topic,
+    start_worker,
+    stop_worker,
+    wait_for,
+    worker_env,
+)
+
+from driftline.admin import ensure_topics
+from driftline.synthetic import SyntheticStream, publish
+
+pytestmark = pytest.mark.e2e
+
+N = 6000
+CHANGE = 3000
+LAG = 50  # outcomes arrive 50 steps after their predictions
+
+
+def _produce_raw(bootstrap: str, topic: str, key: bytes, values: list[bytes]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for value in values:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(30) == 0
+
+
+def test_events_in_drift_out_clickhouse_exactly_once(fresh_kafka, tmp_path):
+    bootstrap = fresh_kafka.bootstrap
+    ensure_topics(bootstrap, 4)
+    drifting = SyntheticStream("churn", n_features=5, seed=1, change_at=CHANGE)
+    control = SyntheticStream("control", n_features=5, seed=2)
+    assert publish(bootstrap, drifting, N, outcome_lag=LAG) == 2 * N - LAG
+    assert publish(bootstrap, control, N, outcome_lag=LAG) == 2 * N - LAG
+    # bad input, mid-stream: garbage, an unknown schema id, a NaN feature
+    codec = Codec()
+    nan = dict(drifting.step(N + 1)[0], numeric_features={"f00": float("nan")})
+    _produce_raw(
+        bootstrap,
+        topics.PREDICTIONS,
+        b"churn",
+        [b"garbage", b"\x00\x00\x00\x30\x39rest", codec.encode("PredictionEvent", nan)],
+    )
+
+    app_id = f"worker-{uuid.uuid4().hex[:8]}"
+    env = worker_env(bootstrap, tmp_path / "data", app_id)
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    try:
+        wait_for(lambda: lag(bootstrap, app_id) == 0, 240, "the worker to catch up", worker, log)
+
+        drifts = decode_all(read_topic(bootstrap, topics.DRIFT))
+        assert drifts, "no DriftEvent published"
+        assert {d["model_id"] for d in drifts} == {"churn"}, "drift on the no-drift control"
+        features = [d for d in drifts if d["stream_kind"] == "FEATURE"]
+        assert {d["stream_name"] for d in features} == {"f00"}
+        assert CHANGE <= min(d["position"] for d in features) < CHANGE + 300
+        errors = [d for d in drifts if d["stream_kind"] == "ERROR"]
+        assert errors and CHANGE - LAG <= min(d["position"] for d in errors) < CHANGE + 500
+
+        (retraining,) = decode_all(read_topic(bootstrap, topics.RETRAINING))
+        assert retraining["model_id"] == "churn"
+        assert retraining["trigger_event_ids"][0] in {d["event_id"] for d in errors}
+
+        letters = read_topic(bootstrap, topics.DLQ)
+        reasons = sorted(h[topics.HEADER_REASON].decode() for _, h in letters)
+        assert reasons == ["non_finite_value", "not_confluent_framed", "unknown_schema_id"]
+        assert b"garbage" in [value for value, _ in letters]
+
+        # a producer replays the first 1000 steps: duplicates are caught, nothing doubles
+        publish(bootstrap, drifting, 1000, outcome_lag=LAG)
+        wait_for(lambda: lag(bootstrap, app_id) == 0, 120, "the replay", worker, log)
+        letters = read_topic(bootstrap, topics.DLQ)
+        duplicates = [h for _, h in letters if h[topics.HEADER_REASON] == b"duplicate"]
+        assert len(duplicates) == 1000 + (1000 - LAG)
+    finally:
+        assert stop_worker(worker) in (0, -signal.SIGTERM), log.read_text()[-3000:]
+
+    counts = query_store(
+        tmp_path / "data",
+        {
+            "predictions": "SELECT count(), uniqExact(event_id) FROM predictions FINAL",
+            "outcomes": "SELECT count() FROM outcomes FINAL",
+            "joined": "SELECT count() FROM joined_labels FINAL",
+            "drift": "SELECT count() FROM drift_events FINAL",
+            "retraining": "SELECT count() FROM retraining_requests FINAL",
+            "stats": "SELECT count() > 0 FROM detector_stats",
+        },
+    )
+    assert counts["predictions"] == [[2 * N, 2 * N]]
+    assert counts["outcomes"] == [[2 * (N - LAG)]]
+    assert counts["joined"] == [[2 * (N - LAG)]]
+    assert counts["drift"] == [[len({d["event_id"] for d in drifts})]]
+    assert counts["retraining"] == [[1]]
+    assert counts["stats"] == [[1]]
+
+
+def _expected_feature_drifts(stream: SyntheticStream, n: int) -> list[str]:
+    """Feature drift ids of an uninterrupted in-process run (features depend on predictions
+    only, so their order, and so the detections, are fixed by the topic's order)."""
+    codec = Codec()
+    processor = BatchProcessor(codec, ProcessorConfig(), MemoryKV(), MemoryKV())
+    messages = [
+        SourceMessage(topics.PREDICTIONS, 0, i, b"", codec.encode("PredictionEvent", p))
+        for i, (p, _) in enumerate(stream.events(n))
+    ]
+    result = processor.process(messages)
+    return sorted(d["event_id"] for d in result.drift_events if d["stream_kind"] == "FEATURE")
+
+
+def test_sigkill_mid_stream_loses_nothing_and_detects_the_same(fresh_kafka, tmp_path):
+    bootstrap = fresh_kafka.bootstrap
+    ensure_topics(bootstrap, 4)
+    total = 8000
+    stream = SyntheticStream("fraud", n_features=8, seed=11, change_at=5000)
+    publish(bootstrap, stream, 4000, outcome_lag=LAG)
+
+    app_id = f"worker-{uuid.uuid4().hex[:8]}"
+    env = worker_env(bootstrap, tmp_path / "data", app_id, DRIFTLINE_BATCH_MAX_EVENTS="500")
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    first_half = 4000 + 4000 - LAG
+    wait_for(lambda: first_half - lag(bootstrap, app_id) > 0, 240, "some progress", worker, log)
+    stop_worker(worker, signal.SIGKILL)
+    assert lag(bootstrap, app_id) > 0, "the kill came too late to be mid-stream"
+
+    publish(bootstrap, stream, total - 4000, start=4000, outcome_lag=LAG)
+    worker = start_worker(env, log)
+    try:
+        wait_for(lambda: lag(bootstrap, app_id) == 0, 240, "the restarted worker", worker, log)
+    finally:
+        assert stop_worker(worker) in (0, -signal.SIGTERM), log.read_text()[-3000:]
+
+    drifts = decode_all(read_topic(bootstrap, topics.DRIFT))
+    feature_ids = sorted({d["event_id"] for d in drifts if d["stream_kind"] == "FEATURE"})
+    assert feature_ids == _expected_feature_drifts(stream, total)
+    assert any(d["stream_kind"] == "ERROR" for d in drifts)
+
+    counts = query_store(
+        tmp_path / "data",
+        {
+            "predictions": "SELECT count() FROM predictions FINAL",
+            "outcomes": "SELECT count() FROM outcomes FINAL",
+            "joined": "SELECT count() FROM joined_labels FINAL",
+        },
+    )
+    assert counts == {
+        "predictions": [[total]],
+        "outcomes": [[total - LAG]],
+        "joined": [[total - LAG]],
+    }
