@@ -13,6 +13,7 @@ Tables are ReplacingMergeTree keyed on the event identity: read with ``FINAL`` (
 """
 
 from .base import Migration, Store, StoreError, load_migrations
+from .chtypes import dense_map
 from .embedded import EmbeddedStore
 from .server import ServerStore
 from .store import open_store
@@ -30,6 +31,7 @@ __all__ = [
     "TABLES",
     "TableSpec",
     "columns_for",
+    "dense_map",
     "joined_label",
     "BatchWriter",
     "Sink",

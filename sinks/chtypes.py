@@ -135,14 +135,25 @@ def _map_array(values: Sequence[Mapping[Any, Any] | None], typ: pa.MapType) -> p
         values = [m or _EMPTY for m in values]
     offsets = np.zeros(len(values) + 1, dtype=np.int32)
     np.cumsum(np.fromiter(map(len, values), np.int32, count=len(values)), out=offsets[1:])
-    keys = list(chain.from_iterable(values))
+    keys: list[Any] | pa.Array = list(chain.from_iterable(values))
+    if pa.types.is_string(typ.key_type) and values:
+        # Usually every map of a batch has the same keys in the same order (a model's
+        # features): then build the key column from one row instead of converting 1M strs.
+        first = list(values[0])
+        if first and len(keys) == len(first) * len(values) and keys == first * len(values):
+            keys = _repeated_strings(first, len(values))
     try:
         items = list(chain.from_iterable(map(dict.values, values)))  # type: ignore[arg-type]
     except TypeError:  # some other Mapping
         items = list(chain.from_iterable(map(methodcaller("values"), values)))
-    return pa.MapArray.from_arrays(
-        pa.array(offsets), pa.array(keys, typ.key_type), pa.array(items, typ.item_type)
-    )
+    key_array = keys if isinstance(keys, pa.Array) else pa.array(keys, typ.key_type)
+    return pa.MapArray.from_arrays(pa.array(offsets), key_array, pa.array(items, typ.item_type))
+
+
+def _repeated_strings(strings: Sequence[str], times: int) -> pa.Array:
+    """``strings * times`` as an Arrow string array, without converting each item."""
+    index = np.tile(np.arange(len(strings), dtype=np.int32), times)
+    return pa.array(list(strings), pa.string()).take(pa.array(index))
 
 
 _EMPTY: Mapping[Any, Any] = {}
@@ -162,11 +173,8 @@ def dense_map(keys: Sequence[str], matrix: np.ndarray) -> pa.MapArray:
         raise ValueError(f"matrix shape {matrix.shape} does not match {len(keys)} keys")
     n, k = matrix.shape
     offsets = np.arange(0, n * k + 1, k, dtype=np.int32)
-    key_index = np.tile(np.arange(k, dtype=np.int32), n)
     return pa.MapArray.from_arrays(
-        pa.array(offsets),
-        pa.array(list(keys), pa.string()).take(pa.array(key_index)),
-        pa.array(matrix.ravel()),
+        pa.array(offsets), _repeated_strings(keys, n), pa.array(matrix.ravel())
     )
 
 

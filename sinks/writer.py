@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from .base import Store
 from .tables import TABLES, columns_for
@@ -49,9 +50,19 @@ def _concat(chunks: list[Any]) -> Any:
         return chunks[0]
     if all(isinstance(c, np.ndarray) for c in chunks):
         return np.concatenate(chunks)
+    if all(isinstance(c, pa.Array) for c in chunks):
+        return pa.concat_arrays(chunks)
     out: list[Any] = []
     for c in chunks:
-        out.extend(c.tolist() if isinstance(c, np.ndarray) else c)
+        if isinstance(c, np.ndarray):
+            out.extend(c.tolist())
+        elif isinstance(c, pa.Array | pa.ChunkedArray):
+            values = c.to_pylist()
+            if pa.types.is_map(c.type):  # back to dicts, as the other chunks hold
+                values = [None if v is None else dict(v) for v in values]
+            out.extend(values)
+        else:
+            out.extend(c)
     return out
 
 

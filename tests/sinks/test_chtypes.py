@@ -79,3 +79,22 @@ def test_dense_map_columns_insert_like_dicts(store: Store) -> None:
     dicts = [dict(zip(names, row, strict=True)) for row in matrix.tolist()]
     got = store.query("SELECT numeric_features FROM predictions ORDER BY event_time")
     assert [row[0] for row in got] == dicts
+
+
+def test_uniform_and_ragged_key_orders_convert_alike() -> None:
+    # same keys in the same order on every row takes a shortcut; make sure it is exact
+    uniform = [{"a": 1.0, "é": 2.0}, {"a": 3.0, "é": 4.0}]
+    assert to_arrow_array(uniform, "Map(String, Float64)").to_pylist() == [
+        [("a", 1.0), ("é", 2.0)],
+        [("a", 3.0), ("é", 4.0)],
+    ]
+    reordered = [{"a": 1.0, "b": 2.0}, {"b": 3.0, "a": 4.0}]
+    assert to_arrow_array(reordered, "Map(String, Float64)").to_pylist() == [
+        [("a", 1.0), ("b", 2.0)],
+        [("b", 3.0), ("a", 4.0)],
+    ]
+    same_count_other_keys = [{"a": 1.0}, {"b": 2.0}]
+    assert to_arrow_array(same_count_other_keys, "Map(String, Float64)").to_pylist() == [
+        [("a", 1.0)],
+        [("b", 2.0)],
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from driftline.sinks import BatchWriter, Sink, Store, StoreError
+from driftline.sinks.chtypes import dense_map
 
 from .conftest import make_predictions, now_ms
 
@@ -181,3 +182,36 @@ def test_sink_flush_due_only_flushes_due_writers(store: Store) -> None:
     clock.now += 0.3
     assert sink.flush_due() == {"outcomes": 2}
     assert sink.pending == 2
+
+
+def test_arrow_and_mixed_chunks_are_concatenated(store: Store) -> None:
+    names = ["a", "b"]
+    t = now_ms()
+    writer = BatchWriter(store, "predictions", max_rows=100, clock=FakeClock())
+
+    def batch(k: int, features: object) -> dict:
+        return {
+            "event_id": [f"e{k}0", f"e{k}1"],
+            "model_id": ["m", "m"],
+            "model_version": ["1", "1"],
+            "event_time": [t + k, t + k],
+            "numeric_features": features,
+        }
+
+    writer.add(batch(0, dense_map(names, np.array([[1.0, 2.0], [3.0, 4.0]]))))
+    writer.add(batch(1, dense_map(names, np.array([[5.0, 6.0], [7.0, 8.0]]))))
+    assert writer.flush() == 4
+    writer.add(batch(2, dense_map(names, np.array([[9.0, 9.5], [0.0, 0.5]]))))
+    writer.add(batch(3, [{"a": -1.0}, {}]))
+    assert writer.flush() == 4
+    got = store.query("SELECT numeric_features FROM predictions ORDER BY event_id")
+    assert [r[0] for r in got] == [
+        {"a": 1.0, "b": 2.0},
+        {"a": 3.0, "b": 4.0},
+        {"a": 5.0, "b": 6.0},
+        {"a": 7.0, "b": 8.0},
+        {"a": 9.0, "b": 9.5},
+        {"a": 0.0, "b": 0.5},
+        {"a": -1.0},
+        {},
+    ]
