@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from driftline.replay import add_replay_command
 from driftline.settings import Settings, load_settings
 
 
@@ -38,6 +39,12 @@ def _kafka(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from driftline.demo import DemoOptions, run_demo
+
+    return run_demo(settings, DemoOptions(rate=args.rate, drift_after_seconds=args.drift_after))
+
+
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from driftline.worker import run_worker
 
@@ -54,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = sub.add_parser("kafka", help="the local single-node Kafka broker (KRaft)")
     kafka.add_argument("action", choices=["fetch", "start", "stop", "status"])
     kafka.set_defaults(handler=_kafka)
+
+    demo = sub.add_parser(
+        "demo", help="watch a drifting model: local Kafka, a worker, a producer, within a minute"
+    )
+    demo.add_argument("--rate", type=float, default=500.0, help="predictions per second")
+    demo.add_argument("--drift-after", type=float, default=20.0, help="seconds before the change")
+    demo.set_defaults(handler=_demo)
+
+    add_replay_command(sub)
 
     worker = sub.add_parser("worker", help="run a stream worker (faust) until stopped")
     worker.add_argument("--loglevel", default="info")
