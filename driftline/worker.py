@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from driftline.admin import ensure_topics
+from driftline.schemas import Codec, ConfluentRegistry
 from driftline.settings import Settings
 from driftline.sinks.store import Store, open_store
 from driftline.streams.app import Worker, WorkerConfig
@@ -38,10 +39,17 @@ def open_migrated_store(settings: Settings) -> Store:
     return store
 
 
+def codec_for(settings: Settings) -> Codec:
+    """The static schema manifest, or a Confluent-compatible registry when one is configured."""
+    if settings.schema_registry_url:
+        return Codec(ConfluentRegistry(settings.schema_registry_url))
+    return Codec()
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     ensure_topics(settings.kafka_bootstrap, settings.topic_partitions, settings.topic_replication)
     store = open_migrated_store(settings)
     try:
-        Worker(worker_config(settings), store).run(loglevel=loglevel)
+        Worker(worker_config(settings), store, codec_for(settings)).run(loglevel=loglevel)
     finally:
         store.close()
