@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from driftline.replay import add_replay_command
 from driftline.settings import Settings, load_settings
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="driftline", description=__doc__)
     parser.add_argument("--data-dir", help="local state dir (DRIFTLINE_DATA_DIR)")
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (DRIFTLINE_KAFKA_BOOTSTRAP)")
+    parser.add_argument(
+        "--config", type=Path, help="settings file of DRIFTLINE_*=value lines (default: .env)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     kafka = sub.add_parser("kafka", help="the local single-node Kafka broker (KRaft)")
@@ -80,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = load_settings(data_dir=args.data_dir, kafka_bootstrap=args.bootstrap)
+    settings = load_settings(args.config, data_dir=args.data_dir, kafka_bootstrap=args.bootstrap)
     return int(args.handler(args, settings) or 0)
 
 

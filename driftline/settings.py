@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         return self.data_dir / "kafka"
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with explicit overrides (used by the CLI and tests)."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Settings from a config file (``KEY=value`` lines, as a ``.env`` file), then the
+    environment (which wins over the file), then explicit overrides (CLI flags, tests)."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if config_file is not None:
+        if not Path(config_file).is_file():
+            raise FileNotFoundError(f"config file {config_file} does not exist")
+        return Settings(_env_file=config_file, **values)
+    return Settings(**values)
