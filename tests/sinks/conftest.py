@@ -7,6 +7,7 @@ Set DRIFTLINE_TEST_CLICKHOUSE_URL to run the store tests against a ClickHouse se
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
@@ -31,40 +32,45 @@ def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         keeper.close()
 
 
+_databases = itertools.count()
+
+
 def _database_for(request: pytest.FixtureRequest) -> str:
-    name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:60]
-    return f"t_{name}_{os.getpid()}"
+    # unique per test *and* per parameter (names truncated alike must not share a database)
+    name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:50]
+    return f"t{next(_databases)}_{name}_{os.getpid()}"
 
 
-@pytest.fixture(
-    params=[
-        "embedded",
-        # ServerStore over clickhouse-connect's in-process chdb backend: the real client code
-        # (insert contexts, Native format, typed results) on the real engine, minus HTTP.
-        "server-chdb",
-        pytest.param(
-            "server-http",
-            marks=pytest.mark.skipif(
-                not SERVER_URL, reason="DRIFTLINE_TEST_CLICKHOUSE_URL not set"
-            ),
-        ),
-    ]
+_SERVER_HTTP = pytest.param(
+    "server-http",
+    marks=pytest.mark.skipif(not SERVER_URL, reason="DRIFTLINE_TEST_CLICKHOUSE_URL not set"),
 )
+#: Every Store implementation. ServerStore also runs over clickhouse-connect's in-process chdb
+#: backend: the real client code (insert contexts, Native format, typed results) on the real
+#: engine, minus HTTP.
+STORE_KINDS = ["embedded", "server-chdb", _SERVER_HTTP]
+#: ... plus the embedded store's alternative insert path (used by test_store.py only).
+ALL_STORE_KINDS = ["embedded", "embedded-arrowstream", "server-chdb", _SERVER_HTTP]
+
+
+@pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store]:
     """A migrated store in a database of its own, for each Store implementation."""
-    yield from _store(request, chdb_path, request.param)
+    yield from make_store(request, chdb_path, request.param)
 
 
 @pytest.fixture
 def embedded_store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store]:
     """For tests of code above the Store interface (writers, SQL views): one store is enough."""
-    yield from _store(request, chdb_path, "embedded")
+    yield from make_store(request, chdb_path, "embedded")
 
 
-def _store(request: pytest.FixtureRequest, chdb_path: Path, kind: str) -> Iterator[Store]:
+def make_store(request: pytest.FixtureRequest, chdb_path: Path, kind: str) -> Iterator[Store]:
     database = _database_for(request)
-    if kind == "embedded":
+    if kind.startswith("embedded"):
         s: Store = EmbeddedStore(chdb_path, database)
+        if kind == "embedded-arrowstream":
+            s.insert_path = "arrowstream"  # type: ignore[attr-defined]
     elif kind == "server-chdb":
         s = ServerStore(f"chdb://{chdb_path}", database)
     else:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from driftline.sinks import Store, columns_for, joined_label
 
-from .conftest import make_predictions, now_ms
+from .conftest import make_predictions, make_store, now_ms
 
 COLUMNS = [
     "predictions",
@@ -150,9 +150,7 @@ def test_ratio_view(store: Store) -> None:
 
 @pytest.fixture(params=["embedded", "server-chdb"])
 def any_store(request: pytest.FixtureRequest, chdb_path) -> Iterator[Store]:
-    from .conftest import _store
-
-    yield from _store(request, chdb_path, request.param)
+    yield from make_store(request, chdb_path, request.param)
 
 
 def test_replays_overcount_the_mv_but_not_the_exact_view(any_store: Store) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,12 @@ import pytest
 from driftline.sinks import EmbeddedStore, Store, StoreError, columns_for, joined_label
 from driftline.sinks.tables import TABLES
 
-from .conftest import make_predictions, now_ms
+from .conftest import ALL_STORE_KINDS, make_predictions, make_store, now_ms
+
+
+@pytest.fixture(params=ALL_STORE_KINDS)
+def store(request: pytest.FixtureRequest, chdb_path) -> Iterator[Store]:
+    yield from make_store(request, chdb_path, request.param)
 
 
 def _utc(ms: int) -> dt.datetime:
