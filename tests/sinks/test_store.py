@@ -269,3 +269,32 @@ def test_writer_and_readers_share_the_store_across_threads(store: Store) -> None
         t.join()
     assert errors == []
     assert store.query("SELECT count() FROM outcomes FINAL") == [(200,)]
+
+
+def test_locked_connection_serialises_with_store_calls(chdb_path) -> None:
+    with EmbeddedStore(chdb_path, "locked") as store:
+        store.migrate()
+        entered = threading.Event()
+        release = threading.Event()
+        done: list[int] = []
+
+        def hold() -> None:
+            with store.locked_connection() as conn:
+                assert conn.query("SELECT 1", "CSV").bytes().strip() == b"1"
+                entered.set()
+                release.wait(10)
+
+        def insert() -> None:
+            done.append(store.insert_rows("outcomes", _sample_rows(2)["outcomes"]))
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        entered.wait(10)
+        writer = threading.Thread(target=insert)
+        writer.start()
+        writer.join(0.2)
+        assert done == []  # the insert waits for the lock holder
+        release.set()
+        holder.join()
+        writer.join()
+        assert done == [2]
