@@ -1,0 +1,1017 @@
+"""ClickHouse's HTTP interface over an :class:`~driftline.sinks.embedded.EmbeddedStore`.
+
+chdb binds its data path to one process, so the API, analysts and Grafana cannot open the
+worker's embedded store. Serving it over ClickHouse's own HTTP protocol lets every ClickHouse
+client in: clickhouse-connect (and so :class:`~driftline.sinks.server.ServerStore`), curl,
+Grafana's ClickHouse data source.
+
+One process, one engine connection: every request runs through the store's connection under
+its engine lock (:meth:`EmbeddedStore.locked_connection`), so the worker's own inserts and the
+HTTP requests interleave statement by statement. Request bodies are read (bounded) before the
+lock is taken and results are sent after it is released, so a slow client never stalls the
+worker. Per request, the database (``database`` parameter or the session's ``USE``) and the
+settings (URL parameters and the session's ``SET``) are applied to the connection and put back
+afterwards.
+
+Example (see ``docs/clickhouse-http.md``)::
+
+    handle = serve_store(store, "127.0.0.1", 8123, {"grafana": ("s3cret", True)})
+    ...   # clickhouse_connect.get_client(host="127.0.0.1", port=8123, username="grafana", ...)
+    handle.stop()
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import hmac
+import json
+import logging
+import re
+import signal
+import socket
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .embedded import EmbeddedStore
+from .http_sql import READ_KINDS, Statement, parse_statement
+
+__all__ = [
+    "ClickHouseError",
+    "HttpInterface",
+    "ServerHandle",
+    "serve_store",
+    "add_clickhouse_command",
+]
+
+log = logging.getLogger(__name__)
+
+Users = Mapping[str, tuple[str, bool]]  # user -> (password, readonly)
+
+DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_QUERY_BYTES = 1024 * 1024  # SQL text outside insert data (ClickHouse: 256 KiB)
+
+# HTTP status per ClickHouse error code, after ClickHouse's exceptionCodeToHTTPStatus.
+_STATUS_BY_CODE: dict[int, int] = {
+    **dict.fromkeys((194,), 401),  # REQUIRED_PASSWORD
+    **dict.fromkeys((192, 193, 516, 512), 401),  # UNKNOWN_USER, WRONG_PASSWORD, AUTH..., ROLE
+    497: 403,  # ACCESS_DENIED
+    # READONLY is not in ClickHouse's table (it answers 500); 403 says what happened and is
+    # what proxies and Grafana show sensibly. The code header is 164 either way.
+    164: 403,
+    **dict.fromkeys(
+        (
+            36,
+            427,
+            6,
+            25,
+            26,
+            38,
+            41,
+            72,
+            441,
+            675,
+            676,
+            27,
+            376,
+            15,
+            44,
+            37,
+            123,
+            8,
+            167,
+            168,
+            223,
+            62,
+            117,
+            53,
+            321,
+        ),
+        400,
+    ),
+    # Corrupt compressed request bodies: the client's fault, so 400 (ClickHouse answers 500).
+    **dict.fromkeys((354, 561, 618, 271), 400),
+    **dict.fromkeys((60, 46, 47, 50, 56, 81, 115, 152, 63, 73, 336, 78, 511), 404),
+    229: 413,  # QUERY_IS_TOO_LARGE
+    48: 501,  # NOT_IMPLEMENTED
+    **dict.fromkeys((209, 76, 439), 503),
+    381: 411,  # HTTP_LENGTH_REQUIRED
+    159: 408,  # TIMEOUT_EXCEEDED
+}
+
+_CODE_NAMES = {
+    48: "NOT_IMPLEMENTED",
+    62: "SYNTAX_ERROR",
+    73: "UNKNOWN_FORMAT",
+    89: "UNKNOWN_COMPRESSION_METHOD",
+    164: "READONLY",
+    229: "QUERY_IS_TOO_LARGE",
+    354: "ZLIB_INFLATE_FAILED",
+    372: "SESSION_NOT_FOUND",
+    373: "SESSION_IS_LOCKED",
+    381: "HTTP_LENGTH_REQUIRED",
+    516: "AUTHENTICATION_FAILED",
+    561: "ZSTD_DECODER_FAILED",
+    618: "LZ4_DECODER_FAILED",
+    1001: "STD_EXCEPTION",
+}
+
+# Request parameters that are not engine settings: the protocol's own, and the HTTP handler
+# settings ClickHouse applies itself (accepted and ignored: responses are always buffered).
+_TRANSPORT_PARAMS = frozenset(
+    {
+        "query",
+        "database",
+        "default_format",
+        "query_id",
+        "session_id",
+        "session_timeout",
+        "session_check",
+        "user",
+        "password",
+        "quota_key",
+        "buffer_size",
+        "wait_end_of_query",
+        "compress",
+        "decompress",
+        "client_protocol_version",
+        "role",
+        "readonly",
+        "enable_http_compression",
+        "http_zlib_compression_level",
+        "send_progress_in_http_headers",
+        "http_headers_progress_interval_ms",
+        "cancel_http_readonly_queries_on_client_close",
+        "http_response_buffer_size",
+        "http_wait_end_of_query",
+        "http_native_compression_disable_checksumming_on_decompress",
+        "add_http_cors_header",
+        "max_query_size",
+    }
+)
+
+# Format names chdb's Python wrapper would turn into Python objects instead of bytes.
+_PYTHON_FORMATS = frozenset({"dataframe", "arrowtable", "datastore"})
+
+_FORMAT_ALIASES = {"tsv": "TabSeparated", "tsvwithnames": "TabSeparatedWithNames",
+                   "tsvwithnamesandtypes": "TabSeparatedWithNamesAndTypes",
+                   "tsvraw": "TabSeparatedRaw"}  # fmt: skip
+
+_CODE_RE = re.compile(r"Code:\s*(\d+)\.\s*(?:DB::Exception:\s*)?")
+_NAME_RE = re.compile(r"\(([A-Z][A-Z0-9_]+)\)")
+_VERSION_RE = re.compile(r"\s*\(version [^()]*\)\.?")
+
+
+class ClickHouseError(Exception):
+    """An error as ClickHouse reports it over HTTP: code, name, message and status."""
+
+    def __init__(self, code: int, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.name = name or _CODE_NAMES.get(code, "UNKNOWN_EXCEPTION")
+        self.message = message
+
+    @property
+    def status(self) -> int:
+        return _STATUS_BY_CODE.get(self.code, 500)
+
+    def body(self, version: str) -> bytes:
+        return f"Code: {self.code}. DB::Exception: {self.message}. ({self.name}) (version {version})\n".encode()
+
+    @classmethod
+    def from_engine(cls, exc: BaseException) -> ClickHouseError:
+        """Rebuild the engine's error: chdb nests ``Code: N. DB::Exception:`` prefixes and
+        version trailers when an error crosses its layers; the client wants one of each."""
+        text = str(exc)
+        match = _CODE_RE.search(text)
+        code = int(match.group(1)) if match else 1001
+        names = _NAME_RE.findall(text)
+        name = names[-1] if names else None
+        text = _VERSION_RE.sub("", text)
+        if match:
+            text = text[match.start() :]
+        while True:
+            stripped = _CODE_RE.sub("", text, count=1) if _CODE_RE.match(text) else text
+            if stripped == text:
+                break
+            text = stripped
+        text = text.strip()
+        # Drop trailing "(NAME)" markers (repeated by nesting) and the final period.
+        while True:
+            new = re.sub(r"\.?\s*\([A-Z][A-Z0-9_]+\)\.?\s*$", "", text)
+            if new == text:
+                break
+            text = new
+        return cls(code, text.rstrip(". ") or "unknown error", name)
+
+
+# -- compression ------------------------------------------------------------------------
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _inflate_zlib(data: bytes, wbits: int, limit: int) -> bytes:
+    out = bytearray()
+    pending = data
+    while pending:
+        d = zlib.decompressobj(wbits)
+        while True:
+            out += d.decompress(pending, limit + 1 - len(out))
+            if len(out) > limit:
+                raise _TooLarge
+            pending = d.unconsumed_tail
+            if d.eof:
+                pending = d.unused_data  # concatenated gzip members
+                break
+            if not pending:
+                raise ClickHouseError(354, "inflate failed: unexpected end of compressed data")
+    return bytes(out)
+
+
+def _inflate_frames(factory: Callable[[], Any], data: bytes, limit: int, code: int) -> bytes:
+    """bz2-style decompressors (lz4.frame, zstd): clickhouse-connect sends one frame per block."""
+    out = bytearray()
+    pending = data
+    while pending:
+        d = factory()
+        while True:
+            out += d.decompress(pending, max_length=limit + 1 - len(out))
+            pending = b""
+            if len(out) > limit:
+                raise _TooLarge
+            if d.eof:
+                pending = d.unused_data
+                break
+            if d.needs_input:
+                raise ClickHouseError(code, "unexpected end of compressed data")
+    return bytes(out)
+
+
+def _decompress(data: bytes, encoding: str, limit: int) -> bytes:
+    encoding = encoding.strip().lower()
+    try:
+        if encoding in ("", "identity", "none"):
+            return data
+        if encoding in ("gzip", "x-gzip"):
+            return _inflate_zlib(data, 16 + zlib.MAX_WBITS, limit)
+        if encoding == "deflate":
+            return _inflate_zlib(data, zlib.MAX_WBITS, limit)
+        if encoding == "zstd":
+            from backports import zstd
+
+            return _inflate_frames(zstd.ZstdDecompressor, data, limit, 561)
+        if encoding == "lz4":
+            import lz4.frame
+
+            return _inflate_frames(lz4.frame.LZ4FrameDecompressor, data, limit, 618)
+    except (_TooLarge, ClickHouseError):
+        raise
+    except zlib.error as exc:
+        raise ClickHouseError(354, f"inflate failed: {exc}") from exc
+    except Exception as exc:  # lz4/zstd raise their own error types
+        code = 561 if encoding == "zstd" else 618
+        raise ClickHouseError(code, f"{encoding} decompression failed: {exc}") from exc
+    raise ClickHouseError(
+        48, f"Unknown HTTP content encoding {encoding!r}: use gzip, deflate, zstd or lz4"
+    )
+
+
+def _compressor(accept: str) -> tuple[str, Callable[[bytes], bytes]] | None:
+    """The response encoding: the client's first listed one that we speak."""
+    for item in accept.split(","):
+        name = item.split(";")[0].strip().lower()
+        if name in ("gzip", "x-gzip"):
+            return "gzip", lambda b: gzip.compress(b, compresslevel=3)
+        if name == "deflate":
+            return "deflate", lambda b: zlib.compress(b, 3)
+        if name == "zstd":
+            from backports import zstd
+
+            return "zstd", zstd.compress
+        if name == "lz4":
+            import lz4.frame
+
+            return "lz4", lz4.frame.compress
+    return None
+
+
+# -- requests and sessions ----------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    params: dict[str, str]
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes | memoryview = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    close: bool = False
+
+
+@dataclass
+class _Session:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    database: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    expires: float = 0.0
+    user: str = ""
+
+
+def _sql_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _quote_ident(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def _content_type(fmt: str) -> str:
+    f = fmt.lower()
+    if f.startswith(("tabseparated", "tsv")):
+        return "text/tab-separated-values; charset=UTF-8"
+    if f.startswith("csv"):
+        header = "present" if "withnames" in f else "absent"
+        return f"text/csv; charset=UTF-8; header={header}"
+    if "eachrow" in f or f in ("jsonlines", "ndjson"):
+        return "application/x-ndjson; charset=UTF-8"
+    if f.startswith("json"):
+        return "application/json; charset=UTF-8"
+    if f.startswith(("pretty", "vertical", "values", "markdown", "raw", "line", "xml")):
+        return "text/plain; charset=UTF-8"
+    return "application/octet-stream"
+
+
+class HttpInterface:
+    """The protocol: turns one HTTP request into one statement on the store's connection.
+
+    Independent of the socket server so it can be driven by any HTTP front end.
+    """
+
+    def __init__(
+        self,
+        store: EmbeddedStore,
+        users: Users | None = None,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_query_bytes: int = DEFAULT_MAX_QUERY_BYTES,
+        display_name: str | None = None,
+        default_database: str | None = None,
+        max_sessions: int = 1000,
+    ) -> None:
+        self.store = store
+        # ClickHouse's out-of-the-box user: "default" without a password, full rights.
+        self.users: dict[str, tuple[str, bool]] = dict(users) if users else {"default": ("", False)}
+        self.max_body_bytes = max_body_bytes
+        self.max_query_bytes = max_query_bytes
+        self.display_name = display_name or socket.gethostname()
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, _Session] = {}
+        self._sessions_lock = threading.Lock()
+        with store.locked_connection() as conn:
+            version, tz, current_db = self._rows(
+                conn, "SELECT version(), timezone(), currentDatabase()"
+            )[0]
+            self._baseline = dict(
+                self._rows(conn, "SELECT name, value FROM system.settings WHERE changed")
+            )
+            formats = self._rows(conn, "SELECT name, is_output FROM system.formats")
+        self.version = version
+        self.timezone = tz
+        # The connection's own database: put back after every request that changes it.
+        self._home_database = current_db
+        self.default_database = default_database or store.database
+        self._formats = {name.lower(): name for name, is_output in formats if is_output == "1"}
+        self._formats.update(_FORMAT_ALIASES)
+
+    @staticmethod
+    def _rows(conn: Any, sql: str) -> list[list[str]]:
+        raw = conn.query(sql, "TabSeparated").bytes().decode()
+        return [line.split("\t") for line in raw.splitlines()]
+
+    # -- entry point ------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        query_id = request.params.get("query_id") or str(uuid.uuid4())
+        try:
+            response = self._dispatch(request, query_id)
+        except ClickHouseError as exc:
+            response = self._error(exc)
+        except Exception as exc:  # the server must keep serving whatever a request did
+            if _CODE_RE.search(str(exc)):  # the engine refused: its code, message and name
+                response = self._error(ClickHouseError.from_engine(exc))
+            else:
+                log.exception("ClickHouse HTTP request failed")
+                response = self._error(ClickHouseError(1001, f"{type(exc).__name__}: {exc}"))
+        response.headers.setdefault("X-ClickHouse-Server-Display-Name", self.display_name)
+        response.headers.setdefault("X-ClickHouse-Query-Id", query_id)
+        response.headers.setdefault("X-ClickHouse-Timezone", self.timezone)
+        return response
+
+    def handle_error(self, exc: ClickHouseError) -> Response:
+        """The response for an error found before the request reached :meth:`handle`."""
+        response = self._error(exc)
+        response.headers.setdefault("X-ClickHouse-Server-Display-Name", self.display_name)
+        return response
+
+    def _error(self, exc: ClickHouseError) -> Response:
+        return Response(
+            status=exc.status,
+            body=exc.body(self.version),
+            headers={
+                "Content-Type": "text/plain; charset=UTF-8",
+                "X-ClickHouse-Exception-Code": str(exc.code),
+            },
+        )
+
+    def authenticate(
+        self, params: Mapping[str, str], headers: Mapping[str, str]
+    ) -> tuple[str, bool]:
+        """(user, readonly) for the request's credentials, as ClickHouse reads them."""
+        user = password = None
+        if headers.get("X-ClickHouse-User") is not None:
+            user, password = headers["X-ClickHouse-User"], headers.get("X-ClickHouse-Key", "")
+        elif headers.get("Authorization", "").lower().startswith("basic "):
+            try:
+                decoded = base64.b64decode(headers["Authorization"][6:].strip()).decode()
+            except ValueError as exc:
+                raise ClickHouseError(516, "Invalid Basic authorization header") from exc
+            user, _, password = decoded.partition(":")
+        elif "user" in params:
+            user, password = params["user"], params.get("password", "")
+        user = user or "default"
+        password = password or ""
+        entry = self.users.get(user)
+        # compare_digest on both branches: no timing difference between unknown user and
+        # wrong password.
+        expected = entry[0] if entry else "\0" + password
+        if not hmac.compare_digest(expected.encode(), password.encode()) or entry is None:
+            raise ClickHouseError(
+                516,
+                f"{user}: Authentication failed: password is incorrect, "
+                "or there is no user with such name",
+            )
+        return user, entry[1]
+
+    def _dispatch(self, request: Request, query_id: str) -> Response:
+        path = request.path.rstrip("/")
+        if path in ("/ping", "/replicas_status"):
+            return Response(body=b"Ok.\n", headers={"Content-Type": "text/html; charset=UTF-8"})
+        if path != "":
+            return Response(
+                status=404,
+                body=f"There is no handle {request.path}\n\nUse / or /ping for health checks.\n".encode(),
+                headers={"Content-Type": "text/plain; charset=UTF-8"},
+            )
+        params = request.params
+        if request.method == "GET" and "query" not in params:
+            return Response(body=b"Ok.\n", headers={"Content-Type": "text/html; charset=UTF-8"})
+        user, user_readonly = self.authenticate(params, request.headers)
+        if params.get("compress") == "1" or params.get("decompress") == "1":
+            raise ClickHouseError(
+                48,
+                "ClickHouse native block compression (compress=1/decompress=1) is not supported "
+                "here; use HTTP compression (Content-Encoding / enable_http_compression=1)",
+            )
+        if request.headers.get("Content-Type", "").lower().startswith("multipart/form-data"):
+            raise ClickHouseError(48, "multipart requests (external data) are not supported")
+
+        session = self._session(params, user)
+        if session is None:
+            return self._execute(request, query_id, user_readonly, None)
+        if not session.lock.acquire(blocking=False):
+            raise ClickHouseError(
+                373, f"Session {params['session_id']} is locked by a concurrent client"
+            )
+        try:
+            return self._execute(request, query_id, user_readonly, session)
+        finally:
+            session.lock.release()
+
+    def _session(self, params: Mapping[str, str], user: str) -> _Session | None:
+        session_id = params.get("session_id")
+        if not session_id:
+            return None
+        try:
+            timeout = min(max(float(params.get("session_timeout", 60)), 0.0), 3600.0)
+        except ValueError as exc:
+            raise ClickHouseError(36, "Invalid session timeout") from exc
+        now = time.monotonic()
+        with self._sessions_lock:
+            for key in [k for k, s in self._sessions.items() if s.expires < now]:
+                if not self._sessions[key].lock.locked():
+                    del self._sessions[key]
+            session = self._sessions.get(session_id)
+            if session is not None and session.user != user:
+                # Sessions belong to the user who opened them (ClickHouse: SESSION_IS_LOCKED).
+                raise ClickHouseError(373, f"Session {session_id} belongs to another user")
+            if session is None:
+                if params.get("session_check") == "1":
+                    raise ClickHouseError(372, f"Session {session_id} not found")
+                if len(self._sessions) >= self.max_sessions:
+                    oldest = min(self._sessions, key=lambda k: self._sessions[k].expires)
+                    del self._sessions[oldest]
+                session = self._sessions[session_id] = _Session(user=user)
+            session.expires = now + timeout
+            return session
+
+    # -- one statement ----------------------------------------------------------------------
+
+    def _execute(
+        self, request: Request, query_id: str, user_readonly: bool, session: _Session | None
+    ) -> Response:
+        params = request.params
+        text = params.get("query", "").encode()
+        body = b""
+        if request.method == "POST":
+            body = _decompress(
+                request.body, request.headers.get("Content-Encoding", ""), self.max_body_bytes
+            )
+        if text and body:
+            text += b"\n"  # as ClickHouse: the query parameter, a line break, then the body
+        stmt = parse_statement(text + body if body else text, self._formats)
+        if not stmt.sql.strip():
+            raise ClickHouseError(62, "Empty query")
+        if len(stmt.sql) > self.max_query_bytes and stmt.data is None and stmt.kind != "INSERT":
+            raise ClickHouseError(62, f"Max query size exceeded ({self.max_query_bytes} bytes)")
+        if stmt.multiple:
+            raise ClickHouseError(62, "Multi-statements are not allowed")
+        if stmt.into_outfile:
+            raise ClickHouseError(48, "INTO OUTFILE is not allowed on a server")
+
+        # readonly: 1 for readonly users; GET implies 2 (reads and settings only), as ClickHouse.
+        readonly = 1 if user_readonly else 0
+        if "readonly" in params:
+            try:
+                asked = int(params["readonly"])
+            except ValueError as exc:
+                raise ClickHouseError(36, "readonly must be 0, 1 or 2") from exc
+            if user_readonly and asked != 1:
+                raise ClickHouseError(164, "Cannot modify 'readonly' setting in readonly mode")
+            readonly = max(readonly, asked)
+        if request.method == "GET" and readonly == 0:
+            readonly = 2
+
+        settings = dict(session.settings) if session else {}
+        for name, value in params.items():
+            if name in _TRANSPORT_PARAMS or name.startswith("param_"):
+                continue
+            if readonly == 1 and self._baseline.get(name, value) != value:
+                raise ClickHouseError(164, f"Cannot modify '{name}' setting in readonly mode")
+            settings[name] = value
+        query_params = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
+        database = (
+            params.get("database")
+            or request.headers.get("X-ClickHouse-Database")
+            or (session.database if session else None)
+            or self.default_database
+        )
+        fmt = params.get("default_format") or "TabSeparated"
+        fmt = _FORMAT_ALIASES.get(fmt.lower(), fmt)
+        out_fmt = stmt.output_format or fmt
+        if out_fmt.lower() in _PYTHON_FORMATS:
+            raise ClickHouseError(73, f"Unknown output format {out_fmt}")
+
+        started = time.perf_counter()
+        with self.store.locked_connection() as conn:
+            # The engine's own parser classifies the statement (chdb's raw connection).
+            info = getattr(conn, "_conn", conn).classify_query(stmt.sql)
+            query_class = int(info["query_class"])  # READ_ONLY 0, MUTATING 1, GLOBAL 2, CONTROL 3
+            if info["statement_count"] > 1:
+                raise ClickHouseError(62, "Multi-statements are not allowed")
+            if readonly:
+                self._check_readonly(stmt, query_class, readonly, request.method)
+            sql = stmt.sql
+            if readonly and stmt.kind in READ_KINDS and query_class == 0:
+                # Second guard: the engine itself refuses writes, table functions (readonly=1)
+                # and setting changes in the statement.
+                sql += f"\nSETTINGS readonly = {readonly}"
+            with self._applied(conn, database, settings, stmt):
+                if stmt.kind == "USE":
+                    conn.query(sql, "TabSeparated")
+                    if session is not None:
+                        session.database = self._rows(conn, "SELECT currentDatabase()")[0][0]
+                    result, written = None, None
+                elif stmt.kind == "SET":
+                    names = _set_names(sql)
+                    conn.query(sql, "TabSeparated")
+                    if session is not None and names:
+                        listed = ", ".join(_sql_literal(n) for n in names)
+                        session.settings.update(
+                            self._rows(
+                                conn,
+                                f"SELECT name, value FROM system.settings WHERE name IN ({listed})",
+                            )
+                        )
+                    result, written = None, None
+                elif stmt.data is not None:
+                    assert stmt.insert_format is not None
+                    inserter = conn.send_insert(sql, stmt.insert_format)
+                    try:
+                        if len(stmt.data):
+                            inserter.append(stmt.data)
+                        written = inserter.finish()
+                    except BaseException:
+                        inserter.cancel()
+                        raise
+                    result = None
+                else:
+                    result = conn.query(sql, out_fmt, params=query_params)
+                    written = None
+
+        headers = {}
+        summary: dict[str, str] = {
+            "read_rows": "0", "read_bytes": "0", "written_rows": "0", "written_bytes": "0",
+            "total_rows_to_read": "0", "result_rows": "0", "result_bytes": "0",
+        }  # fmt: skip
+        payload: bytes | memoryview = b""
+        if result is not None:
+            payload = result.bytes()
+            summary.update(
+                read_rows=str(result.storage_rows_read()),
+                read_bytes=str(result.storage_bytes_read()),
+                written_rows=str(result.rows_written()),
+                written_bytes=str(result.bytes_written()),
+                total_rows_to_read=str(result.storage_rows_read()),
+                result_rows=str(result.rows_read()),
+                result_bytes=str(len(payload)),
+            )
+            if query_class == 0 or payload:
+                headers["X-ClickHouse-Format"] = out_fmt
+                headers["Content-Type"] = _content_type(out_fmt)
+        elif written is not None:
+            summary.update(
+                written_rows=str(written.rows_written), written_bytes=str(written.bytes_written)
+            )
+        summary["elapsed_ns"] = str(int((time.perf_counter() - started) * 1e9))
+        headers["X-ClickHouse-Summary"] = json.dumps(summary, separators=(",", ":"))
+        headers.setdefault("Content-Type", "text/plain; charset=UTF-8")
+        if payload and params.get("enable_http_compression") in ("1", "true"):
+            chosen = _compressor(request.headers.get("Accept-Encoding", ""))
+            if chosen is not None:
+                headers["Content-Encoding"] = chosen[0]
+                payload = chosen[1](bytes(payload))
+        return Response(body=payload, headers=headers)
+
+    def _check_readonly(
+        self, stmt: Statement, query_class: int, readonly: int, method: str
+    ) -> None:
+        allowed = (stmt.kind in READ_KINDS and query_class in (0, 4)) or stmt.kind == "USE"
+        if stmt.kind == "SET":
+            if readonly == 1:
+                raise ClickHouseError(164, "Cannot modify settings in readonly mode")
+            if "readonly" in (n.lower() for n in _set_names(stmt.sql)):
+                raise ClickHouseError(164, "Cannot modify 'readonly' setting in readonly mode")
+            allowed = True
+        if not allowed:
+            hint = (
+                ". For queries over HTTP, method GET implies readonly. "
+                "You should use method POST for modifying queries"
+                if method == "GET" and readonly == 2
+                else ""
+            )
+            raise ClickHouseError(164, f"Cannot execute query in readonly mode{hint}")
+
+    @contextmanager
+    def _applied(
+        self, conn: Any, database: str, settings: Mapping[str, str], stmt: Statement
+    ) -> Iterator[None]:
+        """Run with ``database`` current and ``settings`` set on the connection, then put the
+        connection back as the store (and the worker) expects it: a ``USE`` or ``SET`` statement
+        of the request itself is undone too (a session keeps it on its own side)."""
+        changed = {k: v for k, v in settings.items() if self._baseline.get(k) != v}
+        switched = database != self._home_database or stmt.kind == "USE"
+        try:
+            if switched:
+                conn.query(f"USE {_quote_ident(database)}", "TabSeparated")
+            if changed:
+                assignments = ", ".join(
+                    f"{_quote_ident(k)} = {_sql_literal(v)}" for k, v in changed.items()
+                )
+                conn.query(f"SET {assignments}", "TabSeparated")
+            yield
+        finally:
+            names = set(changed)
+            if stmt.kind == "SET":
+                names.update(_set_names(stmt.sql))
+            self._restore(conn, switched, names)
+
+    def _restore(self, conn: Any, switched: bool, names: set[str]) -> None:
+        try:
+            if names:
+                resets = ", ".join(
+                    f"{_quote_ident(k)} = {_sql_literal(self._baseline[k])}"
+                    if k in self._baseline
+                    else f"{_quote_ident(k)} = DEFAULT"
+                    for k in sorted(names)
+                )
+                conn.query(f"SET {resets}", "TabSeparated")
+            if switched:
+                conn.query(f"USE {_quote_ident(self._home_database)}", "TabSeparated")
+        except Exception:
+            # Should not happen (only known names reach SET); if it does, say so loudly: the
+            # worker's inserts now run with a stray setting or database.
+            log.exception("could not restore the embedded connection after an HTTP request")
+
+
+def _set_names(sql: str) -> list[str]:
+    """Setting names assigned by ``SET a = 1, b = 'x'`` (top-level ``name =`` pairs)."""
+    return re.findall(r"(?:\bSET\b|,)\s*`?([A-Za-z_][A-Za-z0-9_]*)`?\s*=", sql, re.I)
+
+
+# -- the socket server ----------------------------------------------------------------------
+
+# Beyond this, an oversized body is not drained for a polite 413; the connection is dropped.
+_MAX_DRAIN_BYTES = 64 * 1024 * 1024
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: clickhouse-connect pools its connections
+    server: _Server
+    timeout = 300  # per socket read: an idle or stalled client frees its thread
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s - %s", self.address_string(), format % args)
+
+    def _serve(self, method: str) -> None:
+        interface = self.server.interface
+        url = urlsplit(self.path)
+        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        # self.headers (an email Message) looks names up case-insensitively, as HTTP wants.
+        request = Request(method, url.path or "/", params, self.headers)
+        response: Response
+        try:
+            request.body = self._read_body(interface.max_body_bytes) if method == "POST" else b""
+        except _BodyTooLarge:
+            response = interface.handle_error(
+                ClickHouseError(
+                    229,
+                    f"Request body is larger than the limit of {interface.max_body_bytes} bytes",
+                )
+            )
+            response.close = True
+        except (ValueError, ConnectionError) as exc:
+            response = interface.handle_error(ClickHouseError(36, f"Bad request body: {exc}"))
+            response.close = True
+        else:
+            response = interface.handle(request)
+        self._send(response)
+
+    def _read_body(self, limit: int) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked(limit)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        if length > limit:
+            self._drain(length)
+            raise _BodyTooLarge
+        return self.rfile.read(length)
+
+    def _read_chunked(self, limit: int) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        too_large = False
+        while True:
+            line = self.rfile.readline(65537)
+            size = int(line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                break
+            total += size
+            if total > limit:
+                too_large = True
+                if total > limit + _MAX_DRAIN_BYTES:
+                    raise _BodyTooLarge
+                self._drain(size)
+            else:
+                parts.append(self.rfile.read(size))
+            self.rfile.readline(3)  # CRLF after the chunk
+        if too_large:
+            raise _BodyTooLarge
+        return b"".join(parts)
+
+    def _drain(self, n: int) -> None:
+        # Reading what the client sends keeps it from failing on a reset before it reads our
+        # 413; past _MAX_DRAIN_BYTES we stop and close the connection instead.
+        n = min(n, _MAX_DRAIN_BYTES)
+        while n > 0:
+            chunk = self.rfile.read(min(n, 1 << 20))
+            if not chunk:
+                break
+            n -= len(chunk)
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        if response.close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if response.body:
+            self.wfile.write(response.body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], interface: HttpInterface) -> None:
+        self.interface = interface
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Wake handler threads parked on idle keep-alive connections, so stop() is prompt."""
+        with self._open_lock:
+            for sock in list(self._open):
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+@dataclass
+class ServerHandle:
+    """A running ClickHouse HTTP endpoint; ``stop()`` ends it (the store stays open)."""
+
+    host: str
+    port: int
+    interface: HttpInterface
+    _server: _Server
+    _thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.close_connections()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> ServerHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_store(
+    store: EmbeddedStore,
+    host: str = "127.0.0.1",
+    port: int = 8123,
+    users: Users | None = None,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_query_bytes: int = DEFAULT_MAX_QUERY_BYTES,
+    display_name: str | None = None,
+    default_database: str | None = None,
+) -> ServerHandle:
+    """Serve ``store`` over ClickHouse's HTTP interface from a background thread.
+
+    ``users`` maps user name to ``(password, readonly)``; ``None`` means ClickHouse's default:
+    one user ``default`` without password and with full rights (keep ``host`` on loopback
+    then). ``port=0`` picks a free port (see ``handle.port``). Queries without a ``database``
+    parameter run in ``default_database`` (the store's database unless given).
+    """
+    interface = HttpInterface(
+        store,
+        users,
+        max_body_bytes=max_body_bytes,
+        max_query_bytes=max_query_bytes,
+        display_name=display_name,
+        default_database=default_database,
+    )
+    server = _Server((host, port), interface)
+    thread = threading.Thread(
+        target=server.serve_forever, name="driftline-clickhouse-http", daemon=True
+    )
+    thread.start()
+    bound_port = server.server_address[1]
+    log.info("ClickHouse HTTP interface on http://%s:%d", host, bound_port)
+    return ServerHandle(host, bound_port, interface, server, thread)
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+
+def _parse_user(spec: str, readonly: bool) -> tuple[str, tuple[str, bool]]:
+    name, _, password = spec.partition(":")
+    if not name:
+        raise argparse.ArgumentTypeError(f"expected NAME[:PASSWORD], got {spec!r}")
+    return name, (password, readonly)
+
+
+def _load_users(args: argparse.Namespace) -> dict[str, tuple[str, bool]] | None:
+    users: dict[str, tuple[str, bool]] = {}
+    if args.users_file:
+        with open(args.users_file, encoding="utf-8") as f:
+            for name, entry in json.load(f).items():
+                users[name] = (str(entry.get("password", "")), bool(entry.get("readonly", False)))
+    for spec in args.user or []:
+        name, entry = _parse_user(spec, False)
+        users[name] = entry
+    for spec in args.readonly_user or []:
+        name, entry = _parse_user(spec, True)
+        users[name] = entry
+    return users or None
+
+
+def _serve_command(args: argparse.Namespace, settings: Any) -> int:
+    if getattr(settings, "clickhouse_url", None):
+        print("a ClickHouse server is configured (DRIFTLINE_CLICKHOUSE_URL): query it directly")
+        return 2
+    users = _load_users(args)
+    if users is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print("refusing to serve the passwordless default user beyond loopback: pass --user")
+        return 2
+    store = EmbeddedStore(settings.chdb_path, settings.clickhouse_database)
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        handle = serve_store(
+            store,
+            args.host,
+            args.port,
+            users,
+            max_body_bytes=args.max_body_mb * 1024 * 1024,
+        )
+        print(f"ClickHouse HTTP interface for {store.data_path} at {handle.url} (Ctrl-C stops)")
+        stop.wait()
+        handle.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        store.close()
+    return 0
+
+
+def add_clickhouse_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``driftline clickhouse serve`` on the CLI's subparsers.
+
+    The handler is ``handler(args, settings)`` like the other commands.
+    """
+    parser = subparsers.add_parser(
+        "clickhouse", help="the embedded ClickHouse store: serve it over ClickHouse's HTTP protocol"
+    )
+    actions = parser.add_subparsers(dest="clickhouse_action", required=True)
+    serve = actions.add_parser("serve", help="serve the embedded store until stopped")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8123)
+    serve.add_argument(
+        "--user", action="append", metavar="NAME[:PASSWORD]", help="a read-write user"
+    )
+    serve.add_argument(
+        "--readonly-user", action="append", metavar="NAME[:PASSWORD]", help="a readonly user"
+    )
+    serve.add_argument(
+        "--users-file",
+        help='JSON {"name": {"password": "...", "readonly": true}} (keeps passwords out of ps)',
+    )
+    serve.add_argument("--max-body-mb", type=int, default=DEFAULT_MAX_BODY_BYTES >> 20)
+    serve.set_defaults(handler=_serve_command)
+    return parser
