@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from .tables import TABLES, columns_for
+
 __all__ = ["Store", "StoreError", "Migration", "load_migrations", "split_statements"]
 
 log = logging.getLogger(__name__)
@@ -163,12 +165,18 @@ class Store(ABC):
     def insert_rows(
         self, table: str, rows: Iterable[Mapping[str, Any]], *, dedup_token: str | None = None
     ) -> int:
-        """Insert row dicts (all with the same keys) as one columnar batch."""
+        """Insert row dicts as one columnar batch.
+
+        For driftline's tables the rows are decoded events (see
+        :func:`~driftline.sinks.tables.columns_for`); for others, every row has the same keys.
+        """
         rows = list(rows)
         if not rows:
             return 0
-        names = list(rows[0])
-        columns = {name: [row.get(name) for row in rows] for name in names}
+        if table in TABLES:  # driftline's own tables: validated, nulls and defaults handled
+            columns = columns_for(table, rows)
+        else:
+            columns = {name: [row.get(name) for row in rows] for name in rows[0]}
         return self.insert(table, columns, dedup_token=dedup_token)
 
     def column_types(self, table: str) -> dict[str, str]:
