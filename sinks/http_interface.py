@@ -389,9 +389,10 @@ class HttpInterface:
             version, tz, current_db = self._rows(
                 conn, "SELECT version(), timezone(), currentDatabase()"
             )[0]
-            self._baseline = dict(
-                self._rows(conn, "SELECT name, value FROM system.settings WHERE changed")
-            )
+            values = self._rows(conn, "SELECT name, value, changed FROM system.settings")
+            # What the connection runs with: restored after each request that changes it.
+            self._baseline = {name: value for name, value, changed in values if changed == "1"}
+            self._current = {name: value for name, value, _ in values}
             formats = self._rows(conn, "SELECT name, is_output FROM system.formats")
         self.version = version
         self.timezone = tz
@@ -541,9 +542,16 @@ class HttpInterface:
         text = params.get("query", "").encode()
         body = b""
         if request.method == "POST":
-            body = _decompress(
-                request.body, request.headers.get("Content-Encoding", ""), self.max_body_bytes
-            )
+            try:
+                body = _decompress(
+                    request.body, request.headers.get("Content-Encoding", ""), self.max_body_bytes
+                )
+            except _TooLarge:
+                raise ClickHouseError(
+                    229,
+                    f"Decompressed request body is larger than the limit of "
+                    f"{self.max_body_bytes} bytes",
+                ) from None
         if text and body:
             text += b"\n"  # as ClickHouse: the query parameter, a line break, then the body
         stmt = parse_statement(text + body if body else text, self._formats)
@@ -573,7 +581,7 @@ class HttpInterface:
         for name, value in params.items():
             if name in _TRANSPORT_PARAMS or name.startswith("param_"):
                 continue
-            if readonly == 1 and self._baseline.get(name, value) != value:
+            if readonly == 1 and self._current.get(name) != value:
                 raise ClickHouseError(164, f"Cannot modify '{name}' setting in readonly mode")
             settings[name] = value
         query_params = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
@@ -696,7 +704,9 @@ class HttpInterface:
         """Run with ``database`` current and ``settings`` set on the connection, then put the
         connection back as the store (and the worker) expects it: a ``USE`` or ``SET`` statement
         of the request itself is undone too (a session keeps it on its own side)."""
-        changed = {k: v for k, v in settings.items() if self._baseline.get(k) != v}
+        # Settings equal to what the connection has (clickhouse-connect sends a few) cost a SET
+        # and a reset for nothing.
+        changed = {k: v for k, v in settings.items() if self._current.get(k) != v}
         switched = database != self._home_database or stmt.kind == "USE"
         try:
             if switched:
