@@ -411,6 +411,9 @@ SMALL_FLOATS = st.lists(
 )
 
 
+# scipy warns when its exact p-value gives up and it falls back to the asymptotic one; ours
+# falls back at the same point, which is what this test checks.
+@pytest.mark.filterwarnings("ignore:ks_2samp. Exact calculation unsuccessful:RuntimeWarning")
 @settings(max_examples=80, deadline=None)
 @given(ref=SMALL_FLOATS, cur=SMALL_FLOATS)
 def test_ks_matches_scipy_on_arbitrary_samples(ref: list[float], cur: list[float]) -> None:
