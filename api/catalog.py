@@ -1,0 +1,49 @@
+"""What rules may name: detectors, stream kinds, metrics and their value ranges.
+
+The api may not import ``driftline.detectors`` (see DESIGN.md), so the detector names are kept
+here; ``tests/api/test_catalog.py`` asserts they equal ``driftline.detectors.base.REGISTRY``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+DETECTORS: Final = (
+    "ADWIN",
+    "CUSUM",
+    "DDM",
+    "EDDM",
+    "EWMAChart",
+    "HDDM_A",
+    "HDDM_W",
+    "KSWIN",
+    "PageHinkley",
+)
+
+# The DriftEvent StreamKind enum (schemas/DriftEvent.avsc).
+STREAM_KINDS: Final = ("FEATURE", "PREDICTION", "ERROR", "METRIC")
+
+# Metric -> (lowest, highest) possible value; thresholds outside the range can never be crossed
+# in a meaningful way, so they are refused.
+METRIC_RANGES: Final[dict[str, tuple[float, float]]] = {
+    "accuracy": (0.0, 1.0),
+    "error_rate": (0.0, 1.0),
+    "label_coverage": (0.0, 1.0),
+    "mae": (0.0, math.inf),
+    "rmse": (0.0, math.inf),
+    "prediction_count": (0.0, math.inf),
+}
+METRICS: Final = tuple(METRIC_RANGES)
+
+# detector_stats columns a statistic rule may watch, with their ranges.
+STATISTIC_RANGES: Final[dict[str, tuple[float, float]]] = {
+    "estimate": (-math.inf, math.inf),
+    "statistic": (-math.inf, math.inf),
+    "p_value": (0.0, 1.0),
+    "n_values": (0.0, math.inf),
+}
+STATISTIC_FIELDS: Final = tuple(STATISTIC_RANGES)
+
+SEVERITIES: Final = ("info", "warning", "critical")
+SCOPES: Final = ("read", "write", "admin")

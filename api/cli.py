@@ -1,0 +1,138 @@
+"""``driftline api`` and ``driftline api-key``: the glue from Settings to the API.
+
+Module-level imports stay inside driftline.api (components never import core at import time);
+``driftline.settings`` arrives as the ``settings`` argument from driftline/cli.py.
+
+Wiring (driftline/cli.py ``build_parser``)::
+
+    from driftline.api.cli import add_api_command, add_api_key_command
+    add_api_command(sub)
+    add_api_key_command(sub)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from .catalog import SCOPES
+
+__all__ = ["add_api_command", "add_api_key_command", "serve", "api_key_handler"]
+
+log = logging.getLogger(__name__)
+
+
+def _topic() -> str:
+    from driftline.schemas import topics
+
+    return topics.RULES
+
+
+def add_api_command(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("api", help="serve the alert-rule API (uvicorn)")
+    parser.add_argument("--host", help="bind address (DRIFTLINE_API_HOST)")
+    parser.add_argument("--port", type=int, help="port (DRIFTLINE_API_PORT)")
+    parser.add_argument("--loglevel", default="info")
+    parser.set_defaults(handler=serve)
+    return parser
+
+
+def _open_store(settings: Any) -> Any:
+    """A ClickHouse server store when ``clickhouse_url`` is set; else None: in embedded mode
+    the worker process owns chdb's data path and no other process may open it."""
+    if not getattr(settings, "clickhouse_url", None):
+        log.warning(
+            "no DRIFTLINE_CLICKHOUSE_URL: alerts, history and dry-runs will answer 503 "
+            "(the embedded store belongs to the worker process)"
+        )
+        return None
+    from driftline.sinks import ServerStore
+
+    return ServerStore(settings.clickhouse_url, settings.clickhouse_database)
+
+
+def _control_plane(settings: Any, timeout: float = 30.0) -> Any:
+    from .control_plane import ControlPlane, Unavailable
+
+    control_plane = ControlPlane(settings.kafka_bootstrap, _topic()).start(timeout)
+    if not control_plane.wait_ready(timeout):
+        control_plane.close()
+        raise Unavailable(f"control plane on {settings.kafka_bootstrap} did not catch up")
+    return control_plane
+
+
+def serve(args: argparse.Namespace, settings: Any) -> int:
+    import uvicorn
+
+    from .config import ApiConfig
+    from .main import create_app
+
+    logging.basicConfig(level=args.loglevel.upper())
+    control_plane = _control_plane(settings)
+    store = _open_store(settings)
+    try:
+        app = create_app(ApiConfig(), control_plane=control_plane, store=store)
+        uvicorn.run(
+            app,
+            host=args.host or settings.api_host,
+            port=args.port or settings.api_port,
+            log_level=args.loglevel,
+        )
+    finally:
+        control_plane.close()
+        if store is not None:
+            store.close()
+    return 0
+
+
+def add_api_key_command(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("api-key", help="create, list and revoke API keys")
+    actions = parser.add_subparsers(dest="api_key_action", required=True)
+    create = actions.add_parser("create", help="create a key; prints it once")
+    create.add_argument("--name", required=True)
+    create.add_argument(
+        "--scopes", default="read", help=f"comma-separated subset of {','.join(SCOPES)}"
+    )
+    actions.add_parser("list", help="list keys (ids, names, scopes; never secrets)")
+    revoke = actions.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    parser.set_defaults(handler=api_key_handler)
+    return parser
+
+
+def api_key_handler(args: argparse.Namespace, settings: Any) -> int:
+    from . import crud
+    from .control_plane import NotFound
+
+    control_plane = _control_plane(settings)
+    actor = "cli"
+    try:
+        if args.api_key_action == "create":
+            scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+            try:
+                token, record = crud.create_api_key(
+                    control_plane=control_plane, name=args.name, scopes=scopes, actor=actor
+                )
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"id:     {record.id}\nscopes: {','.join(record.data['scopes'])}")
+            print(f"key:    {token}\n(store it now: only its hash is kept)")
+        elif args.api_key_action == "list":
+            for record in control_plane.list("apikey"):
+                print(json.dumps({"id": record.id, "name": record.data["name"],
+                                  "scopes": record.data["scopes"],
+                                  "created_at": record.created_at}))  # fmt: skip
+        elif args.api_key_action == "revoke":
+            try:
+                crud.revoke_api_key(control_plane=control_plane, key_id=args.key_id, actor=actor)
+            except NotFound:
+                print(f"error: no API key {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}")
+    finally:
+        control_plane.close()
+    return 0

@@ -1,0 +1,175 @@
+"""The app factory: routers under ``/v1``, error mapping, body limit, metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from driftline.sinks import StoreError
+from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from .config import ApiConfig
+from .control_plane import BaseControlPlane, NotFound, Unavailable, VersionConflict
+from .metrics import Metrics, MetricsMiddleware
+from .routes import alerts, api_keys, health, rules, silences, subscriptions
+from .tables import create_tables
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Manage driftline's alert rules, silences, subscriptions and alert acknowledgements.
+
+Every endpoint except `/health`, `/ready` and `/metrics` needs an API key:
+`Authorization: Bearer dl_<id>_<secret>` or `X-API-Key: dl_<id>_<secret>`.
+Scopes: `read` (GET, dry-runs), `write` (changes), `admin` (API keys).
+Writes are conditional on `If-Match: "<version>"` (412 when stale) or a `version` field in the
+body (409 when stale); every entity's response carries `ETag: "<version>"`.
+"""
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies over ``limit`` bytes, declared (Content-Length) or streamed."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: dict, receive: Any, send: Any) -> None:
+        response = JSONResponse(
+            {"detail": f"request body larger than {self.limit} bytes"},
+            status_code=413,
+        )
+        await response(scope, receive, send)
+
+
+def _error(code: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=code)
+
+
+def create_app(
+    config: ApiConfig, *, control_plane: BaseControlPlane, store: Any | None = None
+) -> FastAPI:
+    """The API over a started control plane and an optional ClickHouse store
+    (``driftline.sinks.Store``; without one, history reads and dry-runs answer 503).
+
+    The caller owns both: start the control plane before, close both after.
+    """
+    app = FastAPI(title=config.title, version="1.0.0", description=DESCRIPTION)
+    app.state.config = config
+    app.state.control_plane = control_plane
+    app.state.store = store
+    app.state.metrics = metrics = Metrics()
+
+    if store is not None and config.create_tables:
+        try:
+            create_tables(store)
+        except Exception:
+            log.exception("could not create the alerts/rule_versions tables")
+
+    app.include_router(health.router)
+    templates = [route.path for route in health.router.routes]
+    for router in (
+        rules.router,
+        rules.dry_run_router,
+        silences.router,
+        subscriptions.router,
+        alerts.router,
+        api_keys.router,
+    ):
+        app.include_router(router, prefix="/v1")
+        templates += ["/v1" + route.path for route in router.routes]
+
+    @app.exception_handler(VersionConflict)
+    def _conflict(request: Request, exc: VersionConflict) -> JSONResponse:
+        return _error(status.HTTP_409_CONFLICT, str(exc))
+
+    @app.exception_handler(NotFound)
+    def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return _error(status.HTTP_404_NOT_FOUND, str(exc))
+
+    @app.exception_handler(Unavailable)
+    def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        return _error(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc))
+
+    @app.exception_handler(StoreError)
+    def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return _error(status.HTTP_503_SERVICE_UNAVAILABLE, f"ClickHouse store error: {exc}")
+
+    @app.exception_handler(ValidationError)
+    def _invalid(request: Request, exc: ValidationError) -> JSONResponse:
+        errors = [
+            {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+        ]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    def rules_by_state() -> list[tuple[dict[str, str], float]]:
+        enabled = sum(r.data.get("enabled", True) for r in control_plane.list("rule"))
+        total = control_plane.count("rule")
+        return [({"state": "enabled"}, enabled), ({"state": "disabled"}, total - enabled)]
+
+    metrics.gauges.update(
+        {
+            "driftline_api_rules": ("Alert rules on the control plane.", rules_by_state),
+            "driftline_api_silences": (
+                "Silences on the control plane.",
+                lambda: [({}, control_plane.count("silence"))],
+            ),
+            "driftline_api_subscriptions": (
+                "Subscriptions on the control plane.",
+                lambda: [({}, control_plane.count("subscription"))],
+            ),
+            "driftline_api_control_plane_lag": (
+                "Control-plane records not yet applied to the API's view.",
+                lambda: [({}, control_plane.lag())],
+            ),
+            "driftline_api_control_plane_ready": (
+                "1 when the control-plane view has caught up with the topic.",
+                lambda: [({}, float(control_plane.ready()))],
+            ),
+        }
+    )
+    # Outermost first: metrics see the 413s of the body limit too.
+    app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, paths=lambda: templates)
+    return app
+
+
+def openapi_json(app: FastAPI) -> str:
+    return json.dumps(app.openapi(), indent=2)

@@ -1,0 +1,174 @@
+"""Alerts: current state and history (written by the workers to ClickHouse ``alerts``), and
+acknowledgements (recorded on the control plane as ``ack:<fingerprint>``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+
+from .. import crud
+from ..control_plane import BaseControlPlane
+from ..deps import ConfigDep, ControlPlaneDep, ReadKey, StoreDep, WriteKey
+from ..models import AckCreate, AckPublic, AlertPublic, AlertsPublic, Message
+from .common import audit, not_found
+
+router = APIRouter(prefix="/alerts", tags=["alerts"])
+
+Fingerprint = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+_COLUMNS = (
+    "fingerprint, rule_id, rule_version, alertname, model_id, severity, state, labels, "
+    "annotations, value, toUnixTimestamp64Milli(starts_at), "
+    "if(ends_at IS NULL, NULL, toUnixTimestamp64Milli(assumeNotNull(ends_at))), "
+    "toUnixTimestamp64Milli(updated_at), trigger_event_ids"
+)
+_FILTERS = (
+    " WHERE ({model:String} = '' OR model_id = {model:String})"
+    " AND ({rule_id:String} = '' OR rule_id = {rule_id:String})"
+    " AND ({severity:String} = '' OR severity = {severity:String})"
+    " AND ({fingerprint:String} = '' OR fingerprint = {fingerprint:String})"
+    " AND updated_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')"
+    " AND updated_at < fromUnixTimestamp64Milli({until:Int64}, 'UTC')"
+)
+
+
+def _time(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _ack(control_plane: BaseControlPlane, fingerprint: str) -> AckPublic | None:
+    record = control_plane.get("ack", fingerprint)
+    if record is None:
+        return None
+    return AckPublic.model_validate({**record.data, "version": record.version})
+
+
+def _alert(row: tuple, control_plane: BaseControlPlane) -> AlertPublic:
+    (fp, rule_id, rule_version, name, model, severity, state, labels, annotations, value,
+     starts, ends, updated, triggers) = row  # fmt: skip
+    return AlertPublic(
+        fingerprint=fp,
+        rule_id=rule_id,
+        rule_version=rule_version,
+        alertname=name,
+        model_id=model,
+        severity=severity,
+        state=state,
+        labels=dict(labels or {}),
+        annotations=dict(annotations or {}),
+        value=value,
+        starts_at=_time(starts),
+        ends_at=_time(ends),
+        updated_at=_time(updated),
+        trigger_event_ids=list(triggers or []),
+        acknowledgement=_ack(control_plane, fp),
+    )
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    since, until = values.pop("since"), values.pop("until")
+    params = {k: v or "" for k, v in values.items()}
+    params["since"] = int(since.timestamp() * 1000) if since else 0
+    # Far future, in DateTime64(3)'s range.
+    params["until"] = int(until.timestamp() * 1000) if until else 4_102_444_800_000
+    return params
+
+
+Model = Annotated[str | None, Query(max_length=200)]
+Ident = Annotated[str | None, Query(max_length=128)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.get("", response_model=AlertsPublic, responses={503: {"model": Message}})
+def list_alerts(
+    store: StoreDep,
+    control_plane: ControlPlaneDep,
+    config: ConfigDep,
+    _: ReadKey,
+    state: Literal["pending", "firing", "resolved"] | None = None,
+    model: Model = None,
+    rule_id: Ident = None,
+    severity: Literal["info", "warning", "critical"] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Limit = 100,
+) -> AlertsPublic:
+    """Current state of each alert (its latest row), newest first."""
+    params = _params(model=model, rule_id=rule_id, severity=severity, fingerprint=None,
+                     since=since, until=until)  # fmt: skip
+    params.update(state=state or "", limit=min(limit, config.max_alerts))
+    rows = store.query(
+        f"SELECT * FROM (SELECT {_COLUMNS}, updated_at AS t FROM alerts FINAL{_FILTERS}"
+        " ORDER BY fingerprint, updated_at DESC LIMIT 1 BY fingerprint)"
+        " WHERE ({state:String} = '' OR state = {state:String})"
+        " ORDER BY t DESC LIMIT {limit:UInt32}",
+        params,
+    )
+    data = [_alert(row[:-1], control_plane) for row in rows]
+    return AlertsPublic(data=data, count=len(data))
+
+
+@router.get("/history", response_model=AlertsPublic, responses={503: {"model": Message}})
+def alert_history(
+    store: StoreDep,
+    control_plane: ControlPlaneDep,
+    config: ConfigDep,
+    _: ReadKey,
+    fingerprint: Ident = None,
+    model: Model = None,
+    rule_id: Ident = None,
+    severity: Literal["info", "warning", "critical"] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Limit = 100,
+) -> AlertsPublic:
+    """Every state change (pending, firing, resolved), newest first."""
+    params = _params(model=model, rule_id=rule_id, severity=severity, fingerprint=fingerprint,
+                     since=since, until=until)  # fmt: skip
+    params["limit"] = min(limit, config.max_alerts)
+    rows = store.query(
+        f"SELECT {_COLUMNS} FROM alerts FINAL{_FILTERS} ORDER BY updated_at DESC "
+        "LIMIT {limit:UInt32}",
+        params,
+    )
+    data = [_alert(row, control_plane) for row in rows]
+    return AlertsPublic(data=data, count=len(data))
+
+
+@router.get(
+    "/{fingerprint}",
+    response_model=AlertPublic,
+    responses={404: {"model": Message}, 503: {"model": Message}},
+)
+def read_alert(
+    fingerprint: Fingerprint, store: StoreDep, control_plane: ControlPlaneDep, _: ReadKey
+) -> AlertPublic:
+    params = _params(model=None, rule_id=None, severity=None, fingerprint=fingerprint,
+                     since=None, until=None)  # fmt: skip
+    rows = store.query(
+        f"SELECT {_COLUMNS} FROM alerts FINAL{_FILTERS} ORDER BY updated_at DESC LIMIT 1", params
+    )
+    if not rows:
+        raise not_found("alert", fingerprint)
+    return _alert(rows[0], control_plane)
+
+
+@router.post("/{fingerprint}/ack", response_model=AckPublic)
+def acknowledge_alert(
+    fingerprint: Fingerprint,
+    ack_in: AckCreate,
+    request: Request,
+    control_plane: ControlPlaneDep,
+    principal: WriteKey,
+) -> AckPublic:
+    """Acknowledge an alert with a comment; a later ack replaces the earlier one (the audit
+    table keeps them all). Works without a store: the ack lives on the control plane."""
+    record = crud.acknowledge(
+        control_plane=control_plane,
+        fingerprint=fingerprint,
+        comment=ack_in.comment,
+        actor=principal.actor,
+    )
+    audit(request, record, op="upsert")
+    return AckPublic.model_validate({**record.data, "version": record.version})

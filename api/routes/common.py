@@ -1,0 +1,52 @@
+"""Helpers the routers share: ETags, version checks, audit rows, Record -> public dicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException, Request, Response, status
+
+from ..control_plane import Record
+from ..tables import write_audit
+
+
+def meta(record: Record) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "version": record.version,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "updated_by": record.updated_by,
+    }
+
+
+def set_etag(response: Response, record: Record) -> None:
+    response.headers["ETag"] = f'"{record.version}"'
+
+
+def expected_version(record: Record, *, if_match: int | None, body_version: int | None) -> int:
+    """The version a change is conditional on; 412 for a stale If-Match, 409 for a stale
+    ``version`` in the body. Without either the change applies to the current version."""
+    if if_match is not None and if_match != record.version:
+        raise HTTPException(
+            status.HTTP_412_PRECONDITION_FAILED,
+            f"If-Match is version {if_match} but {record.kind} {record.id} is at version "
+            f"{record.version}",
+        )
+    if body_version is not None and body_version != record.version:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"version {body_version} is stale: {record.kind} {record.id} is at version "
+            f"{record.version}; read it again and reapply your change",
+        )
+    return record.version
+
+
+def not_found(kind: str, ident: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no {kind} {ident!r}")
+
+
+def audit(request: Request, record: Record, *, op: str, actor: str | None = None) -> None:
+    store = request.app.state.store
+    if store is not None and not write_audit(store, record, op=op, actor=actor):
+        request.app.state.metrics.inc("driftline_api_audit_failures_total")

@@ -1,0 +1,104 @@
+"""ClickHouse tables the API owns until the sinks migrations take them over.
+
+``rule_versions`` is the audit trail of the control plane (compaction keeps only the latest
+record per key, so the history lives here). ``alerts`` is written by the workers' rule
+evaluator and read by ``GET /v1/alerts``; the API creates it so reads work before the first
+alert. Both use ``{database}`` like ``sinks/migrations`` and are created with IF NOT EXISTS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Final
+
+from .control_plane import Record
+
+__all__ = ["RULE_VERSIONS_DDL", "ALERTS_DDL", "create_tables", "audit_row", "write_audit"]
+
+log = logging.getLogger(__name__)
+
+RULE_VERSIONS_DDL: Final = """
+CREATE TABLE IF NOT EXISTS {database}.rule_versions
+(
+    kind        LowCardinality(String),
+    id          String,
+    version     UInt64,
+    op          LowCardinality(String),
+    updated_at  DateTime64(3, 'UTC'),
+    updated_by  String,
+    value       String,
+    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(updated_at)
+ORDER BY (kind, id, version, op)
+"""
+
+# One row per alert state change (pending -> firing -> resolved); the current state of an
+# alert is its row with the greatest updated_at. A replayed state change has the same key and
+# collapses on merge.
+ALERTS_DDL: Final = """
+CREATE TABLE IF NOT EXISTS {database}.alerts
+(
+    fingerprint       String,
+    rule_id           String,
+    rule_version      UInt64,
+    alertname         String,
+    model_id          LowCardinality(String),
+    severity          LowCardinality(String),
+    state             LowCardinality(String),
+    labels            Map(String, String),
+    annotations       Map(String, String),
+    value             Nullable(Float64),
+    starts_at         DateTime64(3, 'UTC'),
+    ends_at           Nullable(DateTime64(3, 'UTC')),
+    updated_at        DateTime64(3, 'UTC'),
+    trigger_event_ids Array(String),
+    ingested_at       DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(updated_at)
+ORDER BY (model_id, fingerprint, updated_at, state)
+"""
+
+
+def create_tables(store: Any) -> None:
+    for ddl in (RULE_VERSIONS_DDL, ALERTS_DDL):
+        store.command(ddl.replace("{database}", store.database))
+
+
+def _public(record: Record) -> dict[str, Any]:
+    """The record as audited: secrets and key hashes never leave the control plane."""
+    data = dict(record.data)
+    if record.kind == "subscription" and data.get("secret"):
+        data["secret"] = "****"
+    if record.kind == "apikey":
+        data.pop("hash", None)
+    return {**record.value(), "data": data}
+
+
+def audit_row(record: Record, *, op: str, actor: str | None = None) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    when = datetime.now(UTC) if op == "delete" else datetime.fromisoformat(record.updated_at)
+    return {
+        "kind": record.kind,
+        "id": record.id,
+        "version": record.version + (1 if op == "delete" else 0),
+        "op": op,
+        "updated_at": when,
+        "updated_by": actor or record.updated_by,
+        "value": json.dumps(_public(record), sort_keys=True),
+    }
+
+
+def write_audit(store: Any, record: Record, *, op: str, actor: str | None = None) -> bool:
+    """Insert one audit row; False (logged) if the store refused: the control-plane write has
+    already happened and stays the source of truth."""
+    try:
+        store.insert_rows("rule_versions", [audit_row(record, op=op, actor=actor)])
+        return True
+    except Exception:
+        log.exception("audit row for %s v%d not written", record.key, record.version)
+        return False

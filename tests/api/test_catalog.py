@@ -1,0 +1,60 @@
+"""The api's copy of project facts agrees with the project, and api imports stay in bounds."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import driftline.detectors  # noqa: F401 - registers every detector class
+from driftline.api.catalog import DETECTORS, METRICS, STREAM_KINDS
+from driftline.detectors.base import REGISTRY
+from driftline.schemas import load_schema
+
+API = Path(__file__).resolve().parents[2] / "api"
+
+
+def test_detector_names_equal_the_registry() -> None:
+    assert sorted(DETECTORS) == sorted(REGISTRY)
+
+
+def test_stream_kinds_equal_the_drift_event_enum() -> None:
+    schema = load_schema("DriftEvent")
+    field = next(f for f in schema["fields"] if f["name"] == "stream_kind")
+    assert tuple(field["type"]["symbols"]) == STREAM_KINDS
+
+
+def test_metrics_are_what_the_dry_run_computes() -> None:
+    from driftline.api.dryrun import _metric_value
+
+    sums = dict.fromkeys(
+        ("predictions", "labeled", "classified", "correct", "scored", "error_sum",
+         "squared_error_sum"), 4.0
+    )  # fmt: skip
+    for metric in METRICS:
+        value, _ = _metric_value(metric, sums)
+        assert value is not None, metric
+
+
+def _module_level_imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    names = []
+    for node in tree.body:  # module level only: call-time imports in functions are allowed
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
+def test_api_imports_only_schemas_and_sinks_of_the_project() -> None:
+    for path in API.rglob("*.py"):
+        for name in _module_level_imports(path):
+            if name.startswith("driftline"):
+                assert name.startswith(("driftline.schemas", "driftline.sinks")), (path, name)
+    # Anywhere in the file (functions included), never streams, detectors or core.
+    forbidden = re.compile(
+        r"^\s*(from|import)\s+driftline\.(streams|detectors|cli|worker|client|admin)\b", re.M
+    )
+    for path in API.rglob("*.py"):
+        assert not forbidden.search(path.read_text()), path
