@@ -584,6 +584,9 @@ class HttpInterface:
             if readonly == 1 and self._current.get(name) != value:
                 raise ClickHouseError(164, f"Cannot modify '{name}' setting in readonly mode")
             settings[name] = value
+        unknown = [name for name in settings if name not in self._current]
+        if unknown:
+            raise ClickHouseError(115, f"Unknown setting '{unknown[0]}'")
         query_params = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
         database = (
             params.get("database")
@@ -607,7 +610,7 @@ class HttpInterface:
             if readonly:
                 self._check_readonly(stmt, query_class, readonly, request.method)
             sql = stmt.sql
-            if readonly and stmt.kind in READ_KINDS and query_class == 0:
+            if readonly and stmt.kind in READ_KINDS:
                 # Second guard: the engine itself refuses writes, table functions (readonly=1)
                 # and setting changes in the statement.
                 sql += f"\nSETTINGS readonly = {readonly}"
@@ -670,6 +673,8 @@ class HttpInterface:
             )
         summary["elapsed_ns"] = str(int((time.perf_counter() - started) * 1e9))
         headers["X-ClickHouse-Summary"] = json.dumps(summary, separators=(",", ":"))
+        if settings.get("session_timezone"):
+            headers["X-ClickHouse-Timezone"] = settings["session_timezone"]
         headers.setdefault("Content-Type", "text/plain; charset=UTF-8")
         if payload and params.get("enable_http_compression") in ("1", "true"):
             chosen = _compressor(request.headers.get("Accept-Encoding", ""))
@@ -720,7 +725,7 @@ class HttpInterface:
         finally:
             names = set(changed)
             if stmt.kind == "SET":
-                names.update(_set_names(stmt.sql))
+                names.update(n for n in _set_names(stmt.sql) if n in self._current)
             self._restore(conn, switched, names)
 
     def _restore(self, conn: Any, switched: bool, names: set[str]) -> None:
@@ -803,7 +808,14 @@ class _Handler(BaseHTTPRequestHandler):
         if length > limit:
             self._drain(length)
             raise _BodyTooLarge
-        return self.rfile.read(length)
+        return self._read_exactly(length)
+
+    def _read_exactly(self, n: int) -> bytes:
+        data = self.rfile.read(n)
+        if len(data) != n:
+            # A body cut short must not run: half an INSERT would land as if complete.
+            raise ConnectionError(f"client sent {len(data)} of {n} body bytes")
+        return data
 
     def _read_chunked(self, limit: int) -> bytes:
         parts: list[bytes] = []
@@ -811,7 +823,9 @@ class _Handler(BaseHTTPRequestHandler):
         too_large = False
         while True:
             line = self.rfile.readline(65537)
-            size = int(line.split(b";")[0].strip() or b"0", 16)
+            if not line.strip():
+                raise ConnectionError("chunked body ended without its last chunk")
+            size = int(line.split(b";")[0].strip(), 16)
             if size == 0:
                 while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
@@ -823,7 +837,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise _BodyTooLarge
                 self._drain(size)
             else:
-                parts.append(self.rfile.read(size))
+                parts.append(self._read_exactly(size))
             self.rfile.readline(3)  # CRLF after the chunk
         if too_large:
             raise _BodyTooLarge
@@ -861,6 +875,10 @@ class _Server(ThreadingHTTPServer):
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up mid-request are routine; a traceback on stderr for each is noise.
+        log.debug("ClickHouse HTTP connection from %s failed", client_address, exc_info=True)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:

@@ -8,11 +8,13 @@ Each test works in a database of its own.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import itertools
 import json
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -368,6 +370,7 @@ def test_readonly_user(server: ServerHandle, http: httpx.Client, db: str) -> Non
         "WITH 1 AS x INSERT INTO t SELECT x",
         "SELECT * FROM file('/etc/hostname', 'LineAsString')",  # the engine's second guard
         "SELECT 1 SETTINGS max_threads = 1",
+        "SELECT 1 SETTINGS readonly = 0",
     ):
         with pytest.raises(DatabaseError) as err:
             ro.command(statement)
@@ -432,6 +435,28 @@ def test_bad_requests_get_clickhouse_errors_and_the_server_carries_on(
     still_serving(http)
     # the store's connection was put back after every failed request too
     assert store.query("SELECT currentDatabase()") == [(store.database,)]
+
+
+def test_a_body_cut_short_is_not_inserted(
+    server: ServerHandle, http: httpx.Client, db: str
+) -> None:
+    http.post(
+        "/",
+        params={"database": db},
+        content="CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a",
+    )
+    auth = base64.b64encode(b"rw:rw-secret").decode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            f"POST /?database={db}&query=INSERT%20INTO%20t%20FORMAT%20CSV HTTP/1.1\r\n"
+            f"Host: x\r\nAuthorization: Basic {auth}\r\nContent-Length: 1000\r\n\r\n1\n2\n".encode()
+        )
+        sock.shutdown(socket.SHUT_WR)  # the client dies after 4 of 1000 bytes
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400")
+    assert http.post("/", params={"database": db}, content="SELECT count() FROM t").text == "0\n"
 
 
 def test_oversized_bodies_get_413(store: EmbeddedStore) -> None:
