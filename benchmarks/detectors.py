@@ -395,7 +395,11 @@ def main(argv: list[str] | None = None) -> None:
 
     present = [name for name in DETECTORS if load_detector(name) is not None]
     missing = [name for name in DETECTORS if name not in present]
-    print(f"## driftline detector benchmark ({os.cpu_count()} CPUs, numba {numba.__version__})")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(
+        f"## driftline detector benchmark ({os.cpu_count()} CPUs, load average {load} at start, "
+        f"numba {numba.__version__})"
+    )
     if missing:
         print(f"\nSkipped (module not present yet): {', '.join(missing)}")
     if "river" not in args.skip:
