@@ -82,10 +82,10 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 @router.get("", response_model=AlertsPublic, responses={503: {"model": Message}})
 def list_alerts(
+    _: ReadKey,
     store: StoreDep,
     control_plane: ControlPlaneDep,
     config: ConfigDep,
-    _: ReadKey,
     state: Literal["pending", "firing", "resolved"] | None = None,
     model: Model = None,
     rule_id: Ident = None,
@@ -111,10 +111,10 @@ def list_alerts(
 
 @router.get("/history", response_model=AlertsPublic, responses={503: {"model": Message}})
 def alert_history(
+    _: ReadKey,
     store: StoreDep,
     control_plane: ControlPlaneDep,
     config: ConfigDep,
-    _: ReadKey,
     fingerprint: Ident = None,
     model: Model = None,
     rule_id: Ident = None,
@@ -142,7 +142,7 @@ def alert_history(
     responses={404: {"model": Message}, 503: {"model": Message}},
 )
 def read_alert(
-    fingerprint: Fingerprint, store: StoreDep, control_plane: ControlPlaneDep, _: ReadKey
+    fingerprint: Fingerprint, _: ReadKey, store: StoreDep, control_plane: ControlPlaneDep
 ) -> AlertPublic:
     params = _params(model=None, rule_id=None, severity=None, fingerprint=fingerprint,
                      since=None, until=None)  # fmt: skip

@@ -235,10 +235,10 @@ def _dry_run(
 def dry_run_rule(
     rule_id: str,
     body: DryRunRange,
+    _: ReadKey,
     control_plane: ControlPlaneDep,
     store: StoreDep,
     config: ConfigDep,
-    _: ReadKey,
 ) -> DryRunResult:
     """Would this saved rule have fired between ``start`` and ``end``? Evaluated on ClickHouse
     history: drift_events for drift signals, model_metrics_minute for metrics, detector_stats
@@ -253,9 +253,12 @@ dry_run_router = APIRouter(tags=["rules"])
 
 @dry_run_router.post("/rules:dry-run", response_model=DryRunResult, responses=DRY_RUN_ERRORS)
 def dry_run_unsaved(
-    body: DryRunUnsaved, control_plane: ControlPlaneDep, store: StoreDep, config: ConfigDep,
+    body: DryRunUnsaved,
     _: ReadKey,
-) -> DryRunResult:  # fmt: skip
+    control_plane: ControlPlaneDep,
+    store: StoreDep,
+    config: ConfigDep,
+) -> DryRunResult:
     """Would this unsaved rule have fired between ``start`` and ``end``?"""
     check_rule(body.rule, control_plane=control_plane)
     return _dry_run(body.rule, body.start, body.end, store, config)

@@ -93,9 +93,10 @@ def test_enable_disable_and_state_filter(client: TestClient) -> None:
     # Disabling again changes nothing (no new version).
     assert client.post(f"/v1/rules/{a['id']}/disable").json()["version"] == 2
 
-    ids = lambda **p: {
-        r["id"] for r in client.get("/v1/rules", params={"model": model, **p}).json()["data"]
-    }  # noqa: E731
+    def ids(**params: str) -> set[str]:
+        response = client.get("/v1/rules", params={"model": model, **params})
+        return {r["id"] for r in response.json()["data"]}
+
     assert ids() == {a["id"], b["id"]}
     assert ids(state="disabled") == {a["id"]}
     assert ids(state="enabled") == {b["id"]}
