@@ -427,15 +427,20 @@ class ADWIN(ChangeDetector):
             float(self.grace_period),
         )
 
+    def _work_space(self) -> tuple[np.ndarray, np.ndarray]:
+        # kept between calls: update() one value at a time should not allocate each time
+        space = self.__dict__.get("_space")
+        if space is None:
+            space = self._space = _scratch(self.max_buckets)
+        return space
+
     def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
-        _run_kernel(state, xs, flags, self._kernel_params(), *_scratch(self.max_buckets))
+        _run_kernel(state, xs, flags, self._kernel_params(), *self._work_space())
 
     def _run_bank(
         self, states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
     ) -> None:
-        _run_bank_kernel(
-            states, stream_ids, xs, flags, self._kernel_params(), *_scratch(self.max_buckets)
-        )
+        _run_bank_kernel(states, stream_ids, xs, flags, self._kernel_params(), *self._work_space())
 
     @property
     def width(self) -> int:
