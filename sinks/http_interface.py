@@ -221,70 +221,100 @@ class _TooLarge(Exception):
     pass
 
 
-def _inflate_zlib(data: bytes, wbits: int, limit: int) -> bytes:
-    out = bytearray()
-    pending = data
-    while pending:
-        d = zlib.decompressobj(wbits)
-        while True:
-            out += d.decompress(pending, limit + 1 - len(out))
-            if len(out) > limit:
-                raise _TooLarge
-            pending = d.unconsumed_tail
-            if d.eof:
-                pending = d.unused_data  # concatenated gzip members
-                break
-            if not pending:
-                raise ClickHouseError(354, "inflate failed: unexpected end of compressed data")
-    return bytes(out)
+# Compressed input is fed in slices: a decompressor's unused_data is a copy of the rest of its
+# input, so handing it the whole body would copy it once per frame (clickhouse-connect sends
+# one lz4/zstd frame per block: dozens per insert).
+_SLICE = 1 << 20
 
 
-def _inflate_frames(factory: Callable[[], Any], data: bytes, limit: int, code: int) -> bytes:
-    """bz2-style decompressors (lz4.frame, zstd): clickhouse-connect sends one frame per block."""
-    out = bytearray()
-    pending = data
-    while pending:
-        d = factory()
+def _inflate(factory: Callable[[], Any], data: bytes, limit: int, code: int) -> bytes:
+    """Decompress concatenated frames (gzip members, lz4 or zstd frames) up to ``limit`` bytes.
+
+    ``factory`` makes a bz2-style decompressor (``decompress(data, max_length)``, ``eof``,
+    ``needs_input``, ``unused_data``).
+    """
+    parts: list[bytes] = []
+    size = 0
+    view = memoryview(data)
+    pos = 0
+    d = factory()
+    in_frame = False
+    while pos < len(view):
+        piece: bytes | memoryview = view[pos : pos + _SLICE]
+        pos += len(piece)
         while True:
-            out += d.decompress(pending, max_length=limit + 1 - len(out))
-            pending = b""
-            if len(out) > limit:
+            in_frame = in_frame or len(piece) > 0
+            # Bounded output per call: some decompressors allocate max_length up front.
+            chunk = d.decompress(piece, max_length=min(limit + 1 - size, 8 * _SLICE))
+            piece = b""
+            size += len(chunk)
+            parts.append(chunk)
+            if size > limit:
                 raise _TooLarge
             if d.eof:
-                pending = d.unused_data
+                piece, d, in_frame = d.unused_data, factory(), False
+                if piece:
+                    continue
                 break
             if d.needs_input:
-                raise ClickHouseError(code, "unexpected end of compressed data")
-    return bytes(out)
+                break  # the next slice
+            # else: max_length reached with input left inside the decompressor: drain it
+    if in_frame:
+        raise ClickHouseError(code, "unexpected end of compressed data")
+    return b"".join(parts)
+
+
+class _Zlib:
+    """zlib's decompressobj behind the bz2-style interface _inflate expects."""
+
+    def __init__(self, wbits: int) -> None:
+        self._d = zlib.decompressobj(wbits)
+        self._tail = b""
+
+    def decompress(self, data: bytes | memoryview, max_length: int) -> bytes:
+        out = self._d.decompress(self._tail + bytes(data), max_length)
+        self._tail = self._d.unconsumed_tail
+        return out
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._tail
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data
 
 
 def _decompress(data: bytes, encoding: str, limit: int) -> bytes:
     encoding = encoding.strip().lower()
+    if encoding in ("", "identity", "none"):
+        return data
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+        factory: Callable[[], Any] = lambda: _Zlib(wbits)  # noqa: E731
+        code = 354
+    elif encoding == "zstd":
+        from backports import zstd
+
+        factory, code = zstd.ZstdDecompressor, 561
+    elif encoding == "lz4":
+        import lz4.frame
+
+        factory, code = lz4.frame.LZ4FrameDecompressor, 618
+    else:
+        raise ClickHouseError(
+            48, f"Unknown HTTP content encoding {encoding!r}: use gzip, deflate, zstd or lz4"
+        )
     try:
-        if encoding in ("", "identity", "none"):
-            return data
-        if encoding in ("gzip", "x-gzip"):
-            return _inflate_zlib(data, 16 + zlib.MAX_WBITS, limit)
-        if encoding == "deflate":
-            return _inflate_zlib(data, zlib.MAX_WBITS, limit)
-        if encoding == "zstd":
-            from backports import zstd
-
-            return _inflate_frames(zstd.ZstdDecompressor, data, limit, 561)
-        if encoding == "lz4":
-            import lz4.frame
-
-            return _inflate_frames(lz4.frame.LZ4FrameDecompressor, data, limit, 618)
+        return _inflate(factory, data, limit, code)
     except (_TooLarge, ClickHouseError):
         raise
-    except zlib.error as exc:
-        raise ClickHouseError(354, f"inflate failed: {exc}") from exc
-    except Exception as exc:  # lz4/zstd raise their own error types
-        code = 561 if encoding == "zstd" else 618
+    except Exception as exc:  # zlib.error, lz4's RuntimeError, zstd.ZstdError
         raise ClickHouseError(code, f"{encoding} decompression failed: {exc}") from exc
-    raise ClickHouseError(
-        48, f"Unknown HTTP content encoding {encoding!r}: use gzip, deflate, zstd or lz4"
-    )
 
 
 def _compressor(accept: str) -> tuple[str, Callable[[bytes], bytes]] | None:
