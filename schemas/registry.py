@@ -35,6 +35,7 @@ SCHEMA_FILES: dict[str, str] = {
     "OutcomeEvent": "OutcomeEvent.avsc",
     "DriftEvent": "DriftEvent.avsc",
     "RetrainingRequested": "RetrainingRequested.avsc",
+    "AlertEvent": "AlertEvent.avsc",
 }
 
 

@@ -25,13 +25,15 @@ PREDICTION_EVENT: Final = "PredictionEvent"
 OUTCOME_EVENT: Final = "OutcomeEvent"
 DRIFT_EVENT: Final = "DriftEvent"
 RETRAINING_REQUESTED: Final = "RetrainingRequested"
+ALERT_EVENT: Final = "AlertEvent"
 
-# Which Avro record each Avro topic carries (alerts and rules are not Avro).
+# Which Avro record each Avro topic carries (the control plane, rules, is JSON, not Avro).
 TOPIC_SCHEMAS: Final[dict[str, str]] = {
     PREDICTIONS: PREDICTION_EVENT,
     OUTCOMES: OUTCOME_EVENT,
     DRIFT: DRIFT_EVENT,
     RETRAINING: RETRAINING_REQUESTED,
+    ALERTS: ALERT_EVENT,
 }
 SCHEMA_TOPICS: Final[dict[str, str]] = {v: k for k, v in TOPIC_SCHEMAS.items()}
 

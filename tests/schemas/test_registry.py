@@ -147,6 +147,7 @@ def test_static_registry_serves_the_manifest() -> None:
         "driftline.outcomes.v1-value": 2,
         "driftline.drift.v1-value": 3,
         "driftline.retraining.v1-value": 4,
+        "driftline.alerts.v1-value": 5,
     }
     assert registry.register(SUBJECT, load_schema("OutcomeEvent")) == 2
     assert registry.schema_by_id(2) == load_schema("OutcomeEvent")
