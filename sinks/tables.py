@@ -26,6 +26,7 @@ __all__ = [
     "DETECTOR_STATS",
     "DRIFT_EVENTS",
     "RETRAINING_REQUESTS",
+    "ALERTS",
     "columns_for",
     "joined_label",
 ]
@@ -169,6 +170,35 @@ RETRAINING_REQUESTS = TableSpec(
     key=("model_id", "requested_at", "event_id"),
 )
 
+# One row per alert state change (streams/alerting.py ``alert_row``); the API reads it.
+ALERTS = TableSpec(
+    "alerts",
+    {
+        "fingerprint": "String",
+        "rule_id": "String",
+        "rule_version": "UInt64",
+        "alertname": "String",
+        "model_id": LC,
+        "severity": LC,
+        "state": LC,
+        "labels": SMAP,
+        "annotations": SMAP,
+        "value": NF64,
+        "starts_at": TIME,
+        "ends_at": f"Nullable({TIME})",
+        "updated_at": TIME,
+        "trigger_event_ids": "Array(String)",
+        "event_id": "String",
+        "silenced": "UInt8",
+        "silence_ids": "Array(String)",
+        "acknowledged": "UInt8",
+        "notify": "Array(String)",
+        "inhibited_by": NSTR,
+    },
+    time_column="updated_at",
+    key=("model_id", "fingerprint", "updated_at", "state"),
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -178,6 +208,7 @@ TABLES: dict[str, TableSpec] = {
         DETECTOR_STATS,
         DRIFT_EVENTS,
         RETRAINING_REQUESTS,
+        ALERTS,
     )
 }
 

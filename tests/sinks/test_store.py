@@ -90,11 +90,36 @@ def _sample_rows(n: int = 5) -> dict[str, list[dict]]:
             }
             for i in range(n)
         ],
+        "alerts": [
+            {
+                "fingerprint": "fp1",
+                "rule_id": "r1",
+                "rule_version": 2,
+                "alertname": "drift",
+                "model_id": "m1",
+                "severity": "warning",
+                "state": "resolved" if i % 2 else "firing",
+                "labels": {"model_id": "m1", "alertname": "drift"},
+                "annotations": {"summary": f"n={i}"},
+                "value": float(i) if i else None,
+                "starts_at": t,
+                "ends_at": t + i if i % 2 else None,
+                "updated_at": t + i,
+                "trigger_event_ids": [f"d{i}"],
+                "event_id": f"a{i}",
+                "silenced": i % 2,
+                "silence_ids": ["s1"] if i % 2 else [],
+                "acknowledged": 0,
+                "notify": ["sub1"],
+                "inhibited_by": None,
+            }
+            for i in range(n)
+        ],
     }
 
 
 def _expected(value: object, ch_type: str) -> object:
-    if ch_type.startswith("DateTime64") and value is not None:
+    if "DateTime64" in ch_type and value is not None:  # Nullable(DateTime64(...)) too
         return _utc(value)  # type: ignore[arg-type]
     if ch_type.startswith("Map(") and value is None:
         return {}

@@ -1,0 +1,57 @@
+-- Alerts raised by the workers' rule evaluator (streams/alerting.py) and the control plane's
+-- audit trail. Both tables were first defined by the API (api/tables.py, created there with
+-- IF NOT EXISTS so reads work before the first migration); the DDL here is the same, so
+-- whichever runs first creates the table the other expects.
+--
+-- alerts: one row per state change (pending, firing, each repeat notification, resolved).
+-- The current state of an alert is its row with the greatest updated_at. Every column comes
+-- from the deterministic AlertEvent (times are event times, not wall-clock), so a replayed
+-- state change has the same key and collapses on merge; read with FINAL. state is the lower-
+-- case AlertEvent status and alertname its rule_name, the names the API reads.
+CREATE TABLE IF NOT EXISTS {database}.alerts
+(
+    fingerprint       String,
+    rule_id           String,
+    rule_version      UInt64,
+    alertname         String,
+    model_id          LowCardinality(String),
+    severity          LowCardinality(String),
+    state             LowCardinality(String),
+    labels            Map(String, String),
+    annotations       Map(String, String),
+    value             Nullable(Float64),
+    starts_at         DateTime64(3, 'UTC'),
+    ends_at           Nullable(DateTime64(3, 'UTC')),
+    updated_at        DateTime64(3, 'UTC'),
+    trigger_event_ids Array(String),
+    ingested_at       DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(updated_at)
+ORDER BY (model_id, fingerprint, updated_at, state);
+
+-- Columns the evaluator adds beyond the API's first definition; ADD COLUMN IF NOT EXISTS so a
+-- table the API created before this migration ran gains them too.
+ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS event_id String;
+ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS silenced UInt8;
+ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS silence_ids Array(String);
+ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS acknowledged UInt8;
+ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS notify Array(String);
+ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS inhibited_by Nullable(String);
+
+-- Every control-plane write (compaction keeps only the latest record per key on the topic).
+-- Written by the API; same DDL as api/tables.py RULE_VERSIONS_DDL.
+CREATE TABLE IF NOT EXISTS {database}.rule_versions
+(
+    kind        LowCardinality(String),
+    id          String,
+    version     UInt64,
+    op          LowCardinality(String),
+    updated_at  DateTime64(3, 'UTC'),
+    updated_by  String,
+    value       String,
+    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(updated_at)
+ORDER BY (kind, id, version, op);
