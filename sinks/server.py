@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
@@ -50,8 +51,18 @@ def _python_column(values: Any, ch_type: str) -> list[Any]:
     return values
 
 
+def _without_database(url: str) -> str:
+    """Drop a ``/database`` path from an http(s) URL: the client must connect before
+    ``migrate()`` creates the database, which comes from ``database`` (the settings'
+    ``clickhouse_database``), not from the URL."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https", "clickhouse", "clickhouses"):
+        return urlunsplit(parts._replace(path=""))
+    return url
+
+
 class ServerStore(Store):
-    """ClickHouse server at ``url`` (``http[s]://user:password@host:port``).
+    """ClickHouse server at ``url`` (``http[s]://user:password@host:port[/ignored]``).
 
     ``client_factory`` builds the clickhouse-connect client (default
     ``clickhouse_connect.get_client(dsn=url)``); ``sleep`` is injectable for tests.
@@ -78,8 +89,9 @@ class ServerStore(Store):
         self.backoff_seconds = backoff_seconds
         self._sleep = sleep
         # tz_mode="aware": DateTime64(3, 'UTC') comes back tz-aware, as from the embedded store.
+        dsn = _without_database(url)
         factory = client_factory or (
-            lambda: clickhouse_connect.get_client(dsn=url, tz_mode="aware")
+            lambda: clickhouse_connect.get_client(dsn=dsn, tz_mode="aware")
         )
         self._client = self._retry("connect", factory)
         # The database may not exist before the first migrate(): create it, then make it the

@@ -83,7 +83,9 @@ class BatchWriter:
         Monotonic seconds; injectable for tests.
 
     A failed flush keeps the buffer and re-raises, so the caller can retry before it commits
-    its Kafka offsets; rows are never dropped silently.
+    its Kafka offsets; rows are never dropped silently. If the flush that :meth:`add` makes on
+    reaching ``max_rows`` fails, the rows of that batch not yet buffered are not taken: adding
+    the whole batch again is safe, the duplicates collapse under ``FINAL`` like any replay.
     """
 
     def __init__(

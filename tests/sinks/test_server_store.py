@@ -95,3 +95,11 @@ def test_refusals_are_not_retried(flaky) -> None:
     with pytest.raises(StoreError, match="UNKNOWN_TABLE|does not exist|Unknown table"):
         store.query("SELECT * FROM no_such_table")
     assert proxy.calls == calls + 1 and sleeps == []
+
+
+def test_database_in_the_url_is_not_used_to_connect() -> None:
+    from driftline.sinks.server import _without_database
+
+    assert _without_database("http://u:p@h:8123/driftline?x=1") == "http://u:p@h:8123?x=1"
+    assert _without_database("https://h/db") == "https://h"
+    assert _without_database("chdb:///var/lib/chdb") == "chdb:///var/lib/chdb"
