@@ -98,10 +98,10 @@ def _sample(state, population, k, use_pool, out, pool, touched, marks):
     """
     pos = int(state[_MT_POS])
     if use_pool:
-        # The accept/reject loop of _randbelow, written without branches on the random
-        # outputs (a rejected output writes nothing that survives), since mispredicted
-        # branches were most of the cost; the outputs are consumed exactly as CPython does.
-        last = population - 1
+        # First CPython's accept/reject loop of _randbelow(population - i), which only needs
+        # the outputs and i, written without branches on the random outputs (mispredicted
+        # branches were most of the cost): a rejected output is overwritten by the next.
+        # Then the pool swaps, for the k accepted draws only.
         bits = 0
         while (population >> bits) > 0:
             bits += 1
@@ -109,15 +109,15 @@ def _sample(state, population, k, use_pool, out, pool, touched, marks):
         while i < k:
             r, pos = _genrand_uint32(state, pos)
             r >>= 32 - bits  # getrandbits(bits)
-            accept = np.int64(r < population - i)
-            j = r * accept  # a rejected r (possibly past the pool) touches slot 0 harmlessly
-            picked = pool[j]
-            out[i] = picked
-            touched[i] = j
-            pool[j] = picked + (pool[last - i] - picked) * accept
-            i += accept
+            touched[i] = r
+            i += r < population - i
             # bit length of the next range, population - i (it shrinks one at a time)
             bits -= ((population - i) >> (bits - 1)) == 0
+        last = population - 1
+        for i in range(k):
+            j = touched[i]
+            out[i] = pool[j]
+            pool[j] = pool[last - i]
         for i in range(k):
             pool[touched[i]] = touched[i]
     else:
@@ -462,8 +462,9 @@ class KSWIN(ChangeDetector):
       to an asymptotic p-value that is not ported.
 
     The p-value of every possible distance is computed once per ``stat_size`` with
-    scipy's exact algorithm (``driftline.detectors._ks``), so each value costs one draw, two
-    small sorts and one merge.
+    scipy's exact algorithm (``driftline.detectors._ks``), and the recent values are kept
+    sorted as the window slides, so each value costs one draw, one sort of the drawn sample
+    and one merge.
 
     Examples
     --------
