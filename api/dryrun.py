@@ -17,6 +17,7 @@ the authority; this is the same logic over stored history, for trying a rule bef
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 import operator
 from collections.abc import Iterable
@@ -50,6 +51,10 @@ class Point:
     holds: bool
     value: float | None = None
     event_ids: list[str] = field(default_factory=list)
+
+
+# Lists travel as one JSON string parameter: chdb and clickhouse-connect bind Array(String)
+# parameters differently, a String the same way.
 
 
 def _ms(moment: datetime) -> int:
@@ -110,13 +115,13 @@ def _drift_points(store: Any, rule: RuleBase, signal: DriftSignal, models: list[
         "FROM drift_events FINAL "
         "WHERE detected_at >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') "
         "AND detected_at < fromUnixTimestamp64Milli({end:Int64}, 'UTC') "
-        "AND has({models:Array(String)}, model_id)"
+        "AND has(JSONExtract({models:String}, 'Array(String)'), model_id)"
         + _stream_filter(signal)
         + " ORDER BY detected_at, event_id LIMIT {limit:UInt64}",
         {
             "start": _ms(start),
             "end": _ms(end),
-            "models": models,
+            "models": json.dumps(models),
             "kind": signal.stream_kind,
             "stream": signal.stream_name,
             "detector": signal.detector,
@@ -178,13 +183,13 @@ def _metric_points(store: Any, rule: RuleBase, signal: MetricSignal, condition: 
         + " FROM model_metrics_minute WHERE segment = '' "
         "AND minute >= toDateTime(intDiv({start:Int64}, 1000), 'UTC') "
         "AND minute < toDateTime(intDiv({end:Int64}, 1000), 'UTC') "
-        "AND has({models:Array(String)}, model_id) "
+        "AND has(JSONExtract({models:String}, 'Array(String)'), model_id) "
         "GROUP BY model_id, bucket ORDER BY model_id, bucket LIMIT {limit:UInt64}",
         {
             "w": window,
             "start": _ms(start),
             "end": _ms(end),
-            "models": models,
+            "models": json.dumps(models),
             "limit": max_rows + 1,
         },  # fmt: skip
     )
@@ -228,13 +233,13 @@ def _statistic_points(store: Any, rule: RuleBase, signal: StatisticSignal,
         "n_values, estimate, statistic, p_value FROM detector_stats FINAL "
         "WHERE time >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') "
         "AND time < fromUnixTimestamp64Milli({end:Int64}, 'UTC') "
-        "AND has({models:Array(String)}, model_id)"
+        "AND has(JSONExtract({models:String}, 'Array(String)'), model_id)"
         + _stream_filter(signal)
         + " ORDER BY time LIMIT {limit:UInt64}",
         {
             "start": _ms(start),
             "end": _ms(end),
-            "models": models,
+            "models": json.dumps(models),
             "kind": signal.stream_kind,
             "stream": signal.stream_name,
             "detector": signal.detector,
