@@ -640,11 +640,26 @@ class HttpInterface:
             if readonly:
                 self._check_readonly(stmt, query_class, readonly, request.method)
             sql = stmt.sql
-            if readonly and stmt.kind in READ_KINDS:
-                # Second guard: the engine itself refuses writes, table functions (readonly=1)
-                # and setting changes in the statement.
-                sql += f"\nSETTINGS readonly = {readonly}"
-            with self._applied(conn, database, settings, stmt):
+            outer: dict[str, str] = {}
+            conn_settings = settings
+            if stmt.kind in READ_KINDS and not stmt.settings_after_format:
+                if query_class == 0:
+                    # A query takes the request's settings as a trailing SETTINGS clause: no
+                    # SET and reset on the shared connection, and the query's own SETTINGS
+                    # still win (inner clauses apply last), as they do over URL parameters.
+                    outer = {k: v for k, v in settings.items() if self._current.get(k) != v}
+                    conn_settings = {}
+                if readonly:
+                    # Second guard: the engine itself refuses writes, table functions
+                    # (readonly=1) and setting changes in the statement.
+                    outer["readonly"] = str(readonly)
+            elif readonly == 1 and stmt.settings_after_format:
+                raise ClickHouseError(164, "Cannot modify settings in readonly mode")
+            if outer:
+                sql += "\nSETTINGS " + ", ".join(
+                    f"{_quote_ident(k)} = {_sql_literal(v)}" for k, v in outer.items()
+                )
+            with self._applied(conn, database, conn_settings, stmt):
                 if stmt.kind == "USE":
                     conn.query(sql, "TabSeparated")
                     if session is not None:
@@ -795,6 +810,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clickhouse-connect pools its connections
     server: _Server
     timeout = 300  # per socket read: an idle or stalled client frees its thread
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body leave in separate writes; with Nagle on, a small response then
+        # waits for the client's delayed ACK (~40 ms per query).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:
         self._serve("GET")

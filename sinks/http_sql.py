@@ -81,6 +81,9 @@ class Statement:
     data: memoryview | None = None  # the insert data (may be empty)
     into_outfile: bool = False
     multiple: bool = False  # more than one statement
+    # "... FORMAT x SETTINGS ...": nothing may be appended (a second SETTINGS clause after
+    # this one is a syntax error, while after "... SETTINGS a = 1" it is fine).
+    settings_after_format: bool = False
 
 
 def _decode(raw: bytes | memoryview) -> str:
@@ -131,6 +134,7 @@ def parse_statement(data: bytes | memoryview, formats: dict[str, str] | None = N
     into_outfile = False
     multiple = False
     semicolon = False
+    settings_after_format = False
     prev: Token = first
     depth = 1 if first.kind == "open" else 0
     for tok in tokens:
@@ -151,6 +155,8 @@ def parse_statement(data: bytes | memoryview, formats: dict[str, str] | None = N
                 canonical = formats.get(tok.text.decode("latin-1").lower())
                 if canonical:
                     output_format = canonical
+            elif depth == 0 and output_format and tok.upper == "SETTINGS":
+                settings_after_format = True
         last_end = tok.end
         prev = tok
     # Trailing ';' and comments are dropped, so a clause can be appended safely.
@@ -160,6 +166,7 @@ def parse_statement(data: bytes | memoryview, formats: dict[str, str] | None = N
         output_format=output_format,
         into_outfile=into_outfile,
         multiple=multiple,
+        settings_after_format=settings_after_format,
     )
 
 

@@ -320,6 +320,16 @@ def test_clickhouse_connect_errors_and_server_side_settings(server: ServerHandle
     with pytest.raises(DatabaseError) as err:
         client.query("SELECT 1", settings={"no_such_setting": 1})
     assert err.value.code == 115
+    # the query's own SETTINGS win over URL settings, as in ClickHouse; both forms parse
+    for sql in (
+        "SELECT getSetting('max_threads') SETTINGS max_threads = 3",
+        "SELECT getSetting('max_threads') AS t FORMAT TabSeparated SETTINGS max_threads = 3",
+    ):
+        assert client.raw_query(sql, settings={"max_threads": 1}) == b"3\n"
+    ro = client_for(server, db, RO)
+    with pytest.raises(DatabaseError) as err:
+        ro.raw_query("SELECT 1 FORMAT TabSeparated SETTINGS max_threads = 3")
+    assert err.value.code == 164
 
 
 def test_sessions_keep_set_and_use(server: ServerHandle, store: EmbeddedStore, db: str) -> None:
