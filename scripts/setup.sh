@@ -14,3 +14,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 .venv/bin/driftline kafka fetch >/dev/null
+# Alertmanager for the delivery tests (Debian's package); optional: those tests skip without it.
+if ! command -v prometheus-alertmanager >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq prometheus-alertmanager >/dev/null; } \
+    || echo "warning: could not install prometheus-alertmanager; its delivery tests will skip"
+fi

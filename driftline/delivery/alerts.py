@@ -1,0 +1,145 @@
+"""Reading alerts off ``driftline.alerts.v1``: bytes to a normalised alert dict.
+
+The workers publish Avro ``AlertEvent`` records (Confluent framing, decoded with
+:class:`driftline.schemas.Codec`). Until that schema ships in ``schemas/`` the same fields are
+accepted as a UTF-8 JSON object, so delivery can be built and tested against a dict; whichever
+form arrives, :func:`normalize_alert` gives the rest of the package one shape, with the
+optional fields defaulted (times are epoch milliseconds).
+
+>>> alert = normalize_alert({"event_id": "e1", "fingerprint": "f1", "status": "FIRING"})
+>>> alert["labels"], alert["notify"], alert["silenced"]
+({}, [], False)
+>>> decode_alert(encode_alert(alert))["fingerprint"]
+'f1'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from driftline.schemas import topics
+
+__all__ = [
+    "ALERT_SCHEMA",
+    "STATUSES",
+    "AlertDecodeError",
+    "alert_label_set",
+    "decode_alert",
+    "encode_alert",
+    "normalize_alert",
+]
+
+ALERT_SCHEMA: Final = "AlertEvent"
+STATUSES: Final = ("PENDING", "FIRING", "RESOLVED")
+
+# Every AlertEvent field with the value an absent optional field takes.
+_DEFAULTS: Final[dict[str, Any]] = {
+    "rule_id": "",
+    "rule_version": 0,
+    "rule_name": "",
+    "severity": "warning",
+    "model_id": "",
+    "labels": {},
+    "annotations": {},
+    "starts_at": None,
+    "ends_at": None,
+    "updated_at": None,
+    "value": None,
+    "trigger_event_ids": [],
+    "silenced": False,
+    "silence_ids": [],
+    "acknowledged": False,
+    "notify": [],
+    "inhibited_by": None,
+}
+_CONTAINERS: Final = ("labels", "annotations", "trigger_event_ids", "silence_ids", "notify")
+
+
+class AlertDecodeError(Exception):
+    """Bytes that are not an alert; ``reason`` is a DLQ reason code of ``schemas.topics``."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def _codec_knows_alerts() -> bool:
+    from driftline.schemas.registry import SCHEMA_FILES
+
+    return ALERT_SCHEMA in SCHEMA_FILES
+
+
+def normalize_alert(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``record`` with every AlertEvent field present; raises AlertDecodeError when
+    the fields delivery cannot do without are missing or wrong."""
+    alert = dict(_DEFAULTS)
+    for name, value in record.items():
+        # null in an optional field means "absent": take the default
+        if value is not None or name not in _DEFAULTS:
+            alert[name] = value
+    for name in ("event_id", "fingerprint", "status"):
+        if not isinstance(alert.get(name), str) or not alert[name]:
+            raise AlertDecodeError(topics.MISSING_FIELD, f"alert has no {name}")
+    if alert["status"] not in STATUSES:
+        raise AlertDecodeError(topics.INVALID_VALUE, f"status {alert['status']!r}")
+    for name in _CONTAINERS:
+        value = alert[name]
+        alert[name] = dict(value) if isinstance(value, Mapping) else list(value or [])
+    return alert
+
+
+def decode_alert(value: bytes | None, codec: Any = None) -> dict[str, Any]:
+    """The normalised alert in ``value``: Confluent-framed Avro AlertEvent (once the schema is
+    known to the codec), else a JSON object. Raises :class:`AlertDecodeError`."""
+    if not value:
+        raise AlertDecodeError(topics.NOT_CONFLUENT_FRAMED, "empty value")
+    if value[0] == 0:
+        if codec is None:
+            if not _codec_knows_alerts():
+                raise AlertDecodeError(topics.UNKNOWN_SCHEMA_ID, "no AlertEvent schema yet")
+            from driftline.schemas import Codec
+
+            codec = Codec()
+        from driftline.schemas.codec import DecodeError
+
+        try:
+            _, record = codec.decode(bytes(value), expected=ALERT_SCHEMA)
+        except DecodeError as exc:
+            raise AlertDecodeError(exc.reason, exc.detail) from None
+        return normalize_alert(record)
+    try:
+        record = json.loads(value)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise AlertDecodeError(topics.UNDECODABLE, f"neither Avro nor JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise AlertDecodeError(topics.UNDECODABLE, "JSON alert is not an object")
+    return normalize_alert(record)
+
+
+def encode_alert(alert: Mapping[str, Any], codec: Any = None) -> bytes:
+    """Bytes for the alerts topic: Avro when the codec knows AlertEvent, else compact JSON
+    (what tests and tools publish; the workers publish Avro)."""
+    if codec is not None or _codec_knows_alerts():
+        if codec is None:
+            from driftline.schemas import Codec
+
+            codec = Codec()
+        return codec.encode(ALERT_SCHEMA, alert)
+    return json.dumps(dict(alert), separators=(",", ":"), sort_keys=True).encode()
+
+
+def alert_label_set(alert: Mapping[str, Any]) -> dict[str, str]:
+    """The labels filters and silences match on: the alert's labels plus ``model_id``,
+    ``severity``, ``alertname`` (the rule name) and ``rule_id``; those four win over labels
+    of the same name, as the API documents for silence matchers."""
+    labels = {str(k): str(v) for k, v in (alert.get("labels") or {}).items()}
+    labels.update(
+        model_id=str(alert.get("model_id") or ""),
+        severity=str(alert.get("severity") or ""),
+        alertname=str(alert.get("rule_name") or ""),
+        rule_id=str(alert.get("rule_id") or ""),
+    )
+    return labels

@@ -1,0 +1,68 @@
+"""``driftline deliver``: run the delivery service until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from typing import Any
+
+__all__ = ["add_delivery_command", "run_delivery"]
+
+
+def add_delivery_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``deliver`` on the CLI's subparsers; its handler is ``handler(args, settings)``."""
+    parser = subparsers.add_parser(
+        "deliver",
+        help="deliver alerts to webhook subscriptions (and Alertmanager) until stopped",
+    )
+    parser.add_argument("--alertmanager-url", help="Alertmanager base URL, e.g. http://am:9093")
+    parser.add_argument("--max-tries", type=int, default=5, help="tries per delivery (default 5)")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per try, connect to response (10)"
+    )
+    parser.add_argument(
+        "--resend-interval",
+        type=float,
+        default=60.0,
+        help="seconds between re-sends of firing alerts to Alertmanager (60)",
+    )
+    parser.add_argument("--group-id", default="driftline-delivery", help="Kafka consumer group")
+    parser.add_argument("--loglevel", default="info")
+    parser.set_defaults(handler=_handler)
+    return parser
+
+
+def _handler(args: argparse.Namespace, settings: Any) -> int:
+    from driftline.delivery.dispatch import RetryPolicy
+    from driftline.delivery.service import DeliveryConfig
+
+    logging.basicConfig(
+        level=str(args.loglevel).upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    config = DeliveryConfig(
+        bootstrap=settings.kafka_bootstrap,
+        group_id=args.group_id,
+        policy=RetryPolicy(max_tries=args.max_tries, timeout=args.timeout),
+        alertmanager_url=args.alertmanager_url,
+        alertmanager_resend_interval=args.resend_interval,
+    )
+    asyncio.run(run_delivery(config))
+    return 0
+
+
+async def run_delivery(config: Any) -> None:
+    """Run the service with SIGINT/SIGTERM as the stop signal (drains, then commits)."""
+    from driftline.delivery.service import DeliveryService
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    service = DeliveryService(config)
+    logging.getLogger(__name__).info(
+        "delivering %s (group %s)%s", config.alerts_topic, config.group_id,
+        f", Alertmanager {config.alertmanager_url}" if config.alertmanager_url else "",
+    )  # fmt: skip
+    await service.run(stop)

@@ -1,0 +1,662 @@
+"""Alert delivery: webhooks (signatures, retries, dead letters, isolation), silences,
+Alertmanager (the real binary) and the SSE feed, on the real broker where Kafka is involved.
+
+The webhook receiver is a real HTTP server on 127.0.0.1 that checks every signature and
+dedups on the event id, as docs/delivery.md tells subscribers to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from driftline.schemas import topics
+
+from driftline.admin import ensure_topics
+from driftline.delivery import (
+    WEBHOOK_FAILED,
+    AlertmanagerForwarder,
+    ControlPlaneFollower,
+    DeliveryConfig,
+    DeliveryService,
+    Dispatcher,
+    RetryPolicy,
+    Source,
+    alert_stream,
+    encode_alert,
+    normalize_alert,
+    verify,
+)
+from driftline.delivery.subscriptions import Subscription, matching_subscriptions
+from driftline.local_kafka import free_port
+
+SECRET = "test-secret-0123456789"
+FAST = RetryPolicy(max_tries=3, timeout=20.0, backoff_base=0.01, backoff_max=0.05)
+WAIT = 30.0  # upper bound for "eventually": a failure shows as a timeout, never a pass
+
+
+# -- a webhook receiver -----------------------------------------------------------------------
+
+
+class Receiver:
+    """Threaded HTTP server: per path a secret, a script of statuses to answer before 200, and
+    an optional Event the handler waits on before answering."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, str] = {}
+        self.script: dict[str, list[int]] = {}
+        self.gates: dict[str, threading.Event] = {}
+        self.requests: list[dict[str, Any]] = []  # every request, signature checked
+        self.accepted: dict[str, set[str]] = {}  # path -> event ids answered 2xx (dedup)
+        self.entered: dict[str, threading.Event] = {}
+        self.cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                path = self.path
+                with receiver.cond:
+                    receiver.entered.setdefault(path, threading.Event()).set()
+                    receiver.cond.notify_all()
+                gate = receiver.gates.get(path)
+                if gate is not None:
+                    gate.wait(60)
+                signature_ok = verify(
+                    receiver.secrets.get(path, SECRET),
+                    body,
+                    self.headers.get("X-Driftline-Signature"),
+                )
+                with receiver.cond:
+                    script = receiver.script.get(path, [])
+                    status = script.pop(0) if script else 200
+                    if not signature_ok:
+                        status = 401
+                    event_id = self.headers.get("X-Driftline-Event-Id")
+                    receiver.requests.append(
+                        {
+                            "path": path,
+                            "status": status,
+                            "signature_ok": signature_ok,
+                            "headers": dict(self.headers),
+                            "body": json.loads(body),
+                        }
+                    )
+                    if status == 200:
+                        receiver.accepted.setdefault(path, set()).add(event_id)
+                    receiver.cond.notify_all()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def wait_for(self, predicate: Any, timeout: float = WAIT) -> bool:
+        with self.cond:
+            return self.cond.wait_for(predicate, timeout)
+
+    def to(self, path: str) -> list[dict[str, Any]]:
+        with self.cond:
+            return [r for r in self.requests if r["path"] == path]
+
+    def close(self) -> None:
+        for gate in self.gates.values():
+            gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+class ListSink:
+    """Dead letters kept in memory (the Kafka sink is tested on the broker below)."""
+
+    def __init__(self) -> None:
+        self.letters: list[tuple[Source, str, str, list[tuple[str, str]]]] = []
+
+    async def send(self, source: Source, reason: str, detail: str, extra: Any = ()) -> None:
+        self.letters.append((source, reason, detail, list(extra)))
+
+
+def subscription_record(
+    ident: str, url: str, *, secret: str = SECRET, version: int = 1, **data: Any
+) -> tuple[str, bytes]:
+    """A control-plane record as the API writes it (api/control_plane.py)."""
+    value = {
+        "kind": "subscription",
+        "id": ident,
+        "version": version,
+        "created_at": "2026-01-01T00:00:00.000Z",
+        "updated_at": "2026-01-01T00:00:00.000Z",
+        "updated_by": "test",
+        "data": {"name": ident, "url": url, "secret": secret, "enabled": True, **data},
+    }
+    return f"subscription:{ident}", json.dumps(value).encode()
+
+
+def make_alert(**fields: Any) -> dict[str, Any]:
+    now = int(time.time() * 1000)
+    alert = {
+        "event_id": f"ev-{uuid.uuid4().hex[:12]}",
+        "fingerprint": f"fp-{uuid.uuid4().hex[:12]}",
+        "rule_id": "r-1",
+        "rule_version": 1,
+        "rule_name": "PredictionDrift",
+        "status": "FIRING",
+        "severity": "critical",
+        "model_id": "churn",
+        "labels": {"team": "ml"},
+        "annotations": {"summary": "drift on churn"},
+        "starts_at": now - 60_000,
+        "ends_at": None,
+        "updated_at": now,
+        "value": 0.42,
+        "trigger_event_ids": ["d-1"],
+        "silenced": False,
+        "silence_ids": [],
+        "acknowledged": False,
+        "notify": [],
+        "inhibited_by": None,
+    }
+    alert.update(fields)
+    return normalize_alert(alert)
+
+
+def service_with(*records: tuple[str, bytes], policy: RetryPolicy = FAST, **config: Any):
+    follower = ControlPlaneFollower()
+    for key, value in records:
+        follower.apply(key, value)
+    sink = ListSink()
+    service = DeliveryService(
+        DeliveryConfig(bootstrap="unused:9092", policy=policy, **config),
+        follower=follower,
+        dead_letters=sink,
+    )
+    return service, sink
+
+
+SOURCE = Source(topics.ALERTS, 0, 7, b"churn", b"{}")
+
+
+# -- matching ---------------------------------------------------------------------------------
+
+
+def test_matching_named_or_filtered_and_disabled() -> None:
+    plain = Subscription.from_data("a", 1, {"url": "http://x", "secret": SECRET})
+    crit = Subscription.from_data(
+        "b", 1, {"url": "http://x", "filters": {"models": ["churn*"], "severities": ["critical"]}}
+    )
+    team = Subscription.from_data(
+        "c", 1, {"url": "http://x", "filters": {"labels": {"team": "ml"}}}
+    )
+    off = Subscription.from_data("d", 1, {"url": "http://x", "enabled": False})
+    subs = [plain, crit, team, off]
+
+    def ids(**fields: Any) -> list[str]:
+        return [s.id for s in matching_subscriptions(subs, make_alert(**fields))]
+
+    # no filters: only when the rule names it; filters: standing subscription; disabled: never
+    assert ids() == ["b", "c"]
+    assert ids(notify=["a", "d"]) == ["a", "b", "c"]
+    assert ids(severity="info", labels={}) == []
+    assert ids(model_id="fraud", notify=["b"]) == ["c"]  # named, but its filters refuse it
+
+
+def test_follower_applies_versions_and_tombstones() -> None:
+    follower = ControlPlaneFollower()
+    follower.apply(*subscription_record("s", "http://one", version=2))
+    follower.apply(*subscription_record("s", "http://old", version=1))  # lost race: ignored
+    assert [s.url for s in follower.subscriptions()] == ["http://one"]
+    follower.apply(*subscription_record("s", "http://two", version=3))
+    assert [s.url for s in follower.subscriptions()] == ["http://two"]
+    follower.apply("subscription:s", None)
+    assert follower.subscriptions() == []
+    follower.apply("rule:r-1", b'{"kind": "rule"}')  # other kinds are not ours
+    follower.apply("subscription:x", b"not json")  # malformed: skipped, not fatal
+    assert follower.subscriptions() == []
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+def test_delivered_once_with_valid_signature(receiver: Receiver) -> None:
+    service, sink = service_with(subscription_record("s1", receiver.url("/s1")))
+    alert = make_alert(notify=["s1"])
+    outcomes = asyncio.run(service.deliver(alert, SOURCE))
+
+    assert [o.ok for o in outcomes] == [True]
+    [request] = receiver.to("/s1")
+    assert request["signature_ok"] and request["status"] == 200
+    headers = request["headers"]
+    assert headers["X-Driftline-Event-Id"] == alert["event_id"]
+    assert headers["X-Driftline-Signature"].startswith("sha256=")
+    assert int(headers["X-Driftline-Timestamp"]) > 0
+    body = request["body"]
+    assert body["idempotency_key"] == body["event_id"] == alert["event_id"]
+    assert body["fingerprint"] == alert["fingerprint"] and body["status"] == "FIRING"
+    assert body["subscription_id"] == "s1" and body["labels"] == {"team": "ml"}
+    assert sink.letters == []
+
+
+def test_wrong_secret_is_refused_and_final(receiver: Receiver) -> None:
+    # The receiver knows another secret: 401 is a 4xx, final after one try, dead-lettered.
+    receiver.secrets["/s1"] = "another-secret-0123456789"
+    service, sink = service_with(subscription_record("s1", receiver.url("/s1")))
+    [outcome] = asyncio.run(service.deliver(make_alert(notify=["s1"]), SOURCE))
+    assert not outcome.ok and outcome.status == 401 and outcome.tries == 1
+    assert len(receiver.to("/s1")) == 1
+    [(source, reason, detail, extra)] = sink.letters
+    assert reason == WEBHOOK_FAILED and "HTTP 401" in detail and source == SOURCE
+    assert extra == [("driftline.subscription.id", "s1")]
+
+
+def test_retried_after_500s_and_429_then_delivered(receiver: Receiver) -> None:
+    receiver.script["/flaky"] = [500, 429]
+    service, sink = service_with(subscription_record("flaky", receiver.url("/flaky")))
+    alert = make_alert(notify=["flaky"])
+    [outcome] = asyncio.run(service.deliver(alert, SOURCE))
+    assert outcome.ok and outcome.tries == 3
+    assert [r["status"] for r in receiver.to("/flaky")] == [500, 429, 200]
+    # Same body and signature on every try; the receiver counts the event once.
+    assert len({json.dumps(r["body"], sort_keys=True) for r in receiver.to("/flaky")}) == 1
+    assert receiver.accepted["/flaky"] == {alert["event_id"]}
+    assert sink.letters == []
+
+
+def test_always_failing_target_is_dead_lettered_after_max_tries(receiver: Receiver) -> None:
+    receiver.script["/down"] = [503] * 10
+    service, sink = service_with(subscription_record("down", receiver.url("/down")))
+    [outcome] = asyncio.run(service.deliver(make_alert(notify=["down"]), SOURCE))
+    assert not outcome.ok and outcome.tries == FAST.max_tries
+    assert len(receiver.to("/down")) == FAST.max_tries
+    [(_, reason, detail, _)] = sink.letters
+    assert reason == WEBHOOK_FAILED and f"tries={FAST.max_tries}" in detail and "503" in detail
+
+
+def test_connection_refused_is_retried_then_dead_lettered() -> None:
+    url = f"http://127.0.0.1:{free_port()}/nobody"
+    service, sink = service_with(subscription_record("gone", url))
+    [outcome] = asyncio.run(service.deliver(make_alert(notify=["gone"]), SOURCE))
+    assert not outcome.ok and outcome.tries == FAST.max_tries and outcome.status is None
+    assert "ConnectError" in (outcome.error or "")
+    assert [letter[1] for letter in sink.letters] == [WEBHOOK_FAILED]
+
+
+def test_hanging_target_does_not_delay_others(receiver: Receiver) -> None:
+    gate = receiver.gates["/slow"] = threading.Event()
+    service, sink = service_with(
+        subscription_record("slow", receiver.url("/slow")),
+        subscription_record("fast", receiver.url("/fast")),
+    )
+
+    async def scenario() -> None:
+        first = make_alert(notify=["slow", "fast"])
+        both = asyncio.create_task(service.deliver(first, SOURCE))
+        # The fast target gets the alert while the slow one is parked on our gate ...
+        ok = await asyncio.to_thread(
+            receiver.wait_for, lambda: "/fast" in receiver.accepted and "/slow" in receiver.entered
+        )
+        assert ok, "fast target never received the alert, or the slow one never got it"
+        assert not gate.is_set()
+        assert receiver.to("/slow") == [] and not both.done()
+        # ... and further alerts to it are delivered too, while the slow one still hangs.
+        second = make_alert(notify=["fast"])
+        assert [o.ok for o in await service.deliver(second, SOURCE)] == [True]
+        assert receiver.accepted["/fast"] == {first["event_id"], second["event_id"]}
+        assert not both.done()
+        gate.set()
+        outcomes = await both
+        assert sorted(o.target for o in outcomes if o.ok) == ["subscription:fast",
+                                                              "subscription:slow"]  # fmt: skip
+
+    asyncio.run(scenario())
+    assert sink.letters == []
+
+
+def test_hanging_target_times_out_and_is_dead_lettered(receiver: Receiver) -> None:
+    receiver.gates["/hang"] = threading.Event()  # never set during the test
+    policy = RetryPolicy(max_tries=2, timeout=0.3, backoff_base=0.01, backoff_max=0.01)
+    service, sink = service_with(subscription_record("hang", receiver.url("/hang")), policy=policy)
+    [outcome] = asyncio.run(service.deliver(make_alert(notify=["hang"]), SOURCE))
+    assert not outcome.ok and outcome.tries == 2 and outcome.status is None
+    assert [letter[1] for letter in sink.letters] == [WEBHOOK_FAILED]
+
+
+def test_full_target_queue_dead_letters_instead_of_waiting(receiver: Receiver) -> None:
+    gate = receiver.gates["/jam"] = threading.Event()
+    service, sink = service_with(subscription_record("jam", receiver.url("/jam")))
+    service.dispatcher.per_target_concurrency = 1
+    service.dispatcher.max_queue_per_target = 1
+
+    async def scenario() -> None:
+        stuck = asyncio.create_task(service.deliver(make_alert(notify=["jam"]), SOURCE))
+        await asyncio.to_thread(receiver.entered.setdefault("/jam", threading.Event()).wait, WAIT)
+        [overflow] = await service.deliver(make_alert(notify=["jam"]), SOURCE)
+        assert not overflow.ok and overflow.error == "target queue full"
+        gate.set()
+        assert [o.ok for o in await stuck] == [True]
+
+    asyncio.run(scenario())
+    assert [letter[1] for letter in sink.letters] == [WEBHOOK_FAILED]
+
+
+def test_silenced_inhibited_and_pending_alerts_are_not_delivered(receiver: Receiver) -> None:
+    silence = {
+        "kind": "silence",
+        "id": "sil-1",
+        "version": 1,
+        "created_at": "2026-01-01T00:00:00.000Z",
+        "updated_at": "2026-01-01T00:00:00.000Z",
+        "updated_by": "test",
+        "data": {
+            "matchers": [{"name": "model_id", "value": "fraud-*", "op": "=~"}],
+            "starts_at": "2020-01-01T00:00:00Z",
+            "ends_at": "2999-01-01T00:00:00Z",
+        },
+    }
+    service, sink = service_with(
+        subscription_record("s1", receiver.url("/s1")),
+        ("silence:sil-1", json.dumps(silence).encode()),
+    )
+
+    async def scenario() -> list[list[Any]]:
+        return [
+            await service.deliver(make_alert(notify=["s1"], silenced=True), SOURCE),
+            await service.deliver(make_alert(notify=["s1"], model_id="fraud-eu"), SOURCE),
+            await service.deliver(make_alert(notify=["s1"], inhibited_by=["fp-x"]), SOURCE),
+            await service.deliver(make_alert(notify=["s1"], status="PENDING"), SOURCE),
+            # the control: the same alert, not silenced, is delivered
+            await service.deliver(make_alert(notify=["s1"]), SOURCE),
+        ]
+
+    results = asyncio.run(scenario())
+    assert [len(r) for r in results] == [0, 0, 0, 0, 1]
+    assert len(receiver.to("/s1")) == 1
+    assert service.stats["skipped_silenced"] == 2 and service.stats["skipped_inhibited"] == 1
+    assert sink.letters == []
+
+
+# -- the service on the real broker -----------------------------------------------------------
+
+
+def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for key, value in records:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(30) == 0
+
+
+def _read_all(bootstrap: str, topic: str, until: Any, timeout: float = WAIT) -> list[Any]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"t-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not until(out) and time.monotonic() < deadline:
+            out.extend(m for m in consumer.consume(100, 0.2) if m.error() is None)
+    finally:
+        consumer.close()
+    return out
+
+
+@pytest.mark.e2e
+def test_service_end_to_end_on_the_broker(kafka_broker: Any, receiver: Receiver) -> None:
+    bootstrap = kafka_broker.bootstrap
+    ensure_topics(bootstrap, partitions=2)
+    receiver.script["/down"] = [500] * 10
+    tag = uuid.uuid4().hex[:8]
+    good, down = f"good-{tag}", f"down-{tag}"
+    _produce(
+        bootstrap,
+        topics.RULES,
+        [
+            (k.encode(), v)
+            for k, v in (
+                subscription_record(good, receiver.url("/good")),
+                subscription_record(down, receiver.url("/down")),
+            )
+        ],
+    )
+    delivered = make_alert(notify=[good])
+    failing = make_alert(notify=[down], model_id="fraud")
+    silenced = make_alert(notify=[good], silenced=True)
+    _produce(
+        bootstrap,
+        topics.ALERTS,
+        [
+            (b"churn", encode_alert(delivered)),
+            (b"fraud", encode_alert(failing)),
+            (b"churn", encode_alert(silenced)),
+            (b"churn", b"\x07not an alert"),
+        ],
+    )
+    group = f"driftline-delivery-{tag}"
+    config = DeliveryConfig(
+        bootstrap=bootstrap,
+        group_id=group,
+        policy=RetryPolicy(max_tries=2, timeout=10.0, backoff_base=0.01, backoff_max=0.02),
+        auto_offset_reset="earliest",
+        commit_interval=0.1,
+    )
+    service = DeliveryService(config)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        ok = await asyncio.to_thread(
+            receiver.wait_for,
+            lambda: "/good" in receiver.accepted and len(receiver.to("/down")) == 2,
+        )
+        # every record processed (including the two dead letters), then a clean stop
+        for _ in range(300):
+            if service.stats["dead_lettered"] + service.stats["undecodable"] >= 2:
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await task
+        assert ok, f"deliveries missing: {receiver.requests}"
+
+    asyncio.run(run())
+    assert receiver.accepted["/good"] == {delivered["event_id"]}  # the silenced one is not there
+
+    letters = _read_all(
+        bootstrap,
+        topics.DLQ,
+        lambda out: (
+            sum(
+                1
+                for m in out
+                if dict(m.headers() or []).get("driftline.source.topic") == b"driftline.alerts.v1"
+            )
+            >= 2
+        ),
+    )
+    ours = {}
+    for m in letters:
+        h = {k: v.decode() for k, v in m.headers() or []}
+        if h.get("driftline.source.topic") == topics.ALERTS:
+            ours[h["driftline.reason"]] = (h, m)
+    headers, message = ours[WEBHOOK_FAILED]
+    assert message.value() == encode_alert(failing)  # the original bytes, untouched
+    assert "tries=2" in headers["driftline.detail"] and "HTTP 500" in headers["driftline.detail"]
+    assert headers["driftline.subscription.id"] == down
+    assert int(headers["driftline.source.partition"]) >= 0
+    assert int(headers["driftline.source.offset"]) >= 0
+    assert topics.UNDECODABLE in ours
+
+    # At-least-once: everything handled, so the group has committed to the end of the topic.
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        parts = probe.list_topics(topics.ALERTS, timeout=10).topics[topics.ALERTS].partitions
+        committed = probe.committed([TopicPartition(topics.ALERTS, p) for p in parts], timeout=10)
+        for tp in committed:
+            low, high = probe.get_watermark_offsets(tp, timeout=10)
+            if high > low:  # an empty partition has nothing to commit
+                assert tp.offset == high, (tp, high)
+    finally:
+        probe.close()
+
+
+@pytest.mark.e2e
+def test_sse_feed_yields_new_alerts(kafka_broker: Any) -> None:
+    bootstrap = kafka_broker.bootstrap
+    ensure_topics(bootstrap, partitions=2)
+    wanted = make_alert(model_id=f"sse-{uuid.uuid4().hex[:6]}")
+    other = make_alert(model_id="someone-else")
+
+    async def scenario() -> list[str]:
+        stream = alert_stream(bootstrap, models=[wanted["model_id"]], heartbeat=3600)
+        frames = [await asyncio.wait_for(anext(stream), WAIT)]
+        await asyncio.to_thread(
+            _produce,
+            bootstrap,
+            topics.ALERTS,
+            [(b"x", encode_alert(other)), (b"x", encode_alert(wanted))],
+        )
+        frames.append(await asyncio.wait_for(anext(stream), WAIT))
+        await stream.aclose()
+        return frames
+
+    connected, frame = asyncio.run(scenario())
+    assert connected.startswith(": connected")
+    lines = frame.rstrip("\n").split("\n")
+    assert lines[0] == f"id: {wanted['event_id']}" and lines[1] == "event: alert"
+    data = json.loads(lines[2].removeprefix("data: "))
+    assert data["fingerprint"] == wanted["fingerprint"] and data["status"] == "FIRING"
+
+
+# -- Alertmanager (the real binary) -----------------------------------------------------------
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or (
+    "/usr/bin/prometheus-alertmanager"
+    if Path("/usr/bin/prometheus-alertmanager").exists()
+    else None
+)
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    if ALERTMANAGER is None:
+        pytest.skip("prometheus-alertmanager is not installed (scripts/setup.sh installs it)")
+    config = tmp_path / "alertmanager.yml"
+    config.write_text("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            ALERTMANAGER,
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"alertmanager exited: {process.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("alertmanager did not become ready")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _am_alerts(url: str, fingerprint: str) -> list[dict[str, Any]]:
+    alerts = httpx.get(f"{url}/api/v2/alerts", timeout=10).json()
+    return [a for a in alerts if a["labels"].get("fingerprint") == fingerprint]
+
+
+def test_alertmanager_receives_firing_then_resolved(alertmanager: str) -> None:
+    service, sink = service_with(alertmanager_url=alertmanager)
+    firing = make_alert(labels={"team": "ml", "severity": "overridden"})
+
+    asyncio.run(service.deliver(firing, SOURCE))
+    [am] = _am_alerts(alertmanager, firing["fingerprint"])
+    assert am["labels"] == {
+        "team": "ml",
+        "alertname": "PredictionDrift",
+        "model_id": "churn",
+        "severity": "critical",
+        "fingerprint": firing["fingerprint"],
+    }
+    assert am["annotations"] == {"summary": "drift on churn"}
+    assert am["status"]["state"] == "active"
+    assert service.alertmanager is not None
+    assert list(service.alertmanager.firing) == [firing["fingerprint"]]
+
+    # a re-send keeps it there; RESOLVED (ends in the past) takes it out of the active list
+    outcome = asyncio.run(service.alertmanager.resend_once())
+    assert outcome is not None and outcome.ok
+    resolved = {**firing, "status": "RESOLVED", "ends_at": firing["updated_at"] + 1,
+                "updated_at": firing["updated_at"] + 1, "event_id": "ev-resolved"}  # fmt: skip
+    asyncio.run(service.deliver(resolved, SOURCE))
+    assert service.alertmanager.firing == {}
+    assert _am_alerts(alertmanager, firing["fingerprint"]) == []
+    assert sink.letters == []
+
+
+def test_alertmanager_forwarder_posts_batches(alertmanager: str) -> None:
+    async def scenario() -> None:
+        dispatcher = Dispatcher(FAST)
+        forwarder = AlertmanagerForwarder(alertmanager, dispatcher, resend_interval=60)
+        alerts = [make_alert(model_id=f"m{i}") for i in range(3)]
+        for alert in alerts:
+            assert (await forwarder.forward(alert)).ok
+        assert await forwarder.forward(make_alert(status="PENDING")) is None
+        forwarder.firing.clear()
+        await dispatcher.aclose()
+        for alert in alerts:
+            [am] = _am_alerts(alertmanager, alert["fingerprint"])
+            assert am["labels"]["model_id"] == alert["model_id"]
+
+    asyncio.run(scenario())
