@@ -547,3 +547,58 @@ def test_server_store_against_the_endpoint(server: ServerHandle, store: Embedded
     finally:
         remote.command(f"DROP DATABASE IF EXISTS {database}")
         remote.close()
+
+
+# -- the CLI command, in a process of its own ------------------------------------------------
+
+_CLI = """
+import argparse, sys, types
+from pathlib import Path
+from driftline.sinks.http_interface import add_clickhouse_command
+parser = argparse.ArgumentParser()
+add_clickhouse_command(parser.add_subparsers(dest="command", required=True))
+args = parser.parse_args(sys.argv[2:])
+data = Path(sys.argv[1])
+settings = types.SimpleNamespace(data_dir=data, chdb_path=data / "clickhouse", clickhouse_database="cli_db")
+sys.exit(args.handler(args, settings))
+"""
+
+
+def test_clickhouse_serve_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from driftline.local_kafka import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CLI, str(tmp_path), "clickhouse", "serve", "--port", str(port),
+         "--user", "admin:pw", "--readonly-user", "viewer:v"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60  # readiness wait (loading chdb), not an assertion
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{url}/ping").text == "Ok.\n":
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert (
+            httpx.post(url, content="SELECT currentDatabase()", auth=("admin", "pw")).text
+            == "cli_db\n"
+        )
+        assert (
+            httpx.post(
+                url, content="CREATE TABLE x (a UInt8) ENGINE = Memory", auth=("viewer", "v")
+            ).status_code
+            == 403
+        )
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out.decode()
+    assert b"ClickHouse HTTP interface for" in out
