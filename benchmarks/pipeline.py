@@ -168,7 +168,11 @@ def make_events(
     encode = codec.encode
     for j, (i, row) in enumerate(zip(index.tolist(), x.tolist(), strict=True)):
         model = model_of[j]
-        time_ms = base_ms + i * 10
+        # 1 ms apart: 100k events span 100 s of event time, inside the orphan-outcome TTL
+        # (300 s of model clock). A faust worker catching up reads whole partitions at a time,
+        # e.g. every outcome before the first prediction, so wider spacing would turn
+        # outcomes into orphans and measure the DLQ instead of the join.
+        time_ms = base_ms + i
         prediction = {
             "event_id": pred_ids[j],
             "model_id": model,
@@ -393,10 +397,12 @@ class RawRun:
         return self.messages / self.seconds if self.seconds else 0.0
 
 
-def consume_raw(bootstrap: str, expected: int, decode: bool = False) -> RawRun:
+def consume_raw(
+    bootstrap: str, expected: int, decode: bool = False, codec: Codec | None = None
+) -> RawRun:
     """confluent-kafka in a fresh group reading both input topics from the start until
     ``expected`` messages arrived (optionally ``Codec.decode`` of each)."""
-    codec = Codec()
+    codec = codec or Codec()
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -523,13 +529,15 @@ def worker_report(log_path: Path) -> str:
 @dataclass
 class Latency:
     samples: list[float]  # seconds, one per DriftEvent whose trigger this run produced
+    emitted: list[float]  # of which: produce -> the worker produced the DriftEvent (CreateTime)
     produced: int
     seconds: float
     drift_points: int
     drift_events: int  # every DriftEvent seen, matched or not
 
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self.samples, q)) if self.samples else float("nan")
+    def percentile(self, q: float, emitted: bool = False) -> float:
+        values = self.emitted if emitted else self.samples
+        return float(np.percentile(values, q)) if values else float("nan")
 
 
 def measure_latency(
@@ -539,10 +547,11 @@ def measure_latency(
     *,
     settle_seconds: float = 5.0,
     compression: str = "lz4",
+    codec: Codec | None = None,
 ) -> Latency:
     """Produce ``events`` at ``rate`` messages/s, recording each one's produce time, while
     reading DriftEvents; latency = time read - produce time of its ``source_event_id``."""
-    codec = Codec()
+    codec = codec or Codec()
     p = producer(bootstrap, 5, compression)
     consumer = Consumer(
         {
@@ -559,8 +568,9 @@ def measure_latency(
         tp.offset = consumer.get_watermark_offsets(tp, timeout=10)[1]  # only new DriftEvents
         assignment.append(tp)
     consumer.assign(assignment)
-    produced_at: dict[str, float] = {}
+    produced_at: dict[str, tuple[float, float]] = {}  # event id -> (monotonic, wall clock)
     samples: list[float] = []
+    emitted: list[float] = []
     seen = 0
 
     def read(timeout: float) -> None:
@@ -573,7 +583,10 @@ def measure_latency(
             drift = codec.decode(message.value(), expected=topics.DRIFT_EVENT)[1]
             sent = produced_at.get(drift["source_event_id"])
             if sent is not None:
-                samples.append(now - sent)
+                samples.append(now - sent[0])
+                kind, created_ms = message.timestamp()
+                if kind != 0:  # the worker's produce() time, by librdkafka's wall clock
+                    emitted.append(created_ms / 1000 - sent[1])
 
     try:
         started = time.monotonic()
@@ -587,7 +600,7 @@ def measure_latency(
                 except BufferError:
                     p.poll(0.01)
                     continue
-                produced_at[events.ids[i]] = time.monotonic()
+                produced_at[events.ids[i]] = (time.monotonic(), time.time())
                 i += 1
             p.poll(0)
             read(0.005)
@@ -598,7 +611,7 @@ def measure_latency(
             read(0.1)
     finally:
         consumer.close()
-    return Latency(samples, n, seconds, events.drift_points, seen)
+    return Latency(samples, emitted, n, seconds, events.drift_points, seen)
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -612,11 +625,11 @@ class Config:
     models: int = 8
     outcome_lag: int = 50
     batch: tuple[int, float] = (5000, 0.5)  # the worker's defaults (settings.py)
-    variants: list[tuple[int, float]] = field(default_factory=lambda: [(20_000, 1.0)])
+    variants: list[tuple[int, float]] = field(default_factory=list)
     variant_seconds: float = 20.0
-    faust_seconds: float = 20.0
-    latency_seconds: float = 25.0
-    settle_seconds: float = 5.0  # reading DriftEvents after the last paced message
+    faust_seconds: float = 15.0
+    latency_seconds: float = 20.0
+    settle_seconds: float = 3.0  # reading DriftEvents after the last paced message
     flip_every: int = 60  # per-model predictions between level changes of f00
     shift: float = 5.0
     compression: str = "lz4"
@@ -708,7 +721,7 @@ def run(config: Config) -> Results:
             log(f"produced {produced.delivered} messages at {produced.rate:,.0f}/s")
 
             raw = consume_raw(bootstrap, len(events))
-            raw_decode = consume_raw(bootstrap, len(events), decode=True)
+            raw_decode = consume_raw(bootstrap, len(events), decode=True, codec=codec)
             phase("raw consumers")
             log(f"raw {raw.rate:,.0f}/s, raw+decode {raw_decode.rate:,.0f}/s")
 
@@ -780,6 +793,7 @@ def run(config: Config) -> Results:
                     latency_rate,
                     settle_seconds=config.settle_seconds,
                     compression=config.compression,
+                    codec=codec,
                 )
                 phase("latency")
                 # everything produced is in ClickHouse before the worker stops
@@ -930,7 +944,12 @@ def render(r: Results) -> str:
         f"({lat.drift_events} read, {lat.drift_points} injected level changes of f00 across "
         f"{c.models} models, {lat.produced:,} messages produced over {lat.seconds:.1f} s); "
         f"p50 {lat.percentile(50) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
-        f"max {max(lat.samples, default=float('nan')) * 1000:.0f} ms.",
+        f"max {max(lat.samples, default=float('nan')) * 1000:.0f} ms; of which produce → the "
+        f"worker's produce() of the DriftEvent (its CreateTime): p50 "
+        f"{lat.percentile(50, emitted=True) * 1000:.0f} ms, p99 "
+        f"{lat.percentile(99, emitted=True) * 1000:.0f} ms. The worker's batch wait "
+        f"(`take_events` within {c.batch[1]} s, timed from the end of the previous batch) is "
+        f"part of it.",
         "",
         f"Worker's own report: `{r.worker_log}`",
     ]
@@ -975,13 +994,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=_batch, default=(5000, 0.5), help="EVENTS:SECONDS")
     parser.add_argument(
         "--variants",
-        default="20000:1.0",
+        default="",
         help="comma-separated EVENTS:SECONDS worker batch settings, each measured for "
-        "--variant-seconds after the main run ('' for none)",
+        "--variant-seconds after the main run (default none: the run must fit in ~4 min)",
     )
     parser.add_argument("--variant-seconds", type=float, default=20.0)
-    parser.add_argument("--faust-seconds", type=float, default=20.0, help="0 skips it")
-    parser.add_argument("--latency-seconds", type=float, default=25.0)
+    parser.add_argument("--faust-seconds", type=float, default=15.0, help="0 skips it")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--compression", default="lz4")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
