@@ -42,6 +42,11 @@ def _rfc3339(ms: int | float) -> str:
     )
 
 
+def _first(*values: Any) -> Any:
+    """The first value that is not None (0 is a valid epoch time)."""
+    return next(v for v in values if v is not None)
+
+
 def to_alertmanager(
     alert: Mapping[str, Any],
     *,
@@ -65,9 +70,9 @@ def to_alertmanager(
         severity=str(alert.get("severity") or ""),
         fingerprint=str(alert["fingerprint"]),
     )
-    starts = alert.get("starts_at") or alert.get("updated_at") or now_ms
+    starts = _first(alert.get("starts_at"), alert.get("updated_at"), now_ms)
     if alert["status"] == "RESOLVED":
-        ends = alert.get("ends_at") or alert.get("updated_at") or now_ms
+        ends = _first(alert.get("ends_at"), alert.get("updated_at"), now_ms)
     else:
         ends = now_ms + int(4 * resend_interval * 1000)
     out: dict[str, Any] = {

@@ -1,20 +1,23 @@
 """Reading alerts off ``driftline.alerts.v1``: bytes to a normalised alert dict.
 
-The workers publish Avro ``AlertEvent`` records (Confluent framing, decoded with
-:class:`driftline.schemas.Codec`). Until that schema ships in ``schemas/`` the same fields are
-accepted as a UTF-8 JSON object, so delivery can be built and tested against a dict; whichever
-form arrives, :func:`normalize_alert` gives the rest of the package one shape, with the
-optional fields defaulted (times are epoch milliseconds).
+The workers publish Avro ``AlertEvent`` records (``schemas/AlertEvent.avsc``, Confluent
+framing, decoded with :class:`driftline.schemas.Codec`; times come out as epoch milliseconds).
+A UTF-8 JSON object with the same fields is accepted too (tools, tests, hand-written alerts).
+Whichever form arrives, :func:`normalize_alert` gives the rest of the package one shape, with
+the optional fields defaulted.
 
->>> alert = normalize_alert({"event_id": "e1", "fingerprint": "f1", "status": "FIRING"})
->>> alert["labels"], alert["notify"], alert["silenced"]
-({}, [], False)
->>> decode_alert(encode_alert(alert))["fingerprint"]
-'f1'
+>>> alert = decode_alert(b'{"event_id": "e1", "fingerprint": "f1", "status": "FIRING"}')
+>>> alert["fingerprint"], alert["labels"], alert["notify"], alert["silenced"]
+('f1', {}, [], False)
+>>> full = {**alert, "rule_id": "r1", "rule_name": "drift", "model_id": "churn",
+...         "starts_at": 1700000000000, "updated_at": 1700000000000}
+>>> decode_alert(encode_alert(full)) == full  # Avro AlertEvent, Confluent framing
+True
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any, Final
@@ -72,6 +75,14 @@ def _codec_knows_alerts() -> bool:
     return ALERT_SCHEMA in SCHEMA_FILES
 
 
+@functools.cache
+def default_codec() -> Any:
+    """One static-manifest codec per process (building one parses every schema)."""
+    from driftline.schemas import Codec
+
+    return Codec()
+
+
 def normalize_alert(record: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``record`` with every AlertEvent field present; raises AlertDecodeError when
     the fields delivery cannot do without are missing or wrong."""
@@ -100,9 +111,7 @@ def decode_alert(value: bytes | None, codec: Any = None) -> dict[str, Any]:
         if codec is None:
             if not _codec_knows_alerts():
                 raise AlertDecodeError(topics.UNKNOWN_SCHEMA_ID, "no AlertEvent schema yet")
-            from driftline.schemas import Codec
-
-            codec = Codec()
+            codec = default_codec()
         from driftline.schemas.codec import DecodeError
 
         try:
@@ -123,11 +132,7 @@ def encode_alert(alert: Mapping[str, Any], codec: Any = None) -> bytes:
     """Bytes for the alerts topic: Avro when the codec knows AlertEvent, else compact JSON
     (what tests and tools publish; the workers publish Avro)."""
     if codec is not None or _codec_knows_alerts():
-        if codec is None:
-            from driftline.schemas import Codec
-
-            codec = Codec()
-        return codec.encode(ALERT_SCHEMA, alert)
+        return (codec or default_codec()).encode(ALERT_SCHEMA, alert)
     return json.dumps(dict(alert), separators=(",", ":"), sort_keys=True).encode()
 
 

@@ -47,6 +47,7 @@ def _handler(args: argparse.Namespace, settings: Any) -> int:
         policy=RetryPolicy(max_tries=args.max_tries, timeout=args.timeout),
         alertmanager_url=args.alertmanager_url,
         alertmanager_resend_interval=args.resend_interval,
+        schema_registry_url=getattr(settings, "schema_registry_url", None),
     )
     asyncio.run(run_delivery(config))
     return 0

@@ -43,6 +43,7 @@ from driftline.delivery.subscriptions import (
 )
 from driftline.delivery.webhook import webhook_body, webhook_headers
 from driftline.schemas import topics
+from driftline.schemas.registry import RegistryError
 
 __all__ = ["DeadLetterSink", "DeliveryConfig", "DeliveryService", "OffsetLedger"]
 
@@ -77,6 +78,8 @@ class DeliveryConfig:
     commit_interval: float = 0.5
     drain_timeout: float = 30.0
     client_config: dict[str, Any] = field(default_factory=dict)
+    # Confluent-compatible registry for the AlertEvent writer schemas; None = static manifest.
+    schema_registry_url: str | None = None
 
 
 class OffsetLedger:
@@ -141,6 +144,12 @@ class DeliveryService:
             if config.alertmanager_url
             else None
         )
+        self.codec: Any = None
+        if config.schema_registry_url:
+            from driftline.schemas import Codec
+            from driftline.schemas.registry import ConfluentRegistry
+
+            self.codec = Codec(ConfluentRegistry(config.schema_registry_url, auto_register=False))
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()  # ledgers: touched by the loop and rebalance callbacks
         self._ledgers: dict[tuple[str, int], OffsetLedger] = {}
@@ -222,12 +231,18 @@ class DeliveryService:
 
     async def process(self, source: Source) -> None:
         """Decode and deliver one consumed record (undecodable ones are dead-lettered)."""
-        try:
-            alert = decode_alert(source.value)
-        except AlertDecodeError as exc:
-            self.stats["undecodable"] += 1
-            await self._dead_letter_sink().send(source, exc.reason, exc.detail)
-            return
+        while True:
+            try:
+                alert = decode_alert(source.value, self.codec)
+                break
+            except AlertDecodeError as exc:
+                self.stats["undecodable"] += 1
+                await self._dead_letter_sink().send(source, exc.reason, exc.detail)
+                return
+            except RegistryError as exc:
+                # The registry is down: nothing is wrong with the message, so wait, not DLQ.
+                log.warning("schema registry unavailable (%s); retrying", exc)
+                await asyncio.sleep(1.0)
         await self.deliver(alert, source)
 
     # -- the consumer -----------------------------------------------------------------------

@@ -8,18 +8,21 @@ assignment, no group, no commits) and applies the documented rule per key, in of
 a tombstone removes the key; a value replaces the current one only if its ``version`` is
 greater.
 
-Matching (:func:`matching_subscriptions`): a disabled subscription receives nothing; otherwise
-a subscription receives an alert when its filters match the alert and either the alert's
-``notify`` names it or it has at least one filter of its own. So a subscription without
-filters receives exactly the alerts of the rules that notify it, and one with filters is a
-standing subscription that also receives every alert its filters match.
+Matching (:func:`matching_subscriptions`): a subscription receives an alert when it is
+enabled, the alert's ``notify`` names it, and its filters (model id globs, severities, label
+globs; empty means any) match the alert. The worker decides who is told about a state change
+(``notify`` is the rule's list, and empty for changes nobody is told about, such as a PENDING
+alert that resolved without firing); a subscription's filters can only narrow that, e.g. a team
+that wants only its own models' alerts from a rule that watches many.
 
 >>> sub = Subscription.from_data("sub-1", 1, {"name": "ops", "url": "http://x",
 ...     "secret": "0123456789abcdef", "filters": {"severities": ["critical"]}})
->>> alert = {"model_id": "churn", "severity": "critical", "notify": [], "labels": {}}
+>>> alert = {"model_id": "churn", "severity": "critical", "notify": ["sub-1"], "labels": {}}
 >>> [s.id for s in matching_subscriptions([sub], alert)]
 ['sub-1']
 >>> [s.id for s in matching_subscriptions([sub], {**alert, "severity": "info"})]
+[]
+>>> [s.id for s in matching_subscriptions([sub], {**alert, "notify": []})]
 []
 """
 
@@ -77,10 +80,6 @@ class Subscription:
             labels=dict(filters.get("labels") or {}),
         )
 
-    @property
-    def has_filters(self) -> bool:
-        return bool(self.models or self.severities or self.labels)
-
     def filters_match(self, alert: Mapping[str, Any]) -> bool:
         """Every non-empty filter matches (model id globs, severities, label globs)."""
         model_id = str(alert.get("model_id") or "")
@@ -101,11 +100,7 @@ def matching_subscriptions(
 ) -> list[Subscription]:
     """The subscriptions that receive ``alert`` (see the module docstring), by id."""
     named = set(alert.get("notify") or ())
-    out = [
-        s
-        for s in subscriptions
-        if s.enabled and (s.id in named or s.has_filters) and s.filters_match(alert)
-    ]
+    out = [s for s in subscriptions if s.enabled and s.id in named and s.filters_match(alert)]
     return sorted(out, key=lambda s: s.id)
 
 

@@ -7,7 +7,10 @@ dedups on the event id, as docs/delivery.md tells subscribers to.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import doctest
+import importlib
 import json
 import shutil
 import subprocess
@@ -34,6 +37,7 @@ from driftline.delivery import (
     Dispatcher,
     RetryPolicy,
     Source,
+    add_delivery_command,
     alert_stream,
     encode_alert,
     normalize_alert,
@@ -209,7 +213,7 @@ SOURCE = Source(topics.ALERTS, 0, 7, b"churn", b"{}")
 # -- matching ---------------------------------------------------------------------------------
 
 
-def test_matching_named_or_filtered_and_disabled() -> None:
+def test_matching_needs_notify_and_filters_narrow() -> None:
     plain = Subscription.from_data("a", 1, {"url": "http://x", "secret": SECRET})
     crit = Subscription.from_data(
         "b", 1, {"url": "http://x", "filters": {"models": ["churn*"], "severities": ["critical"]}}
@@ -223,11 +227,12 @@ def test_matching_named_or_filtered_and_disabled() -> None:
     def ids(**fields: Any) -> list[str]:
         return [s.id for s in matching_subscriptions(subs, make_alert(**fields))]
 
-    # no filters: only when the rule names it; filters: standing subscription; disabled: never
-    assert ids() == ["b", "c"]
-    assert ids(notify=["a", "d"]) == ["a", "b", "c"]
-    assert ids(severity="info", labels={}) == []
-    assert ids(model_id="fraud", notify=["b"]) == ["c"]  # named, but its filters refuse it
+    everyone = ["a", "b", "c", "d"]
+    assert ids() == []  # nobody named: nobody told, whatever the filters
+    assert ids(notify=everyone) == ["a", "b", "c"]  # disabled: never
+    assert ids(notify=everyone, severity="info") == ["a", "c"]
+    assert ids(notify=everyone, model_id="fraud", labels={}) == ["a"]
+    assert ids(notify=["b"], model_id="churn-eu") == ["b"]
 
 
 def test_follower_applies_versions_and_tombstones() -> None:
@@ -391,7 +396,7 @@ def test_silenced_inhibited_and_pending_alerts_are_not_delivered(receiver: Recei
         return [
             await service.deliver(make_alert(notify=["s1"], silenced=True), SOURCE),
             await service.deliver(make_alert(notify=["s1"], model_id="fraud-eu"), SOURCE),
-            await service.deliver(make_alert(notify=["s1"], inhibited_by=["fp-x"]), SOURCE),
+            await service.deliver(make_alert(notify=["s1"], inhibited_by="fp-x"), SOURCE),
             await service.deliver(make_alert(notify=["s1"], status="PENDING"), SOURCE),
             # the control: the same alert, not silenced, is delivered
             await service.deliver(make_alert(notify=["s1"]), SOURCE),
@@ -660,3 +665,25 @@ def test_alertmanager_forwarder_posts_batches(alertmanager: str) -> None:
             assert am["labels"]["model_id"] == alert["model_id"]
 
     asyncio.run(scenario())
+
+
+# -- CLI and docstrings -----------------------------------------------------------------------
+
+
+def test_deliver_command_parses_its_options() -> None:
+    parser = argparse.ArgumentParser()
+    add_delivery_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        ["deliver", "--alertmanager-url", "http://am:9093", "--max-tries", "3", "--timeout", "2.5"]
+    )
+    assert (args.alertmanager_url, args.max_tries, args.timeout) == ("http://am:9093", 3, 2.5)
+    assert callable(args.handler)
+    defaults = parser.parse_args(["deliver"])
+    assert (defaults.alertmanager_url, defaults.max_tries, defaults.timeout) == (None, 5, 10.0)
+
+
+@pytest.mark.parametrize("name", ["alerts", "alertmanager", "signing", "sse", "subscriptions"])
+def test_module_doctests_pass(name: str) -> None:
+    module = importlib.import_module(f"driftline.delivery.{name}")
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
