@@ -37,7 +37,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -60,103 +60,71 @@ Users = Mapping[str, tuple[str, bool]]  # user -> (password, readonly)
 DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_QUERY_BYTES = 1024 * 1024  # SQL text outside insert data (ClickHouse: 256 KiB)
 
-# HTTP status per ClickHouse error code, after ClickHouse's exceptionCodeToHTTPStatus.
-_STATUS_BY_CODE: dict[int, int] = {
-    **dict.fromkeys((194,), 401),  # REQUIRED_PASSWORD
-    **dict.fromkeys((192, 193, 516, 512), 401),  # UNKNOWN_USER, WRONG_PASSWORD, AUTH..., ROLE
-    497: 403,  # ACCESS_DENIED
-    # READONLY is not in ClickHouse's table (it answers 500); 403 says what happened and is
-    # what proxies and Grafana show sensibly. The code header is 164 either way.
-    164: 403,
-    **dict.fromkeys(
-        (
-            36,
-            427,
-            6,
-            25,
-            26,
-            38,
-            41,
-            72,
-            441,
-            675,
-            676,
-            27,
-            376,
-            15,
-            44,
-            37,
-            123,
-            8,
-            167,
-            168,
-            223,
-            62,
-            117,
-            53,
-            321,
-        ),
-        400,
-    ),
-    # Corrupt compressed request bodies: the client's fault, so 400 (ClickHouse answers 500).
-    **dict.fromkeys((354, 561, 618, 271), 400),
-    **dict.fromkeys((60, 46, 47, 50, 56, 81, 115, 152, 63, 73, 336, 78, 511), 404),
-    229: 413,  # QUERY_IS_TOO_LARGE
-    48: 501,  # NOT_IMPLEMENTED
-    **dict.fromkeys((209, 76, 439), 503),
-    381: 411,  # HTTP_LENGTH_REQUIRED
-    159: 408,  # TIMEOUT_EXCEEDED
-}
+# ClickHouse error codes used here (errorCodeToName in the engine).
+_CODES = {
+    "UNSUPPORTED_METHOD": 1, "CANNOT_PARSE_TEXT": 6, "THERE_IS_NO_COLUMN": 8,
+    "DUPLICATE_COLUMN": 15, "CANNOT_PARSE_ESCAPE_SEQUENCE": 25, "CANNOT_PARSE_QUOTED_STRING": 26,
+    "CANNOT_PARSE_INPUT_ASSERTION_FAILED": 27, "BAD_ARGUMENTS": 36, "UNKNOWN_ELEMENT_IN_AST": 37,
+    "CANNOT_PARSE_DATE": 38, "CANNOT_PARSE_DATETIME": 41, "ILLEGAL_COLUMN": 44,
+    "UNKNOWN_FUNCTION": 46, "UNKNOWN_IDENTIFIER": 47, "NOT_IMPLEMENTED": 48, "UNKNOWN_TYPE": 50,
+    "TYPE_MISMATCH": 53, "UNKNOWN_STORAGE": 56, "UNKNOWN_TABLE": 60, "SYNTAX_ERROR": 62,
+    "UNKNOWN_AGGREGATE_FUNCTION": 63, "CANNOT_PARSE_NUMBER": 72, "UNKNOWN_FORMAT": 73,
+    "CANNOT_OPEN_FILE": 76, "UNKNOWN_TYPE_OF_QUERY": 78, "UNKNOWN_DATABASE": 81,
+    "UNKNOWN_SETTING": 115, "INCORRECT_DATA": 117, "UNKNOWN_TYPE_OF_AST_NODE": 123,
+    "UNKNOWN_DIRECTION_OF_SORTING": 152, "TIMEOUT_EXCEEDED": 159, "READONLY": 164,
+    "TOO_DEEP_AST": 167, "TOO_BIG_AST": 168, "UNKNOWN_USER": 192, "WRONG_PASSWORD": 193,
+    "REQUIRED_PASSWORD": 194, "SOCKET_TIMEOUT": 209, "UNEXPECTED_AST_STRUCTURE": 223,
+    "QUERY_IS_TOO_LARGE": 229, "CANNOT_DECOMPRESS": 271, "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE": 321,
+    "UNKNOWN_DATABASE_ENGINE": 336, "ZLIB_INFLATE_FAILED": 354, "SESSION_NOT_FOUND": 372,
+    "SESSION_IS_LOCKED": 373, "CANNOT_PARSE_UUID": 376, "HTTP_LENGTH_REQUIRED": 381,
+    "CANNOT_COMPILE_REGEXP": 427, "CANNOT_SCHEDULE_TASK": 439,
+    "CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING": 441, "ACCESS_DENIED": 497, "UNKNOWN_ROLE": 511,
+    "SET_NON_GRANTED_ROLE": 512, "AUTHENTICATION_FAILED": 516, "ZSTD_DECODER_FAILED": 561,
+    "LZ4_DECODER_FAILED": 618, "CANNOT_PARSE_IPV4": 675, "CANNOT_PARSE_IPV6": 676,
+    "STD_EXCEPTION": 1001,
+}  # fmt: skip
+_CODE_NAMES = {code: name for name, code in _CODES.items()}
 
-_CODE_NAMES = {
-    48: "NOT_IMPLEMENTED",
-    62: "SYNTAX_ERROR",
-    73: "UNKNOWN_FORMAT",
-    89: "UNKNOWN_COMPRESSION_METHOD",
-    164: "READONLY",
-    229: "QUERY_IS_TOO_LARGE",
-    354: "ZLIB_INFLATE_FAILED",
-    372: "SESSION_NOT_FOUND",
-    373: "SESSION_IS_LOCKED",
-    381: "HTTP_LENGTH_REQUIRED",
-    516: "AUTHENTICATION_FAILED",
-    561: "ZSTD_DECODER_FAILED",
-    618: "LZ4_DECODER_FAILED",
-    1001: "STD_EXCEPTION",
+# HTTP status per error, after ClickHouse's exceptionCodeToHTTPStatus; anything else is 500.
+_STATUS_BY_NAME = {
+    401: "REQUIRED_PASSWORD UNKNOWN_USER WRONG_PASSWORD AUTHENTICATION_FAILED SET_NON_GRANTED_ROLE",
+    # READONLY is not in ClickHouse's table (it answers 500); 403 says what happened, and the
+    # code header is 164 either way.
+    403: "ACCESS_DENIED READONLY",
+    400: "BAD_ARGUMENTS CANNOT_COMPILE_REGEXP CANNOT_PARSE_TEXT CANNOT_PARSE_ESCAPE_SEQUENCE "
+    "CANNOT_PARSE_QUOTED_STRING CANNOT_PARSE_DATE CANNOT_PARSE_DATETIME CANNOT_PARSE_NUMBER "
+    "CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING CANNOT_PARSE_IPV4 CANNOT_PARSE_IPV6 "
+    "CANNOT_PARSE_INPUT_ASSERTION_FAILED CANNOT_PARSE_UUID DUPLICATE_COLUMN ILLEGAL_COLUMN "
+    "UNKNOWN_ELEMENT_IN_AST UNKNOWN_TYPE_OF_AST_NODE THERE_IS_NO_COLUMN TOO_DEEP_AST TOO_BIG_AST "
+    "UNEXPECTED_AST_STRUCTURE SYNTAX_ERROR INCORRECT_DATA TYPE_MISMATCH "
+    "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE "
+    # corrupt compressed request bodies are the client's fault too (ClickHouse answers 500)
+    "ZLIB_INFLATE_FAILED ZSTD_DECODER_FAILED LZ4_DECODER_FAILED CANNOT_DECOMPRESS",
+    404: "UNKNOWN_TABLE UNKNOWN_FUNCTION UNKNOWN_IDENTIFIER UNKNOWN_TYPE UNKNOWN_STORAGE "
+    "UNKNOWN_DATABASE UNKNOWN_SETTING UNKNOWN_DIRECTION_OF_SORTING UNKNOWN_AGGREGATE_FUNCTION "
+    "UNKNOWN_FORMAT UNKNOWN_DATABASE_ENGINE UNKNOWN_TYPE_OF_QUERY UNKNOWN_ROLE",
+    413: "QUERY_IS_TOO_LARGE",
+    501: "NOT_IMPLEMENTED",
+    503: "SOCKET_TIMEOUT CANNOT_OPEN_FILE CANNOT_SCHEDULE_TASK",
+    411: "HTTP_LENGTH_REQUIRED",
+    408: "TIMEOUT_EXCEEDED",
+}
+_STATUS_BY_CODE = {
+    _CODES[name]: status for status, names in _STATUS_BY_NAME.items() for name in names.split()
 }
 
 # Request parameters that are not engine settings: the protocol's own, and the HTTP handler
-# settings ClickHouse applies itself (accepted and ignored: responses are always buffered).
+# settings ClickHouse applies itself (accepted; nothing to do, responses are always buffered).
 _TRANSPORT_PARAMS = frozenset(
-    {
-        "query",
-        "database",
-        "default_format",
-        "query_id",
-        "session_id",
-        "session_timeout",
-        "session_check",
-        "user",
-        "password",
-        "quota_key",
-        "buffer_size",
-        "wait_end_of_query",
-        "compress",
-        "decompress",
-        "client_protocol_version",
-        "role",
-        "readonly",
-        "enable_http_compression",
-        "http_zlib_compression_level",
-        "send_progress_in_http_headers",
-        "http_headers_progress_interval_ms",
-        "cancel_http_readonly_queries_on_client_close",
-        "http_response_buffer_size",
-        "http_wait_end_of_query",
-        "http_native_compression_disable_checksumming_on_decompress",
-        "add_http_cors_header",
-        "max_query_size",
-    }
+    """
+    query database default_format query_id session_id session_timeout session_check user
+    password quota_key buffer_size wait_end_of_query compress decompress client_protocol_version
+    role readonly enable_http_compression http_zlib_compression_level
+    send_progress_in_http_headers http_headers_progress_interval_ms
+    cancel_http_readonly_queries_on_client_close http_response_buffer_size
+    http_wait_end_of_query http_native_compression_disable_checksumming_on_decompress
+    add_http_cors_header
+    """.split()  # noqa: SIM905 - a word list reads better than 26 quoted strings
 )
 
 # Format names chdb's Python wrapper would turn into Python objects instead of bytes.
@@ -434,8 +402,10 @@ class HttpInterface:
 
     @staticmethod
     def _rows(conn: Any, sql: str) -> list[list[str]]:
-        raw = conn.query(sql, "TabSeparated").bytes().decode()
-        return [line.split("\t") for line in raw.splitlines()]
+        # JSON strings, not TSV: setting values may hold tabs and backslashes, and a value
+        # restored from an escaped form would be a different value.
+        raw = conn.query(sql, "JSONCompactStringsEachRow").bytes().decode()
+        return [json.loads(line) for line in raw.splitlines()]
 
     # -- entry point ------------------------------------------------------------------------
 
@@ -582,9 +552,17 @@ class HttpInterface:
                     f"Decompressed request body is larger than the limit of "
                     f"{self.max_body_bytes} bytes",
                 ) from None
-        if text and body:
-            text += b"\n"  # as ClickHouse: the query parameter, a line break, then the body
-        stmt = parse_statement(text + body if body else text, self._formats)
+        stmt = None
+        if text and body and not text[-1:].isspace():
+            head = parse_statement(text, self._formats)
+            if head.insert_format is not None:
+                # "INSERT ... FORMAT x" in the URL: the whole body is data, no copy of it
+                stmt = replace(head, data=memoryview(body))
+        if stmt is None:
+            # As ClickHouse: the query parameter, a line break, then the body.
+            stmt = parse_statement(
+                text + b"\n" + body if text and body else text or body, self._formats
+            )
         if not stmt.sql.strip():
             raise ClickHouseError(62, "Empty query")
         if len(stmt.sql) > self.max_query_bytes and stmt.data is None and stmt.kind != "INSERT":
@@ -593,6 +571,7 @@ class HttpInterface:
             raise ClickHouseError(62, "Multi-statements are not allowed")
         if stmt.into_outfile:
             raise ClickHouseError(48, "INTO OUTFILE is not allowed on a server")
+        self._check_statement(stmt)
 
         # readonly: 1 for readonly users; GET implies 2 (reads and settings only), as ClickHouse.
         readonly = 1 if user_readonly else 0
@@ -727,6 +706,14 @@ class HttpInterface:
                 headers["Content-Encoding"] = chosen[0]
                 payload = chosen[1](bytes(payload))
         return Response(body=payload, headers=headers)
+
+    def _check_statement(self, stmt: Statement) -> None:
+        if stmt.kind == "SET":
+            names = _set_names(stmt.sql)
+            if not names:  # SET ROLE, SET TRANSACTION ...: state we could not put back
+                raise ClickHouseError(48, "Only 'SET name = value, ...' is supported here")
+            if any(n.lower().startswith("param_") for n in names):
+                raise ClickHouseError(48, "Pass query parameters as param_<name> URL parameters")
 
     def _check_readonly(
         self, stmt: Statement, query_class: int, readonly: int, method: str

@@ -419,6 +419,7 @@ def test_bad_requests_get_clickhouse_errors_and_the_server_carries_on(
     assert_ch_error(http.post("/", content="SELECT 1 INTO OUTFILE '/tmp/x'"), 48, 501)
     assert_ch_error(http.post("/", content=""), 62, 400)
     assert_ch_error(http.post("/", content="SELECT 1 FORMAT DataFrame"), 73, 404)
+    assert_ch_error(http.post("/", content="SET ROLE admin"), 48, 501)
     broken = gzip.compress(b"SELECT 1")[:-6]
     assert_ch_error(http.post("/", content=broken, headers={"Content-Encoding": "gzip"}), 354, 400)
     assert_ch_error(
