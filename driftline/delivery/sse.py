@@ -80,10 +80,12 @@ async def alert_stream(
     heartbeat: float = 15.0,
     client_config: Mapping[str, Any] | None = None,
     poll_timeout: float = 0.25,
+    codec: Any = None,
 ) -> AsyncIterator[str]:
     """Yield SSE frames for alerts published from now on (filters: model id globs,
-    severities, statuses; None means all). Undecodable records are skipped (the delivery
-    service dead-letters them)."""
+    severities, statuses; None means all). ``codec``: a :class:`driftline.schemas.Codec` with
+    the deployment's registry (default: the static manifest). Undecodable records are skipped
+    (the delivery service dead-letters them)."""
     from confluent_kafka import Consumer, TopicPartition
 
     models, severities, statuses = (
@@ -122,7 +124,7 @@ async def alert_stream(
                 if msg.error() is not None:
                     continue
                 try:
-                    alert = decode_alert(msg.value())
+                    alert = decode_alert(msg.value(), codec)
                 except AlertDecodeError as exc:
                     log.debug("SSE skips %s[%d]@%d: %s", topic, msg.partition(), msg.offset(), exc)
                     continue

@@ -444,8 +444,9 @@ def test_service_end_to_end_on_the_broker(kafka_broker: Any, receiver: Receiver)
     bootstrap = kafka_broker.bootstrap
     ensure_topics(bootstrap, partitions=2)
     receiver.script["/down"] = [500] * 10
+    gate = receiver.gates["/slow"] = threading.Event()
     tag = uuid.uuid4().hex[:8]
-    good, down = f"good-{tag}", f"down-{tag}"
+    good, down, slow = f"good-{tag}", f"down-{tag}", f"slow-{tag}"
     _produce(
         bootstrap,
         topics.RULES,
@@ -454,9 +455,11 @@ def test_service_end_to_end_on_the_broker(kafka_broker: Any, receiver: Receiver)
             for k, v in (
                 subscription_record(good, receiver.url("/good")),
                 subscription_record(down, receiver.url("/down")),
+                subscription_record(slow, receiver.url("/slow")),
             )
         ],
     )
+    hanging = make_alert(notify=[slow])
     delivered = make_alert(notify=[good])
     failing = make_alert(notify=[down], model_id="fraud")
     silenced = make_alert(notify=[good], silenced=True)
@@ -464,6 +467,8 @@ def test_service_end_to_end_on_the_broker(kafka_broker: Any, receiver: Receiver)
         bootstrap,
         topics.ALERTS,
         [
+            # first on its partition: the alerts after it must not wait for it
+            (b"churn", encode_alert(hanging)),
             (b"churn", encode_alert(delivered)),
             (b"fraud", encode_alert(failing)),
             (b"churn", encode_alert(silenced)),
@@ -485,19 +490,27 @@ def test_service_end_to_end_on_the_broker(kafka_broker: Any, receiver: Receiver)
         task = asyncio.create_task(service.run(stop))
         ok = await asyncio.to_thread(
             receiver.wait_for,
-            lambda: "/good" in receiver.accepted and len(receiver.to("/down")) == 2,
+            lambda: (
+                "/good" in receiver.accepted
+                and len(receiver.to("/down")) == 2
+                and "/slow" in receiver.entered
+            ),
         )
-        # every record processed (including the two dead letters), then a clean stop
+        # every record but the hanging one processed (including the two dead letters) ...
         for _ in range(300):
             if service.stats["dead_lettered"] + service.stats["undecodable"] >= 2:
                 break
             await asyncio.sleep(0.1)
+        # ... while the slow target still holds the first alert: nothing waited for it
+        assert not gate.is_set() and receiver.to("/slow") == []
+        gate.set()
         stop.set()
         await task
         assert ok, f"deliveries missing: {receiver.requests}"
 
     asyncio.run(run())
     assert receiver.accepted["/good"] == {delivered["event_id"]}  # the silenced one is not there
+    assert receiver.accepted["/slow"] == {hanging["event_id"]}  # delivered during the drain
 
     letters = _read_all(
         bootstrap,
