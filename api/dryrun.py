@@ -37,6 +37,7 @@ from .models import (
     Threshold,
     parse_duration,
 )
+from .sql import hexed, text
 
 __all__ = ["evaluate", "OPS"]
 
@@ -53,8 +54,8 @@ class Point:
     event_ids: list[str] = field(default_factory=list)
 
 
-# Lists travel as one JSON string parameter: chdb and clickhouse-connect bind Array(String)
-# parameters differently, a String the same way.
+# Lists travel as one hex-encoded JSON String parameter: chdb and clickhouse-connect bind
+# Array(String) parameters differently, and text needs hex (see sql.py).
 
 
 def _ms(moment: datetime) -> int:
@@ -101,9 +102,9 @@ def _too_many(max_rows: int) -> RequestValidationError:
 
 def _stream_filter(signal: DriftSignal | StatisticSignal) -> str:
     return (
-        " AND stream_kind = {kind:String}"
-        " AND ({stream:String} = '*' OR stream_name = {stream:String})"
-        " AND ({detector:String} = '*' OR detector = {detector:String})"
+        f" AND stream_kind = {text('kind')}"
+        f" AND ({text('stream')} = '*' OR stream_name = {text('stream')})"
+        f" AND ({text('detector')} = '*' OR detector = {text('detector')})"
     )
 
 
@@ -115,16 +116,16 @@ def _drift_points(store: Any, rule: RuleBase, signal: DriftSignal, models: list[
         "FROM drift_events FINAL "
         "WHERE detected_at >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') "
         "AND detected_at < fromUnixTimestamp64Milli({end:Int64}, 'UTC') "
-        "AND has(JSONExtract({models:String}, 'Array(String)'), model_id)"
+        "AND has(JSONExtract(unhex({models:String}), 'Array(String)'), model_id)"
         + _stream_filter(signal)
         + " ORDER BY detected_at, event_id LIMIT {limit:UInt64}",
         {
             "start": _ms(start),
             "end": _ms(end),
-            "models": json.dumps(models),
-            "kind": signal.stream_kind,
-            "stream": signal.stream_name,
-            "detector": signal.detector,
+            "models": hexed(json.dumps(models)),
+            "kind": hexed(signal.stream_kind),
+            "stream": hexed(signal.stream_name),
+            "detector": hexed(signal.detector),
             "limit": max_rows + 1,
         },
     )
@@ -183,13 +184,13 @@ def _metric_points(store: Any, rule: RuleBase, signal: MetricSignal, condition: 
         + " FROM model_metrics_minute WHERE segment = '' "
         "AND minute >= toDateTime(intDiv({start:Int64}, 1000), 'UTC') "
         "AND minute < toDateTime(intDiv({end:Int64}, 1000), 'UTC') "
-        "AND has(JSONExtract({models:String}, 'Array(String)'), model_id) "
+        "AND has(JSONExtract(unhex({models:String}), 'Array(String)'), model_id) "
         "GROUP BY model_id, bucket ORDER BY model_id, bucket LIMIT {limit:UInt64}",
         {
             "w": window,
             "start": _ms(start),
             "end": _ms(end),
-            "models": json.dumps(models),
+            "models": hexed(json.dumps(models)),
             "limit": max_rows + 1,
         },  # fmt: skip
     )
@@ -233,16 +234,16 @@ def _statistic_points(store: Any, rule: RuleBase, signal: StatisticSignal,
         "n_values, estimate, statistic, p_value FROM detector_stats FINAL "
         "WHERE time >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') "
         "AND time < fromUnixTimestamp64Milli({end:Int64}, 'UTC') "
-        "AND has(JSONExtract({models:String}, 'Array(String)'), model_id)"
+        "AND has(JSONExtract(unhex({models:String}), 'Array(String)'), model_id)"
         + _stream_filter(signal)
         + " ORDER BY time LIMIT {limit:UInt64}",
         {
             "start": _ms(start),
             "end": _ms(end),
-            "models": json.dumps(models),
-            "kind": signal.stream_kind,
-            "stream": signal.stream_name,
-            "detector": signal.detector,
+            "models": hexed(json.dumps(models)),
+            "kind": hexed(signal.stream_kind),
+            "stream": hexed(signal.stream_name),
+            "detector": hexed(signal.detector),
             "limit": max_rows + 1,
         },
     )

@@ -12,6 +12,7 @@ from .. import crud
 from ..control_plane import BaseControlPlane
 from ..deps import ConfigDep, ControlPlaneDep, ReadKey, StoreDep, WriteKey
 from ..models import AckCreate, AckPublic, AlertPublic, AlertsPublic, Message
+from ..sql import hexed, text
 from .common import audit, not_found
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -24,10 +25,10 @@ _COLUMNS = (
     "toUnixTimestamp64Milli(updated_at), trigger_event_ids"
 )
 _FILTERS = (
-    " WHERE ({model:String} = '' OR model_id = {model:String})"
-    " AND ({rule_id:String} = '' OR rule_id = {rule_id:String})"
-    " AND ({severity:String} = '' OR severity = {severity:String})"
-    " AND ({fingerprint:String} = '' OR fingerprint = {fingerprint:String})"
+    f" WHERE ({text('model')} = '' OR model_id = {text('model')})"
+    f" AND ({text('rule_id')} = '' OR rule_id = {text('rule_id')})"
+    f" AND ({text('severity')} = '' OR severity = {text('severity')})"
+    f" AND ({text('fingerprint')} = '' OR fingerprint = {text('fingerprint')})"
     " AND updated_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')"
     " AND updated_at < fromUnixTimestamp64Milli({until:Int64}, 'UTC')"
 )
@@ -68,7 +69,7 @@ def _alert(row: tuple, control_plane: BaseControlPlane) -> AlertPublic:
 
 def _params(**values: Any) -> dict[str, Any]:
     since, until = values.pop("since"), values.pop("until")
-    params = {k: v or "" for k, v in values.items()}
+    params = {k: hexed(v or "") for k, v in values.items()}
     params["since"] = int(since.timestamp() * 1000) if since else 0
     # Far future, in DateTime64(3)'s range.
     params["until"] = int(until.timestamp() * 1000) if until else 4_102_444_800_000
@@ -97,11 +98,11 @@ def list_alerts(
     """Current state of each alert (its latest row), newest first."""
     params = _params(model=model, rule_id=rule_id, severity=severity, fingerprint=None,
                      since=since, until=until)  # fmt: skip
-    params.update(state=state or "", limit=min(limit, config.max_alerts))
+    params.update(state=hexed(state or ""), limit=min(limit, config.max_alerts))
     rows = store.query(
         f"SELECT * FROM (SELECT {_COLUMNS}, updated_at AS t FROM alerts FINAL{_FILTERS}"
         " ORDER BY fingerprint, updated_at DESC LIMIT 1 BY fingerprint)"
-        " WHERE ({state:String} = '' OR state = {state:String})"
+        f" WHERE ({text('state')} = '' OR state = {text('state')})"
         " ORDER BY t DESC LIMIT {limit:UInt32}",
         params,
     )
