@@ -348,6 +348,49 @@ def test_sessions_keep_set_and_use(server: ServerHandle, store: EmbeddedStore, d
     assert_ch_error(r, 372, 500)
 
 
+def test_requests_interleave_with_the_owner_without_leaking_state(
+    server: ServerHandle, store: EmbeddedStore, db: str
+) -> None:
+    """HTTP requests switch database and settings on the store's one connection; the owner (the
+    worker) must see its own database and settings between any two of them."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        try:
+            with httpx.Client(base_url=server.url, auth=RW) as c:
+                for i in range(15):
+                    r = c.post(
+                        "/",
+                        params={"database": db, "max_threads": "1", "optimize_on_insert": "0"},
+                        content=f"CREATE TABLE IF NOT EXISTS t{i % 3} (a UInt8) ENGINE = Memory",
+                    )
+                    assert r.status_code == 200, r.text
+                    r = c.post("/", params={"database": db, "max_threads": "1"}, content="SELECT 1")
+                    assert r.text == "1\n"
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    seen = set()
+    while any(t.is_alive() for t in threads):
+        seen.update(
+            store.query(
+                "SELECT currentDatabase(), getSetting('max_threads'), getSetting('optimize_on_insert')"
+            )
+        )
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    home = store.query(
+        "SELECT currentDatabase(), getSetting('max_threads'), getSetting('optimize_on_insert')"
+    )
+    assert seen <= set(home) and home[0][0] == store.database
+
+
 # -- users ----------------------------------------------------------------------------------
 
 
