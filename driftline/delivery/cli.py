@@ -35,11 +35,19 @@ def add_delivery_command(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _handler(args: argparse.Namespace, settings: Any) -> int:
+    from driftline.admin import ensure_topics
     from driftline.delivery.dispatch import RetryPolicy
     from driftline.delivery.service import DeliveryConfig
 
     logging.basicConfig(
         level=str(args.loglevel).upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    # Like the worker: a fresh cluster gets its topics (alerts, rules, DLQ) from whoever
+    # starts first.
+    ensure_topics(
+        settings.kafka_bootstrap,
+        settings.topic_partitions,
+        getattr(settings, "topic_replication", 1),
     )
     config = DeliveryConfig(
         bootstrap=settings.kafka_bootstrap,

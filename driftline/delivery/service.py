@@ -314,7 +314,9 @@ class DeliveryService:
 
         if self._own_follower:
             await call(self.follower.start)
-            await call(self.follower.wait_ready, 60.0)
+            if not await call(self.follower.wait_ready, 60.0):
+                log.warning("subscriptions not fully read after 60 s; delivering with what "
+                            "has been read so far")  # fmt: skip
         consumer = Consumer(
             {
                 "bootstrap.servers": self.config.bootstrap,

@@ -578,6 +578,53 @@ def test_sse_feed_yields_new_alerts(kafka_broker: Any) -> None:
     assert data["fingerprint"] == wanted["fingerprint"] and data["status"] == "FIRING"
 
 
+_CLI = """
+import argparse, sys
+from driftline.delivery import add_delivery_command
+from driftline.settings import Settings
+parser = argparse.ArgumentParser()
+add_delivery_command(parser.add_subparsers(dest="command", required=True))
+args = parser.parse_args(sys.argv[2:])
+sys.exit(args.handler(args, Settings(kafka_bootstrap=sys.argv[1], topic_partitions=2)))
+"""
+
+
+@pytest.mark.e2e
+def test_deliver_command_runs_and_stops_on_sigterm(
+    kafka_broker: Any, receiver: Receiver, tmp_path: Path
+) -> None:
+    import signal
+    import sys
+
+    bootstrap = kafka_broker.bootstrap
+    ensure_topics(bootstrap, partitions=2)
+    sub = f"cli-{uuid.uuid4().hex[:8]}"
+    _produce(bootstrap, topics.RULES, [(k.encode(), v) for k, v in
+                                        [subscription_record(sub, receiver.url("/cli"))]])  # fmt: skip
+    group = f"driftline-delivery-{sub}"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CLI, bootstrap, "deliver", "--group-id", group, "--max-tries", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    try:
+        # A new group starts at the end of the topic: publish until one alert gets through.
+        alerts: list[dict[str, Any]] = []
+        while not receiver.wait_for(lambda: "/cli" in receiver.accepted, timeout=1.0):
+            assert process.poll() is None, process.stdout.read().decode()[-3000:]
+            assert len(alerts) < WAIT, "the command never delivered"
+            alerts.append(make_alert(notify=[sub]))
+            _produce(bootstrap, topics.ALERTS, [(b"churn", encode_alert(alerts[-1]))])
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(WAIT) == 0, process.stdout.read().decode()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert receiver.accepted["/cli"] <= {a["event_id"] for a in alerts}
+
+
 # -- Alertmanager (the real binary) -----------------------------------------------------------
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or (
