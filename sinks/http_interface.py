@@ -59,6 +59,9 @@ Users = Mapping[str, tuple[str, bool]]  # user -> (password, readonly)
 
 DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_QUERY_BYTES = 1024 * 1024  # SQL text outside insert data (ClickHouse: 256 KiB)
+# A query holds the engine (and so the worker's inserts) for as long as it runs: bounded unless
+# the request sets max_execution_time itself.
+DEFAULT_MAX_EXECUTION_TIME = 60.0
 
 # ClickHouse error codes used here (errorCodeToName in the engine).
 _CODES = {
@@ -373,8 +376,10 @@ class HttpInterface:
         display_name: str | None = None,
         default_database: str | None = None,
         max_sessions: int = 1000,
+        max_execution_time: float | None = DEFAULT_MAX_EXECUTION_TIME,
     ) -> None:
         self.store = store
+        self.max_execution_time = max_execution_time
         # ClickHouse's out-of-the-box user: "default" without a password, full rights.
         self.users: dict[str, tuple[str, bool]] = dict(users) if users else {"default": ("", False)}
         self.max_body_bytes = max_body_bytes
@@ -628,6 +633,8 @@ class HttpInterface:
                     # still win (inner clauses apply last), as they do over URL parameters.
                     outer = {k: v for k, v in settings.items() if self._current.get(k) != v}
                     conn_settings = {}
+                    if self.max_execution_time and "max_execution_time" not in settings:
+                        outer["max_execution_time"] = f"{self.max_execution_time:g}"
                 if readonly:
                     # Second guard: the engine itself refuses writes, table functions
                     # (readonly=1) and setting changes in the statement.
@@ -974,13 +981,16 @@ def serve_store(
     max_query_bytes: int = DEFAULT_MAX_QUERY_BYTES,
     display_name: str | None = None,
     default_database: str | None = None,
+    max_execution_time: float | None = DEFAULT_MAX_EXECUTION_TIME,
 ) -> ServerHandle:
     """Serve ``store`` over ClickHouse's HTTP interface from a background thread.
 
     ``users`` maps user name to ``(password, readonly)``; ``None`` means ClickHouse's default:
     one user ``default`` without password and with full rights (keep ``host`` on loopback
     then). ``port=0`` picks a free port (see ``handle.port``). Queries without a ``database``
-    parameter run in ``default_database`` (the store's database unless given).
+    parameter run in ``default_database`` (the store's database unless given). Queries run
+    at most ``max_execution_time`` seconds unless the request sets its own (``None``: no bound):
+    while one runs, the owner's own inserts wait for the engine.
     """
     interface = HttpInterface(
         store,
@@ -989,6 +999,7 @@ def serve_store(
         max_query_bytes=max_query_bytes,
         display_name=display_name,
         default_database=default_database,
+        max_execution_time=max_execution_time,
     )
     server = _Server((host, port), interface)
     thread = threading.Thread(
@@ -1045,6 +1056,7 @@ def _serve_command(args: argparse.Namespace, settings: Any) -> int:
             args.port,
             users,
             max_body_bytes=args.max_body_mb * 1024 * 1024,
+            max_execution_time=args.max_execution_time or None,
         )
         print(f"ClickHouse HTTP interface for {store.data_path} at {handle.url} (Ctrl-C stops)")
         stop.wait()
@@ -1079,5 +1091,11 @@ def add_clickhouse_command(subparsers: Any) -> argparse.ArgumentParser:
         help='JSON {"name": {"password": "...", "readonly": true}} (keeps passwords out of ps)',
     )
     serve.add_argument("--max-body-mb", type=int, default=DEFAULT_MAX_BODY_BYTES >> 20)
+    serve.add_argument(
+        "--max-execution-time",
+        type=float,
+        default=DEFAULT_MAX_EXECUTION_TIME,
+        help="seconds a query may run unless it says otherwise (0: unbounded)",
+    )
     serve.set_defaults(handler=_serve_command)
     return parser

@@ -320,6 +320,12 @@ def test_clickhouse_connect_errors_and_server_side_settings(server: ServerHandle
     with pytest.raises(DatabaseError) as err:
         client.query("SELECT 1", settings={"no_such_setting": 1})
     assert err.value.code == 115
+    # queries are bounded by the server's max_execution_time unless they set their own
+    assert client.command("SELECT getSetting('max_execution_time')") == 60
+    got = client.command(
+        "SELECT getSetting('max_execution_time')", settings={"max_execution_time": 5}
+    )
+    assert got == 5
     # the query's own SETTINGS win over URL settings, as in ClickHouse; both forms parse
     for sql in (
         "SELECT getSetting('max_threads') SETTINGS max_threads = 3",
