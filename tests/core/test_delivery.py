@@ -29,6 +29,7 @@ from driftline.schemas import topics
 
 from driftline.admin import ensure_topics
 from driftline.delivery import (
+    ALERTMANAGER_FAILED,
     WEBHOOK_FAILED,
     AlertmanagerForwarder,
     ControlPlaneFollower,
@@ -43,6 +44,7 @@ from driftline.delivery import (
     normalize_alert,
     verify,
 )
+from driftline.delivery.service import OffsetLedger
 from driftline.delivery.subscriptions import Subscription, matching_subscriptions
 from driftline.local_kafka import free_port
 
@@ -407,6 +409,27 @@ def test_silenced_inhibited_and_pending_alerts_are_not_delivered(receiver: Recei
     assert len(receiver.to("/s1")) == 1
     assert service.stats["skipped_silenced"] == 2 and service.stats["skipped_inhibited"] == 1
     assert sink.letters == []
+
+
+def test_offset_ledger_commits_only_past_contiguous_done_offsets() -> None:
+    ledger = OffsetLedger()
+    for offset in (10, 11, 12):
+        ledger.add(offset)
+    ledger.done(11)
+    assert ledger.committable is None  # 10 is still in delivery
+    ledger.done(10)
+    assert ledger.committable == 12 and len(ledger) == 1
+    ledger.done(99)  # not ours (a partition that was revoked and re-assigned): ignored
+    ledger.done(12)
+    assert ledger.committable == 13 and len(ledger) == 0
+
+
+def test_unreachable_alertmanager_is_dead_lettered() -> None:
+    service, sink = service_with(alertmanager_url=f"http://127.0.0.1:{free_port()}")
+    [outcome] = asyncio.run(service.deliver(make_alert(), SOURCE))
+    assert not outcome.ok and outcome.tries == FAST.max_tries
+    [(source, reason, detail, _)] = sink.letters
+    assert reason == ALERTMANAGER_FAILED and source == SOURCE and "/api/v2/alerts" in detail
 
 
 # -- the service on the real broker -----------------------------------------------------------
