@@ -42,10 +42,10 @@ def parse_token(token: str) -> tuple[str, str] | None:
 
 def new_api_key(*, name: str, scopes: Iterable[str]) -> tuple[str, dict[str, Any]]:
     """A fresh key: the token (shown once) and the ``data`` of its ``apikey:<id>`` record."""
-    scopes = sorted(set(scopes), key=_RANK.__getitem__)
-    unknown = [s for s in scopes if s not in SCOPES]
-    if unknown or not scopes:
+    scopes = sorted(set(scopes))
+    if not scopes or any(s not in SCOPES for s in scopes):
         raise ValueError(f"scopes must be a non-empty subset of {list(SCOPES)}, got {scopes}")
+    scopes.sort(key=_RANK.__getitem__)
     ident = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)  # 32 random bytes -> 43 url-safe characters
     token = f"{PREFIX}_{ident}_{secret}"
