@@ -652,3 +652,41 @@ def test_clickhouse_serve_command(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out.decode()
     assert b"ClickHouse HTTP interface for" in out
+
+
+def test_server_store_takes_the_workers_batches(server: ServerHandle) -> None:
+    """The shapes the worker hands a store (numpy columns, dense_map feature matrices, a Sink
+    flushing with a dedup token) go through ServerStore over HTTP as through EmbeddedStore."""
+    import numpy as np
+    from driftline.sinks import Sink, dense_map
+
+    database = f"driftline_test_{next(_names)}"
+    remote = open_store(f"http://rw:rw-secret@127.0.0.1:{server.port}", database, Path("/x"))
+    try:
+        remote.migrate()
+        n = 1000
+        start = now_ms()
+        feats = np.arange(n * 3, dtype=np.float64).reshape(n, 3)
+        columns = {
+            "event_id": [f"p{i}" for i in range(n)],
+            "model_id": ["m2"] * n,
+            "model_version": ["v1"] * n,
+            "event_time": np.arange(start, start + n, dtype=np.int64),
+            "numeric_features": dense_map(["a", "b", "c"], feats),
+            "prediction_score": np.linspace(0, 1, n),
+        }
+        sink = Sink(remote, max_rows=10_000, max_seconds=60.0)
+        sink.add("predictions", columns)
+        assert sink.flush_all(dedup_token="w-1") == {"predictions": n}
+        sink.add("predictions", columns)
+        sink.flush_all(dedup_token="w-1")  # a replayed worker batch: dropped by its token
+        got = remote.query(
+            "SELECT count(), sum(numeric_features['c']), min(event_time), max(prediction_score) "
+            "FROM predictions"
+        )
+        count, total_c, first, top = got[0]
+        assert count == n and total_c == float(feats[:, 2].sum()) and top == 1.0
+        assert int(first.timestamp() * 1000) == start
+    finally:
+        remote.command(f"DROP DATABASE IF EXISTS {database}")
+        remote.close()
