@@ -326,6 +326,8 @@ class AlertEvaluator:
             blob = alert_states.get(key)
             state = AlertState.from_bytes(blob) if blob is not None else AlertState(model_id)
             _ModelRun(self, snapshot, state, outcome).run(batches[model_id])
+            if blob is None and not (state.alerts or state.retrained or state.ticks):
+                continue  # no rule watches this model: no changelog record per batch for it
             alert_states.put(partitions[model_id], key, state.to_bytes())
         return outcome
 
@@ -347,6 +349,8 @@ class _ModelRun:
         self.model_id = state.model_id
         self.rules: dict[str, Rule] = {}
         self._horizon = state.clock_ms
+        self._metrics: list[Rule] = []
+        self._widths: set[int] = set()
 
     # -- the batch ---------------------------------------------------------------------------
 
@@ -358,6 +362,12 @@ class _ModelRun:
             state.model_version = str(batch.drifts[-1].get("model_version", ""))
         labels = {"model_version": state.model_version} if state.model_version else {}
         self.rules = {r.id: r for r in self.snapshot.rules if r.applies_to(self.model_id, labels)}
+        self._metrics = [
+            r
+            for r in self.rules.values()
+            if r.signal_kind == METRIC and r.condition == "threshold" and r.metric
+        ]
+        self._widths = {_tick_width(r.window_ms) for r in self._metrics}
         start = state.clock_ms or (batch.first if batch.first is not None else batch.clock)
         self._add_metric_rows(batch, start)
         drift_rules = [
@@ -464,14 +474,10 @@ class _ModelRun:
     # -- metric rules ------------------------------------------------------------------------
 
     def _metric_rules(self) -> list[Rule]:
-        return [
-            r
-            for r in self.rules.values()
-            if r.signal_kind == METRIC and r.condition == "threshold" and r.metric
-        ]
+        return self._metrics
 
     def _metric_widths(self) -> set[int]:
-        return {_tick_width(r.window_ms) for r in self._metric_rules()}
+        return self._widths
 
     def _add_metric_rows(self, batch: _ModelBatch, start: int) -> None:
         widths = self._metric_widths()
