@@ -48,6 +48,8 @@ from .http_sql import READ_KINDS, Statement, parse_statement
 __all__ = [
     "ClickHouseError",
     "HttpInterface",
+    "Request",
+    "Response",
     "ServerHandle",
     "serve_store",
     "add_clickhouse_command",
