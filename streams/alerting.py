@@ -281,11 +281,17 @@ class AlertEvaluator:
     # -- entry points -------------------------------------------------------------------------
 
     def evaluate(
-        self, result: Any, alert_states: KV, partitions: Mapping[str, int]
+        self, result: Any, alert_states: KV, partitions: Mapping[str, int] | None = None
     ) -> AlertOutcome:
         """Evaluate one ``BatchResult`` (its ``drift_events`` and ``rows``: predictions,
         outcomes, joined_labels); reads and writes one :class:`AlertState` per model in
-        ``alert_states`` (key = model_id, written to the model's partition)."""
+        ``alert_states`` (key = model_id, written to the model's partition).
+
+        ``partitions``: model_id -> source partition (:func:`model_partitions` of the batch's
+        messages); ``None`` takes ``result.partitions`` if the processor provides it.
+        """
+        if partitions is None:
+            partitions = getattr(result, "partitions", None) or {}
         rows = result.rows
         batches: dict[str, _ModelBatch] = defaultdict(_ModelBatch)
         for p in rows.get("predictions", ()):
@@ -320,15 +326,21 @@ class AlertEvaluator:
         snapshot = self.rulebook.snapshot()
         outcome = AlertOutcome()
         for model_id in sorted(batches):
-            if model_id not in partitions:
-                raise KeyError(f"no partition known for model {model_id!r}")
             key = model_id.encode()
             blob = alert_states.get(key)
             state = AlertState.from_bytes(blob) if blob is not None else AlertState(model_id)
             _ModelRun(self, snapshot, state, outcome).run(batches[model_id])
             if blob is None and not (state.alerts or state.retrained or state.ticks):
                 continue  # no rule watches this model: no changelog record per batch for it
-            alert_states.put(partitions[model_id], key, state.to_bytes())
+            partition = partitions.get(model_id)
+            if partition is None:
+                # A message keyed by something else than its model_id: writing the state to a
+                # guessed partition would split it on the next rebalance. Keep the old state:
+                # the next batch re-derives the same records (same ids, dropped downstream).
+                log.warning("no source partition for model %r; alert state not saved", model_id)
+                outcome.counters["alert_state_unsaved"] += 1
+                continue
+            alert_states.put(partition, key, state.to_bytes())
         return outcome
 
 

@@ -441,3 +441,16 @@ def test_state_round_trip_preserves_everything() -> None:
     assert AlertState.from_bytes(state.to_bytes()) == state
     with pytest.raises(ValueError, match="AlertState"):
         AlertState.from_bytes(b"DLS1...")
+
+
+def test_unknown_partition_keeps_the_old_state_instead_of_guessing() -> None:
+    book = RuleBook()
+    put_rule(book, "r1")
+    kv = MemoryKV()
+    evaluator = AlertEvaluator(book)
+    outcome = evaluator.evaluate(batch(drift(1, T0)), kv, {"other": 3})
+    assert [a["status"] for a in outcome.alerts] == [FIRING]
+    assert kv.data == {} and outcome.counters["alert_state_unsaved"] == 1
+    again = evaluator.evaluate(batch(drift(1, T0)), kv, {"m": 2})
+    assert [a["event_id"] for a in again.alerts] == [a["event_id"] for a in outcome.alerts]
+    assert kv.partition_of == {b"m": 2}
