@@ -11,10 +11,12 @@ Mapping of one driftline alert to one Alertmanager alert:
   now); PENDING alerts are not sent.
 
 Alertmanager expects firing alerts to be re-sent: the forwarder keeps the latest FIRING alert
-per fingerprint in memory and re-posts them all every ``resend_interval`` seconds (60 by
-default) until a RESOLVED arrives. That set lives in this process only: after a restart it is
-rebuilt from the alerts consumed from then on (the workers re-emit FIRING alerts every rule
-``repeat_interval``), and alerts not seen again resolve in Alertmanager after 4 intervals.
+per fingerprint, with the alerts-topic partition it came from, and re-posts them all every
+``resend_interval`` seconds (60 by default) until a RESOLVED arrives. The set follows the
+consumer's partitions: when a partition is revoked its alerts are dropped (their new owner
+re-sends them), and when one is assigned :func:`scan_firing` rebuilds its firing alerts from
+the topic (the last ``lookback`` of records up to where the consumer starts), so a restart or
+a rebalance does not let Alertmanager time the alerts out.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from driftline.delivery.alerts import AlertDecodeError, decode_alert
 from driftline.delivery.dispatch import Dispatcher, Outcome
 
-__all__ = ["AlertmanagerForwarder", "to_alertmanager"]
+__all__ = ["AlertmanagerForwarder", "scan_firing", "to_alertmanager"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,7 @@ class AlertmanagerForwarder:
         self.resend_interval = resend_interval
         self.generator_url = generator_url
         self.firing: dict[str, dict[str, Any]] = {}
+        self.owner: dict[str, int] = {}  # fingerprint -> alerts-topic partition
 
     @property
     def target(self) -> str:
@@ -128,7 +132,7 @@ class AlertmanagerForwarder:
             self.target, self.endpoint, self._body(alerts), {"Content-Type": "application/json"}
         )
 
-    async def forward(self, alert: Mapping[str, Any]) -> Outcome | None:
+    async def forward(self, alert: Mapping[str, Any], partition: int = -1) -> Outcome | None:
         """Post one alert; None when there is nothing to send (PENDING, or older than what
         the forwarder already holds for the fingerprint)."""
         status, fingerprint = alert["status"], alert["fingerprint"]
@@ -139,9 +143,29 @@ class AlertmanagerForwarder:
             return None  # out of order: a newer state is already in Alertmanager
         if status == "FIRING":
             self.firing[fingerprint] = dict(alert)
+            self.owner[fingerprint] = partition
         else:
-            self.firing.pop(fingerprint, None)
+            self.forget(fingerprint)
         return await self._post([alert])
+
+    def forget(self, fingerprint: str) -> None:
+        """Stop re-sending an alert (resolved, silenced): Alertmanager ends it at endsAt."""
+        self.firing.pop(fingerprint, None)
+        self.owner.pop(fingerprint, None)
+
+    def drop_partitions(self, partitions: Iterable[int]) -> None:
+        """Forget the alerts of partitions this process no longer consumes."""
+        gone = set(partitions)
+        for fingerprint in [f for f, p in self.owner.items() if p in gone]:
+            self.forget(fingerprint)
+
+    def restore(self, alerts: Iterable[tuple[Mapping[str, Any], int]]) -> None:
+        """Take firing alerts rebuilt by :func:`scan_firing` (they precede anything consumed
+        since, so a fingerprint already held is newer and kept)."""
+        for alert, partition in alerts:
+            if alert["fingerprint"] not in self.firing:
+                self.firing[alert["fingerprint"]] = dict(alert)
+                self.owner[alert["fingerprint"]] = partition
 
     async def resend_once(self) -> Outcome | None:
         if not self.firing:
@@ -159,3 +183,66 @@ class AlertmanagerForwarder:
                 await asyncio.wait_for(stop.wait(), self.resend_interval)
             except TimeoutError:
                 await self.resend_once()
+
+
+def scan_firing(
+    consumer_factory: Any,
+    topic: str,
+    ends: Mapping[int, int],
+    *,
+    since_ms: int,
+    codec: Any = None,
+    timeout: float = 30.0,
+) -> list[tuple[dict[str, Any], int]]:
+    """The alerts whose latest state, among the records of ``topic`` published since
+    ``since_ms`` and before ``ends[partition]``, is FIRING (not silenced, not inhibited).
+
+    A fingerprint lives on one partition (the key is the model id), so offset order within the
+    partition is the order of its states. ``consumer_factory()`` returns a fresh confluent-kafka
+    Consumer; it is closed here. Blocking: run it off the event loop.
+    """
+    from confluent_kafka import TopicPartition
+
+    wanted = {p: end for p, end in ends.items() if end > 0}
+    if not wanted:
+        return []
+    consumer = consumer_factory()
+    latest: dict[str, tuple[dict[str, Any], int]] = {}
+    try:
+        starts = consumer.offsets_for_times(
+            [TopicPartition(topic, p, since_ms) for p in wanted], timeout=timeout
+        )
+        assign = []
+        for tp in starts:
+            # -1: nothing published since since_ms; nothing to read in this partition
+            if 0 <= tp.offset < wanted[tp.partition]:
+                assign.append(TopicPartition(topic, tp.partition, tp.offset))
+        remaining = {tp.partition for tp in assign}
+        if not assign:
+            return []
+        consumer.assign(assign)
+        deadline = time.monotonic() + timeout
+        while remaining and time.monotonic() < deadline:
+            for msg in consumer.consume(500, 0.2):
+                if msg.error() is not None or msg.partition() not in remaining:
+                    continue
+                if msg.offset() >= wanted[msg.partition()]:
+                    remaining.discard(msg.partition())
+                    continue
+                if msg.offset() == wanted[msg.partition()] - 1:
+                    remaining.discard(msg.partition())
+                try:
+                    alert = decode_alert(msg.value(), codec)
+                except AlertDecodeError:
+                    continue
+                latest[alert["fingerprint"]] = (alert, msg.partition())
+        if remaining:
+            log.warning("rebuilding firing alerts: partitions %s not read to the end in %.0f s",
+                        sorted(remaining), timeout)  # fmt: skip
+    finally:
+        consumer.close()
+    return [
+        (alert, partition)
+        for alert, partition in latest.values()
+        if alert["status"] == "FIRING" and not alert["silenced"] and not alert["inhibited_by"]
+    ]

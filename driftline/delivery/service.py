@@ -16,8 +16,10 @@ its partitions (and keeps polling, so it stays in the group) until half of them 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -25,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from driftline.delivery.alertmanager import AlertmanagerForwarder
+from driftline.delivery.alertmanager import AlertmanagerForwarder, scan_firing
 from driftline.delivery.alerts import AlertDecodeError, decode_alert
 from driftline.delivery.deadletter import (
     ALERTMANAGER_FAILED,
@@ -66,6 +68,10 @@ class DeliveryConfig:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     alertmanager_url: str | None = None
     alertmanager_resend_interval: float = 60.0
+    # How far back (seconds of publish time) a newly assigned partition is read to find the
+    # alerts still firing, so they keep being re-sent; 0 turns it off. Cover the rules'
+    # repeat_interval (4h by default): a firing alert is re-published at least that often.
+    alertmanager_rebuild_lookback: float = 24 * 3600.0
     generator_url: str | None = None
     max_in_flight: int = 1000
     per_target_concurrency: int = 4
@@ -155,6 +161,7 @@ class DeliveryService:
         self._ledgers: dict[tuple[str, int], OffsetLedger] = {}
         self._committed: dict[tuple[str, int], int] = {}
         self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._assigned = threading.Event()
 
     # -- one alert --------------------------------------------------------------------------
@@ -189,7 +196,7 @@ class DeliveryService:
             self.stats[f"skipped_{reason}"] += 1
             if self.alertmanager is not None and reason != "pending":
                 # Stop re-sending it: Alertmanager resolves it after its endsAt.
-                self.alertmanager.firing.pop(alert["fingerprint"], None)
+                self.alertmanager.forget(alert["fingerprint"])
             return []
         subs = matching_subscriptions(self.follower.subscriptions(), alert)
         jobs = [self._webhook(alert, sub, source) for sub in subs]
@@ -219,7 +226,7 @@ class DeliveryService:
 
     async def _alertmanager(self, alert: Mapping[str, Any], source: Source) -> Outcome | None:
         assert self.alertmanager is not None
-        outcome = await self.alertmanager.forward(alert)
+        outcome = await self.alertmanager.forward(alert, source.partition)
         if outcome is None:
             return None
         if outcome.ok:
@@ -251,7 +258,48 @@ class DeliveryService:
         with self._lock:
             for tp in partitions:
                 self._ledgers[(tp.topic, tp.partition)] = OffsetLedger()
+        if self.alertmanager is not None and self.config.alertmanager_rebuild_lookback > 0:
+            # Runs inside consume(), before any record of these partitions is returned, so
+            # the rebuilt state reaches the loop ahead of everything consumed after it.
+            try:
+                restored = self._scan_firing(consumer, partitions)
+            except Exception:
+                log.exception("could not rebuild the firing alerts of %s", partitions)
+            else:
+                self._call_in_loop(self.alertmanager.restore, restored)
         self._assigned.set()
+
+    def _scan_firing(self, consumer: Any, partitions: list[Any]) -> list[Any]:
+        from confluent_kafka import Consumer
+
+        ends = {}
+        for tp in consumer.committed(partitions, timeout=10):
+            if tp.offset >= 0:
+                ends[tp.partition] = tp.offset
+            else:  # no commit yet: the group starts at auto.offset.reset
+                low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                ends[tp.partition] = high if self.config.auto_offset_reset == "latest" else low
+        since_ms = int((time.time() - self.config.alertmanager_rebuild_lookback) * 1000)
+        return scan_firing(
+            lambda: Consumer(
+                {
+                    "bootstrap.servers": self.config.bootstrap,
+                    **self.config.client_config,
+                    "group.id": f"driftline-delivery-scan-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                }
+            ),
+            self.config.alerts_topic,
+            ends,
+            since_ms=max(0, since_ms),
+            codec=self.codec,
+        )
+
+    def _call_in_loop(self, fn: Any, *args: Any) -> None:
+        if self._loop is not None:
+            # a closed loop means the process is ending anyway
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(fn, *args)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         # Commit what is done; deliveries still running for these partitions finish (their
@@ -262,16 +310,19 @@ class DeliveryService:
                 consumer.commit(offsets=offsets, asynchronous=False)
             except Exception as exc:
                 log.warning("commit on revoke failed: %s", exc)
-        with self._lock:
-            for tp in partitions:
-                self._ledgers.pop((tp.topic, tp.partition), None)
-                self._committed.pop((tp.topic, tp.partition), None)
+        self._on_lost(consumer, partitions)
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         with self._lock:
             for tp in partitions:
                 self._ledgers.pop((tp.topic, tp.partition), None)
                 self._committed.pop((tp.topic, tp.partition), None)
+        if self.alertmanager is not None:
+            # Their new owner re-sends their firing alerts; two senders would keep an alert
+            # alive in Alertmanager after the owner saw it resolve.
+            self._call_in_loop(
+                self.alertmanager.drop_partitions, [tp.partition for tp in partitions]
+            )
 
     def _take_committable(self, only: set[tuple[str, int]] | None = None) -> list[Any]:
         from confluent_kafka import TopicPartition
@@ -306,7 +357,7 @@ class DeliveryService:
         from confluent_kafka import Consumer
 
         self._stop = stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         kafka = ThreadPoolExecutor(1, thread_name_prefix="driftline-delivery-consumer")
 
         def call(fn: Any, *args: Any) -> Any:

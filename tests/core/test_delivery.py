@@ -770,3 +770,64 @@ def test_module_doctests_pass(name: str) -> None:
     module = importlib.import_module(f"driftline.delivery.{name}")
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.e2e
+def test_firing_alerts_are_rebuilt_on_assignment(kafka_broker: Any, alertmanager: str) -> None:
+    """A restarted service keeps re-sending what was firing before it started."""
+    bootstrap = kafka_broker.bootstrap
+    ensure_topics(bootstrap, partitions=2)
+    tag = uuid.uuid4().hex[:8]
+    still = make_alert(model_id=f"a-{tag}")
+    gone = make_alert(model_id=f"b-{tag}")
+    resolved = {**gone, "status": "RESOLVED", "event_id": f"r-{tag}", "ends_at": gone["updated_at"]}
+    muted = make_alert(model_id=f"c-{tag}", silenced=True)
+    _produce(
+        bootstrap,
+        topics.ALERTS,
+        [(a["model_id"].encode(), encode_alert(a)) for a in (still, gone, resolved, muted)],
+    )
+    # The group has handled all of it already (a previous run of the service).
+    group = f"driftline-delivery-{tag}"
+    committer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        parts = committer.list_topics(topics.ALERTS, timeout=10).topics[topics.ALERTS].partitions
+        ends = []
+        for p in parts:
+            _, high = committer.get_watermark_offsets(TopicPartition(topics.ALERTS, p), timeout=10)
+            ends.append(TopicPartition(topics.ALERTS, p, high))
+        committer.commit(offsets=ends, asynchronous=False)
+    finally:
+        committer.close()
+
+    service = DeliveryService(
+        DeliveryConfig(
+            bootstrap=bootstrap,
+            group_id=group,
+            alertmanager_url=alertmanager,
+            policy=FAST,
+            alertmanager_resend_interval=3600,
+        )  # fmt: skip
+    )
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        try:
+            assert service.alertmanager is not None
+            for _ in range(int(WAIT * 10)):
+                if still["fingerprint"] in service.alertmanager.firing or task.done():
+                    break
+                await asyncio.sleep(0.1)
+            firing = service.alertmanager.firing
+            assert still["fingerprint"] in firing
+            assert gone["fingerprint"] not in firing and muted["fingerprint"] not in firing
+            outcome = await service.alertmanager.resend_once()
+            assert outcome is not None and outcome.ok
+        finally:
+            stop.set()
+            await task
+
+    asyncio.run(scenario())
+    assert len(_am_alerts(alertmanager, still["fingerprint"])) == 1
+    assert _am_alerts(alertmanager, gone["fingerprint"]) == []
