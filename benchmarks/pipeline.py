@@ -52,6 +52,12 @@ TARGET_PREDICTIONS_PER_S = 50_000
 TARGET_P99_S = 2.0
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.md"
 WORKER_REPORT = re.compile(r"processed \d+ messages in \d+ batches \(.*?\)")
+WORKER_COUNTERS = re.compile(
+    r"^\[(?P<time>[\d-]+ [\d:,]+)\].*processed (?P<messages>\d+) messages in "
+    r"(?P<batches>\d+) batches \(.*?; (?P<processing>[\d.]+)s processing, "
+    r"(?P<writing>[\d.]+)s writing\)",
+    re.MULTILINE,
+)
 
 
 # -- events ----------------------------------------------------------------------------------
@@ -517,6 +523,51 @@ def start_worker(
     return app_id, process, log_path, started
 
 
+@dataclass(frozen=True)
+class WorkerCounters:
+    """The worker's cumulative counters from its last report line."""
+
+    at: float  # epoch seconds of the log line
+    messages: int
+    batches: int
+    busy: float  # seconds processing + writing
+
+    @classmethod
+    def within(cls, log_path: Path, start: float, end: float) -> list[WorkerCounters]:
+        """Report lines logged between epoch seconds ``start`` and ``end``."""
+        out = []
+        for m in WORKER_COUNTERS.finditer(log_path.read_text(errors="replace")):
+            day, _, millis = m["time"].partition(",")
+            at = time.mktime(time.strptime(day, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000
+            if start <= at <= end:
+                out.append(
+                    cls(
+                        at=at,
+                        messages=int(m["messages"]),
+                        batches=int(m["batches"]),
+                        busy=float(m["processing"]) + float(m["writing"]),
+                    )
+                )
+        return out
+
+
+def busy_between(lines: list[WorkerCounters]) -> str:
+    """Batches, batch size and the worker's busy share of wall time between its first and
+    last report line of a window (it logs every 10 s while busy)."""
+    if len(lines) < 2 or lines[-1].batches == lines[0].batches:
+        return "n/a (fewer than two of its 10-second report lines fell in the window)"
+    before, after = lines[0], lines[-1]
+    batches = after.batches - before.batches
+    messages = after.messages - before.messages
+    wall = after.at - before.at
+    busy = after.busy - before.busy
+    return (
+        f"{batches} batches of {messages / batches:,.0f} messages on average, "
+        f"{busy / batches * 1000:,.0f} ms processing+writing each, busy {busy / wall:.0%} of "
+        f"{wall:.0f} s wall time (the rest: faust's consumer loop, batch waits, idle)"
+    )
+
+
 def worker_report(log_path: Path) -> str:
     """The worker's own last throughput line (it logs one every 10 s while busy)."""
     found = WORKER_REPORT.findall(log_path.read_text(errors="replace"))
@@ -651,6 +702,7 @@ class Results:
     variants: list[tuple[tuple[int, float], GroupRun, str]]
     latency: Latency
     latency_rate: float
+    latency_busy: str
     latency_predictions: int
     latency_outcomes: int
     stored: dict[str, int]
@@ -787,6 +839,7 @@ def run(config: Config) -> Results:
                     shift=config.shift,
                     codec=codec,
                 )
+                latency_start = time.time()
                 latency = measure_latency(
                     bootstrap,
                     flips,
@@ -805,6 +858,9 @@ def run(config: Config) -> Results:
                     process=worker,
                     log_path=worker_log,
                     timeout=300,
+                )
+                latency_busy = busy_between(
+                    WorkerCounters.within(worker_log, latency_start, time.time())
                 )
                 log(
                     f"latency: {len(latency.samples)} samples, "
@@ -851,6 +907,7 @@ def run(config: Config) -> Results:
         variants=variants,
         latency=latency,
         latency_rate=latency_rate,
+        latency_busy=latency_busy,
         latency_predictions=flips.predictions,
         latency_outcomes=flips.outcomes,
         stored=stored,
@@ -949,7 +1006,7 @@ def render(r: Results) -> str:
         f"{lat.percentile(50, emitted=True) * 1000:.0f} ms, p99 "
         f"{lat.percentile(99, emitted=True) * 1000:.0f} ms. The worker's batch wait "
         f"(`take_events` within {c.batch[1]} s, timed from the end of the previous batch) is "
-        f"part of it.",
+        f"part of it. The worker meanwhile (its own counters): {r.latency_busy}.",
         "",
         f"Worker's own report: `{r.worker_log}`",
     ]
