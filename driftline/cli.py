@@ -8,6 +8,7 @@ from pathlib import Path
 
 from driftline.replay import add_replay_command
 from driftline.settings import Settings, load_settings
+from driftline.sinks.http_interface import add_clickhouse_command
 
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     add_replay_command(sub)
+    add_clickhouse_command(sub)
 
     worker = sub.add_parser("worker", help="run a stream worker (faust) until stopped")
     worker.add_argument("--loglevel", default="info")

@@ -31,6 +31,15 @@ class Settings(BaseSettings):
     clickhouse_url: str | None = None
     clickhouse_database: str = "driftline"
 
+    # ClickHouse's HTTP interface served by the worker over its embedded store, so analysts,
+    # the API and clickhouse-connect can read it from other processes (None: off).
+    clickhouse_http_port: int | None = None
+    clickhouse_http_host: str = "127.0.0.1"
+    # user -> password; readonly users get ClickHouse's readonly=1. Both empty: user
+    # "default" without a password and full rights (loopback only).
+    clickhouse_http_users: dict[str, str] = Field(default_factory=dict)
+    clickhouse_http_readonly_users: dict[str, str] = Field(default_factory=dict)
+
     # Worker
     worker_id: str = "driftline-worker"
     worker_web_port: int = 6066

@@ -5,6 +5,8 @@ from __future__ import annotations
 from driftline.admin import ensure_topics
 from driftline.schemas import Codec, ConfluentRegistry
 from driftline.settings import Settings
+from driftline.sinks.embedded import EmbeddedStore
+from driftline.sinks.http_interface import serve_store
 from driftline.sinks.store import Store, open_store
 from driftline.streams.app import Worker, WorkerConfig
 from driftline.streams.processor import ProcessorConfig
@@ -46,10 +48,31 @@ def codec_for(settings: Settings) -> Codec:
     return Codec()
 
 
+def http_users(settings: Settings) -> dict[str, tuple[str, bool]] | None:
+    users = {name: (password, False) for name, password in settings.clickhouse_http_users.items()}
+    users.update(
+        (name, (password, True))
+        for name, password in settings.clickhouse_http_readonly_users.items()
+    )
+    return users or None
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_topics(settings.kafka_bootstrap, settings.topic_partitions, settings.topic_replication)
     store = open_migrated_store(settings)
+    endpoint = None
+    if settings.clickhouse_http_port is not None and isinstance(store, EmbeddedStore):
+        endpoint = serve_store(
+            store,
+            settings.clickhouse_http_host,
+            settings.clickhouse_http_port,
+            http_users(settings),
+            default_database=settings.clickhouse_database,
+        )
     try:
         Worker(worker_config(settings), store, codec_for(settings)).run(loglevel=loglevel)
     finally:
+        if endpoint is not None:
+            endpoint.stop()
         store.close()

@@ -43,7 +43,8 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
 
 
 def stop_worker(process: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    os.killpg(process.pid, sig)
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
     return process.wait(timeout=60)
 
 

@@ -162,3 +162,80 @@ def test_sigkill_mid_stream_loses_nothing_and_detects_the_same(fresh_kafka, tmp_
         "outcomes": [[total - LAG]],
         "joined": [[total - LAG]],
     }
+
+
+def test_pipeline_on_a_clickhouse_server_through_the_http_interface(fresh_kafka, tmp_path):
+    """The server store (clickhouse-connect over HTTP) end to end: the worker writes through
+    ClickHouse's HTTP protocol, served by `driftline clickhouse serve` over an embedded store,
+    and an analyst reads with clickhouse-connect as a read-only user."""
+    import subprocess
+    import sys
+
+    import clickhouse_connect
+
+    from driftline.local_kafka import free_port, port_open
+
+    bootstrap = fresh_kafka.bootstrap
+    ensure_topics(bootstrap, 4)
+    stream = SyntheticStream("pricing", n_features=4, seed=21, change_at=1500)
+    publish(bootstrap, stream, 3000, outcome_lag=LAG)
+
+    port = free_port()
+    server_env = worker_env(bootstrap, tmp_path / "server", "unused")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "driftline.cli",
+            "clickhouse",
+            "serve",
+            "--port",
+            str(port),
+            "--user",
+            "writer:w-secret",
+            "--readonly-user",
+            "analyst:a-secret",
+        ],
+        env=server_env,
+        stdout=open(tmp_path / "server.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(
+            lambda: port_open("127.0.0.1", port),
+            60,
+            "the HTTP endpoint",
+            server,
+            tmp_path / "server.log",
+        )
+        app_id = f"worker-{uuid.uuid4().hex[:8]}"
+        env = worker_env(
+            bootstrap,
+            tmp_path / "data",
+            app_id,
+            DRIFTLINE_CLICKHOUSE_URL=f"http://writer:w-secret@127.0.0.1:{port}",
+        )
+        log = tmp_path / "worker.log"
+        worker = start_worker(env, log)
+        try:
+            wait_for(lambda: lag(bootstrap, app_id) == 0, 240, "the worker", worker, log)
+        finally:
+            stop_worker(worker)
+        client = clickhouse_connect.get_client(
+            host="127.0.0.1",
+            port=port,
+            username="analyst",
+            password="a-secret",
+            database="driftline",
+        )
+        assert client.query("SELECT count() FROM predictions FINAL").result_rows == [(3000,)]
+        assert client.query("SELECT count() FROM joined_labels FINAL").result_rows == [
+            (3000 - LAG,)
+        ]
+        drift = client.query_df("SELECT stream_kind, stream_name, position FROM drift_events FINAL")
+        assert "f00" in set(drift["stream_name"])
+        with pytest.raises(Exception, match="READONLY|readonly"):
+            client.command("TRUNCATE TABLE predictions")
+    finally:
+        stop_worker(server)
