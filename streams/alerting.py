@@ -70,6 +70,7 @@ FIRING: Final = "FIRING"
 RESOLVED: Final = "RESOLVED"
 DRIFT: Final = "drift"
 METRIC: Final = "metric"
+STATISTIC: Final = "statistic"
 #: Label and value that make a firing alert inhibit the drift alerts of its model.
 INHIBIT_LABEL: Final = "alertclass"
 INHIBIT_VALUE: Final = "data_quality"
@@ -258,6 +259,7 @@ class _ModelBatch:
     drifts: list[dict[str, Any]] = field(default_factory=list)
     prediction_times: list[int] = field(default_factory=list)
     joined: list[dict[str, Any]] = field(default_factory=list)
+    stats: list[dict[str, Any]] = field(default_factory=list)
     clock: int = 0
     first: int | None = None
     model_version: str | None = None
@@ -307,6 +309,8 @@ class AlertEvaluator:
             b = batches[d["model_id"]]
             b.saw(int(d["detected_at"]))
             b.drifts.append(d)
+        for row in rows.get("detector_stats", ()):
+            batches[row["model_id"]].stats.append(row)
         return self._run(batches, alert_states, partitions)
 
     def evaluate_drifts(
@@ -387,14 +391,29 @@ class _ModelRun:
             for r in self.rules.values()
             if r.signal_kind == DRIFT and r.condition == "drift_detected"
         ]
+        stat_rules = [
+            r
+            for r in self.rules.values()
+            if r.signal_kind == STATISTIC and r.condition == "threshold" and r.stat_field
+        ]
+        events: list[tuple[int, int, str, Any]] = []
         if drift_rules:
-            for drift in sorted(batch.drifts, key=lambda d: (int(d["detected_at"]), d["event_id"])):
-                # a late event cannot move the clock back: transitions stay in time order
-                t = max(int(drift["detected_at"]), state.clock_ms)
-                self._advance(t)
+            events += [(int(d["detected_at"]), 0, d["event_id"], d) for d in batch.drifts]
+        if stat_rules:
+            by_time: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            for row in batch.stats:
+                by_time[int(row["time"])].append(row)
+            events += [(t, 1, "", rows) for t, rows in by_time.items()]
+        for time_ms, kind, _, item in sorted(events, key=lambda e: e[:3]):
+            # a late event cannot move the clock back: transitions stay in time order
+            t = max(time_ms, state.clock_ms)
+            self._advance(t)
+            if kind == 0:
                 for rule in drift_rules:
-                    if rule.matches_drift(drift):
-                        self._on_drift(rule, drift, t)
+                    if rule.matches_drift(item):
+                        self._on_drift(rule, item, t)
+            else:
+                self._on_stats(stat_rules, item, t)
         self._advance(max(batch.clock, state.clock_ms))
         self._retire()
 
@@ -562,6 +581,19 @@ class _ModelRun:
             # the group moved (a new model version, a changed group_by): the old one is over
             if other.rule_id == rule.id and other.fingerprint != fp and other.active:
                 self._resolve(rule, other, at)
+        self._threshold(rule, METRIC, fp, group, holds, value, at)
+
+    def _threshold(
+        self,
+        rule: Rule,
+        signal: str,
+        fp: str,
+        group: dict[str, str],
+        holds: bool,
+        value: float | None,
+        at: int,
+    ) -> None:
+        """One evaluation of a threshold condition for one fingerprint at ``at``."""
         ep = self.state.alerts.get(fp)
         if ep is not None and ep.active:
             ep.value = value
@@ -582,12 +614,46 @@ class _ModelRun:
             return
         if not holds or self._cooling(ep, rule, at):
             return
-        ep = Episode(fp, rule.id, METRIC, PENDING, at, at, group, value=value)
+        ep = Episode(fp, rule.id, signal, PENDING, at, at, group, value=value)
         self.state.alerts[fp] = ep
         if rule.for_ms == 0:
             self._fire(rule, ep, at)
         else:
             self._emit(rule, ep, PENDING, at)
+
+    # -- statistic rules ---------------------------------------------------------------------
+
+    def _on_stats(self, rules: list[Rule], rows: list[Mapping[str, Any]], at: int) -> None:
+        """Detector statistics rows of one time: per rule and group, the condition holds when
+        it holds on any matching stream (the first such row gives the value)."""
+        for rule in rules:
+            found: dict[str, tuple[dict[str, str], bool, float | None]] = {}
+            for row in rows:
+                if not rule.matches_drift(row, STATISTIC):
+                    continue
+                raw = row.get(rule.stat_field or "statistic")
+                value = None if raw is None else float(raw)
+                holds = (
+                    value is not None
+                    and math.isfinite(value)
+                    and int(row.get("n_values") or 0) >= rule.min_samples
+                    and _OPS[rule.op or ">"](value, rule.threshold)
+                )
+                labels = {
+                    "model_id": self.model_id,
+                    "model_version": self.state.model_version,
+                    "stream_kind": str(row.get("stream_kind", "")),
+                    "stream_name": str(row.get("stream_name", "")),
+                    "detector": str(row.get("detector", "")),
+                }
+                group = {g: labels.get(g, rule.labels.get(g, "")) for g in rule.group_by}
+                group["model_id"] = self.model_id
+                fp = fingerprint(rule.id, self.model_id, group)
+                seen = found.get(fp)
+                if seen is None or (holds and not seen[1]):
+                    found[fp] = (group, holds, value)
+            for fp, (group, holds, value) in found.items():
+                self._threshold(rule, STATISTIC, fp, group, holds, value, at)
 
     # -- shared lifecycle --------------------------------------------------------------------
 

@@ -110,6 +110,7 @@ class Rule:
     stream_name: str = "*"
     detector: str = "*"
     metric: str | None = None
+    stat_field: str | None = None  # statistic signals: estimate | statistic | p_value | n_values
     window_ms: int = 300_000
     op: str | None = None
     threshold: float | None = None
@@ -162,6 +163,7 @@ class Rule:
                 stream_name=str(signal.get("stream_name", "*")),
                 detector=str(signal.get("detector", "*")),
                 metric=signal.get("metric"),
+                stat_field=signal.get("field", "statistic") if kind == "statistic" else None,
                 window_ms=parse_duration_ms(str(signal.get("window", "5m"))),
                 op=condition.get("op"),
                 threshold=float(condition["value"]) if ctype == "threshold" else None,
@@ -197,10 +199,11 @@ class Rule:
             )
         return False  # the API requires one of the two; a rule with neither watches nothing
 
-    def matches_drift(self, drift: Mapping[str, Any]) -> bool:
-        """Is this DriftEvent (a decoded record) one of the rule's signal?"""
+    def matches_drift(self, drift: Mapping[str, Any], kind: str = "drift") -> bool:
+        """Is this DriftEvent (or, with ``kind="statistic"``, this ``detector_stats`` row) one
+        of the rule's signal?"""
         return (
-            self.signal_kind == "drift"
+            self.signal_kind == kind
             and drift.get("stream_kind") == self.stream_kind
             and fnmatchcase(str(drift.get("stream_name", "")), self.stream_name)
             and self.detector in ("*", drift.get("detector"))

@@ -454,3 +454,34 @@ def test_unknown_partition_keeps_the_old_state_instead_of_guessing() -> None:
     again = evaluator.evaluate(batch(drift(1, T0)), kv, {"m": 2})
     assert [a["event_id"] for a in again.alerts] == [a["event_id"] for a in outcome.alerts]
     assert kv.partition_of == {b"m": 2}
+
+
+def _stats(t: int, name: str, estimate: float | None, n: int = 500) -> dict:
+    return {"model_id": "m", "stream_kind": "FEATURE", "stream_name": name, "detector": "ADWIN",
+            "time": t, "n_values": n, "estimate": estimate, "statistic": None, "p_value": None,
+            "drift": 0}  # fmt: skip
+
+
+def test_statistic_threshold_on_detector_stats_rows() -> None:
+    book = RuleBook()
+    put_rule(book, "mean", signal={"kind": "statistic", "stream_kind": "FEATURE",
+                                   "stream_name": "f*", "field": "estimate"},
+             condition={"type": "threshold", "op": ">=", "value": 1.0}, min_samples=100,
+             notify=["ops"])  # fmt: skip
+    h = Harness(book)
+
+    def run(*rows: dict) -> None:
+        result = batch(clock=max(r["time"] for r in rows))
+        result.rows["detector_stats"].extend(rows)
+        h.run(result)
+
+    run(_stats(T0, "f1", 0.2), _stats(T0, "f2", None), _stats(T0, "other", 5.0))
+    run(_stats(T0 + 1000, "f1", 1.5, n=50))  # too few values
+    run(_stats(T0 + 2000, "f1", 0.2), _stats(T0 + 2000, "f2", 1.0))  # one stream suffices
+    run(_stats(T0 + 3000, "f1", 0.2), _stats(T0 + 3000, "f2", 2.0))
+    run(_stats(T0 + 4000, "f1", 0.1), _stats(T0 + 4000, "f2", 0.5))
+    assert [(a["status"], a["updated_at"] - T0, a["value"]) for a in h.alerts] == [
+        (FIRING, 2000, 1.0),
+        (RESOLVED, 4000, 0.1),
+    ]
+    assert h.alerts[1]["notify"] == ["ops"]
