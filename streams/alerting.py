@@ -19,6 +19,8 @@ Lifecycle (docs/alerting.md has the full story):
 * metric rules (``condition.type: threshold``): evaluated at ticks (multiples of
   ``window / 20``, at least 1 s) over the trailing window; PENDING -> FIRING after ``for``,
   RESOLVED at the first tick the condition stops holding.
+* statistic rules (``condition.type: threshold`` on a ``detector_stats`` column): evaluated
+  at the rows' times like metric rules at ticks.
 * after RESOLVED, a new episode of the same fingerprint waits for ``cooldown``.
 
 >>> from driftline.streams.rulebook import RuleBook
@@ -443,7 +445,7 @@ class _ModelRun:
             if not ep.active or ep.signal != DRIFT:
                 continue
             rule = self.rules.get(ep.rule_id)
-            if rule is None:
+            if rule is None or rule.signal_kind != DRIFT:
                 continue  # resolved by _retire
             resolve_at = ep.last_signal + max(rule.repeat_ms, 1)
             offer(resolve_at, 0, self._resolve_drift, ep)

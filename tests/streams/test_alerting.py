@@ -485,3 +485,15 @@ def test_statistic_threshold_on_detector_stats_rows() -> None:
         (RESOLVED, 4000, 0.1),
     ]
     assert h.alerts[1]["notify"] == ["ops"]
+
+
+def test_rule_turned_into_another_signal_resolves_its_drift_alert() -> None:
+    book = RuleBook()
+    put_rule(book, "r1", notify=["ops"])
+    h = Harness(book)
+    h.run(batch(drift(1, T0)))
+    put_rule(book, "r1", version=2, signal={"kind": "metric", "metric": "accuracy"},
+             condition={"type": "threshold", "op": "<", "value": 0.5})  # fmt: skip
+    h.run(batch(clock=T0 + MIN))
+    assert statuses(h.alerts) == [(FIRING, T0), (RESOLVED, T0 + MIN)]
+    assert h.alerts[1]["notify"] == ["ops"]  # what the alert's last record said
