@@ -9,11 +9,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request
 
 from .. import crud
-from ..control_plane import BaseControlPlane
+from ..control_plane import BaseControlPlane, Record
 from ..deps import ConfigDep, ControlPlaneDep, ReadKey, StoreDep, WriteKey
 from ..models import AckCreate, AckPublic, AlertPublic, AlertsPublic, Message
 from ..sql import hexed, text
-from .common import audit, not_found
+from .common import audit, not_found, readable
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
@@ -38,11 +38,13 @@ def _time(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
+def _ack_public(record: Record) -> AckPublic:
+    return AckPublic.model_validate({**record.data, "version": record.version})
+
+
 def _ack(control_plane: BaseControlPlane, fingerprint: str) -> AckPublic | None:
     record = control_plane.get("ack", fingerprint)
-    if record is None:
-        return None
-    return AckPublic.model_validate({**record.data, "version": record.version})
+    return None if record is None else readable(_ack_public, record)
 
 
 def _alert(row: tuple, control_plane: BaseControlPlane) -> AlertPublic:

@@ -12,7 +12,7 @@ from .. import crud
 from ..control_plane import Record
 from ..deps import AdminKey, ControlPlaneDep
 from ..models import ApiKeyPublic, ApiKeysPublic, Message, Scope, Strict
-from .common import audit, not_found
+from .common import audit, not_found, readables
 
 router = APIRouter(prefix="/api-keys", tags=["api-keys"])
 
@@ -39,8 +39,8 @@ def api_key_public(record: Record) -> ApiKeyPublic:
 
 @router.get("", response_model=ApiKeysPublic)
 def list_api_keys(control_plane: ControlPlaneDep, _: AdminKey) -> ApiKeysPublic:
-    records = control_plane.list("apikey")
-    return ApiKeysPublic(data=[api_key_public(r) for r in records], count=len(records))
+    keys = readables(api_key_public, control_plane.list("apikey"))
+    return ApiKeysPublic(data=keys, count=len(keys))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)

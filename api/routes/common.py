@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from fastapi import HTTPException, Request, Response, status
+from pydantic import ValidationError
 
 from ..control_plane import Record
 from ..tables import write_audit
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def meta(record: Record) -> dict[str, Any]:
@@ -50,3 +56,34 @@ def audit(request: Request, record: Record, *, op: str, actor: str | None = None
     store = request.app.state.store
     if store is not None and not write_audit(store, record, op=op, actor=actor):
         request.app.state.metrics.inc("driftline_api_audit_failures_total")
+
+
+def readable(build: Callable[[Record], T], record: Record) -> T | None:
+    """``build(record)``, or None for a record whose data is not a valid entity (another
+    writer's, or an older format): readers skip such records instead of failing."""
+    try:
+        return build(record)
+    except (ValidationError, KeyError, TypeError, ValueError) as exc:
+        log.warning("skipping malformed control-plane record %s v%d: %s", record.key,
+                    record.version, exc)  # fmt: skip
+        return None
+
+
+def readables(build: Callable[[Record], T], records: Iterable[Record]) -> list[T]:
+    return [x for x in (readable(build, r) for r in records) if x is not None]
+
+
+def get_readable(
+    control_plane: Any, kind: str, ident: str, build: Callable[[Record], Any]
+) -> Record:
+    """The record of ``kind:ident``; 404 when absent or malformed."""
+    record = control_plane.get(kind, ident)
+    if record is None:
+        raise not_found(kind, ident)
+    if readable(build, record) is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"{kind} {ident!r} exists on the control plane but is malformed (not written by "
+            "this API?), so the API ignores it",
+        )
+    return record

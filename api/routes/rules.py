@@ -24,7 +24,7 @@ from ..models import (
     RuleUpdate,
 )
 from ..validation import check_range, check_rule
-from .common import audit, expected_version, meta, not_found, set_etag
+from .common import audit, expected_version, get_readable, meta, readables, set_etag
 
 router = APIRouter(prefix="/rules", tags=["rules"])
 
@@ -44,10 +44,7 @@ def rule_public(record: Record) -> RulePublic:
 
 
 def _get(control_plane: ControlPlaneDep, rule_id: str) -> Record:
-    record = control_plane.get("rule", rule_id)
-    if record is None:
-        raise not_found("rule", rule_id)
-    return record
+    return get_readable(control_plane, "rule", rule_id, rule_public)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RulePublic)
@@ -82,11 +79,11 @@ def list_rules(
 ) -> RulesPublic:
     labels = dict(item.split(":", 1) for item in label)
     enabled = None if state is None else state == "enabled"
-    records = crud.list_rules(
-        control_plane=control_plane, model=model, labels=labels, enabled=enabled
+    rules = readables(
+        rule_public,
+        crud.list_rules(control_plane=control_plane, model=model, labels=labels, enabled=enabled),
     )
-    page = records[offset : offset + limit]
-    return RulesPublic(data=[rule_public(r) for r in page], count=len(records))
+    return RulesPublic(data=rules[offset : offset + limit], count=len(rules))
 
 
 @router.get("/{rule_id}", response_model=RulePublic, responses={404: ERRORS[404]})

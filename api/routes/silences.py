@@ -11,7 +11,7 @@ from .. import crud
 from ..control_plane import Record
 from ..deps import ControlPlaneDep, IfMatch, ReadKey, WriteKey
 from ..models import Message, SilenceCreate, SilencePublic, SilencesPublic
-from .common import audit, expected_version, meta, not_found, set_etag
+from .common import audit, expected_version, get_readable, meta, readables, set_etag
 
 router = APIRouter(prefix="/silences", tags=["silences"])
 
@@ -22,10 +22,7 @@ def silence_public(record: Record) -> SilencePublic:
 
 
 def _get(control_plane: ControlPlaneDep, silence_id: str) -> Record:
-    record = control_plane.get("silence", silence_id)
-    if record is None:
-        raise not_found("silence", silence_id)
-    return record
+    return get_readable(control_plane, "silence", silence_id, silence_public)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SilencePublic)
@@ -51,8 +48,10 @@ def list_silences(
     _: ReadKey,
     state: Literal["pending", "active", "expired"] | None = None,
 ) -> SilencesPublic:
-    records = crud.list_silences(control_plane=control_plane, state=state)
-    return SilencesPublic(data=[silence_public(r) for r in records], count=len(records))
+    silences = readables(silence_public, crud.list_silences(control_plane=control_plane))
+    if state is not None:
+        silences = [s for s in silences if s.state == state]
+    return SilencesPublic(data=silences, count=len(silences))
 
 
 @router.get("/{silence_id}", response_model=SilencePublic, responses={404: {"model": Message}})

@@ -17,7 +17,7 @@ from ..models import (
     SubscriptionsPublic,
     SubscriptionUpdate,
 )
-from .common import audit, expected_version, meta, not_found, set_etag
+from .common import audit, expected_version, get_readable, meta, readables, set_etag
 
 router = APIRouter(prefix="/subscriptions", tags=["subscriptions"])
 ERRORS = {404: {"model": Message}, 409: {"model": Message}, 412: {"model": Message}}
@@ -31,10 +31,7 @@ def subscription_public(record: Record, *, reveal: bool = False) -> Subscription
 
 
 def _get(control_plane: ControlPlaneDep, subscription_id: str) -> Record:
-    record = control_plane.get("subscription", subscription_id)
-    if record is None:
-        raise not_found("subscription", subscription_id)
-    return record
+    return get_readable(control_plane, "subscription", subscription_id, subscription_public)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SubscriptionPublic)
@@ -56,8 +53,8 @@ def create_subscription(
 
 @router.get("", response_model=SubscriptionsPublic)
 def list_subscriptions(control_plane: ControlPlaneDep, _: ReadKey) -> SubscriptionsPublic:
-    records = control_plane.list("subscription")
-    return SubscriptionsPublic(data=[subscription_public(r) for r in records], count=len(records))
+    subscriptions = readables(subscription_public, control_plane.list("subscription"))
+    return SubscriptionsPublic(data=subscriptions, count=len(subscriptions))
 
 
 @router.get("/{subscription_id}", response_model=SubscriptionPublic, responses={404: ERRORS[404]})

@@ -153,3 +153,19 @@ def test_a_new_api_process_sees_every_rule(client: TestClient, control_plane: Co
         assert {r.id for r in other.list("rule")} == {r.id for r in control_plane.list("rule")}
     finally:
         other.close()
+
+
+def test_malformed_records_from_other_writers_are_skipped(
+    client: TestClient, control_plane: ControlPlane
+) -> None:
+    """Anything can be written to the topic; the API lists what it can read and 404s the rest
+    (no 5xx, no 422 blamed on the caller)."""
+    garbage = unique("r")
+    control_plane.put("rule", garbage, {"name": "no signal"}, actor="another-tool")
+    listed = client.get("/v1/rules", params={"limit": 1000})
+    assert listed.status_code == 200
+    assert garbage not in {r["id"] for r in listed.json()["data"]}
+    response = client.get(f"/v1/rules/{garbage}")
+    assert response.status_code == 404 and "malformed" in response.json()["detail"]
+    assert client.patch(f"/v1/rules/{garbage}", json={"severity": "info"}).status_code == 404
+    control_plane.delete("rule", garbage, actor="tests")
