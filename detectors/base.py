@@ -59,6 +59,8 @@ class ChangeDetector:
 
     _params: ClassVar[tuple[str, ...]] = ()
     has_warning: ClassVar[bool] = False
+    # True for detectors of 0/1 (or [0, 1]) error indicators: DDM, EDDM, HDDM_*
+    binary_input: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
