@@ -493,7 +493,9 @@ def test_rule_turned_into_another_signal_resolves_its_drift_alert() -> None:
     h = Harness(book)
     h.run(batch(drift(1, T0)))
     put_rule(book, "r1", version=2, signal={"kind": "metric", "metric": "accuracy"},
-             condition={"type": "threshold", "op": "<", "value": 0.5})  # fmt: skip
+             condition={"type": "threshold", "op": "<", "value": 0.5}, notify=["ops"])  # fmt: skip
     h.run(batch(clock=T0 + MIN))
-    assert statuses(h.alerts) == [(FIRING, T0), (RESOLVED, T0 + MIN)]
-    assert h.alerts[1]["notify"] == ["ops"]  # what the alert's last record said
+    # resolved at the new rule's first evaluation: its first tick (5m window: 15 s ticks)
+    first_tick = T0 // 15_000 * 15_000 + 15_000
+    assert statuses(h.alerts) == [(FIRING, T0), (RESOLVED, first_tick)]
+    assert h.alerts[1]["notify"] == ["ops"] and h.alerts[1]["rule_version"] == 2
