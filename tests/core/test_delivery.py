@@ -594,6 +594,20 @@ def test_sse_feed_yields_new_alerts(kafka_broker: Any) -> None:
     assert data["fingerprint"] == wanted["fingerprint"] and data["status"] == "FIRING"
 
 
+@pytest.mark.e2e
+def test_sse_feed_sends_keepalives_when_quiet(kafka_broker: Any) -> None:
+    ensure_topics(kafka_broker.bootstrap, partitions=2)
+
+    async def scenario() -> list[str]:
+        stream = alert_stream(kafka_broker.bootstrap, models=["nobody-*"], heartbeat=0.2)
+        try:
+            return [await asyncio.wait_for(anext(stream), WAIT) for _ in range(2)]
+        finally:
+            await stream.aclose()
+
+    assert asyncio.run(scenario())[1] == ": keepalive\n\n"
+
+
 _CLI = """
 import argparse, sys
 from driftline.delivery import add_delivery_command
