@@ -258,10 +258,19 @@ class DryRunUnsaved(DryRunRange):
 
 
 class Firing(Strict):
-    group: dict[str, str]
-    at: datetime
-    value: float | None = None
-    event_ids: list[str] = []
+    """One episode that reached FIRING (repeats of the same episode are not listed)."""
+
+    group: dict[str, str] = Field(
+        description="The group_by labels (model_id always among the key)."
+    )
+    model_id: str
+    starts_at: datetime = Field(description="When the condition first held (PENDING).")
+    at: datetime = Field(description="When it became FIRING.")
+    resolved_at: datetime | None = Field(None, description="When it resolved, if in range.")
+    value: float | None = Field(
+        None, description="Metric/statistic value, or the number of matching drifts so far."
+    )
+    event_ids: list[str] = Field([], description="The episode's first drift event ids.")
 
 
 class DryRunResult(Strict):

@@ -82,30 +82,54 @@ def test_drift_dry_run_finds_the_events(client: TestClient, store: Store) -> Non
             drift_row(unique("other"), "f00", T0),
         ],
     )
-    rule = drift_rule(models=[model], cooldown="10m", min_samples=100)
-    result = dry_run(client, rule, T0 - timedelta(hours=1), T0 + timedelta(hours=1))
-    assert result["would_fire"] is True
-    fired_at = [datetime.fromisoformat(f["at"]) for f in result["firings"]]
-    assert fired_at == [T0, T0 + timedelta(minutes=30)]
-    assert result["firings"][0]["group"] == {"model_id": model}
-    assert result["firings"][0]["event_ids"] == [f"{model}-f00-{ms(T0)}"]
-    assert result["evaluated"] == 4
+    window = (T0 - timedelta(hours=1), T0 + timedelta(hours=1))
 
-    # Any stream: f01 joins, but the group's cooldown still holds it back.
+    def fired(rule: dict) -> list[tuple]:
+        result = dry_run(client, rule, *window)
+        return [
+            (
+                f["group"].get("stream_name"),
+                datetime.fromisoformat(f["at"]) - T0,
+                f["resolved_at"] and datetime.fromisoformat(f["resolved_at"]) - T0,
+            )
+            for f in result["firings"]
+        ]
+
+    minutes = lambda n: timedelta(minutes=n)  # noqa: E731
+    # Episodes last until 10 quiet minutes; the one at 00:30 is past the 15m cooldown of the
+    # first (resolved 00:11); 00:40 has too few samples to hold, so it only ends the second.
+    rule = drift_rule(models=[model], repeat_interval="10m", cooldown="15m", min_samples=100)
+    assert fired(rule) == [(None, minutes(0), minutes(11)), (None, minutes(30), minutes(40))]
+    result = dry_run(client, rule, *window)
+    assert result["firings"][0]["group"] == {"model_id": model}
+    assert result["firings"][0]["event_ids"] == [
+        f"{model}-f00-{ms(T0)}",
+        f"{model}-f00-{ms(T0 + minutes(1))}",
+    ]
+    assert result["evaluated"] == 4  # the f00 events (f01 and other models filtered out)
+    # A longer cooldown swallows the second episode.
+    assert len(fired({**rule, "cooldown": "30m"})) == 1
+    # With for: 5m each episode fires 5 minutes in, having seen 2 drifts by then.
+    assert fired({**rule, "for": "5m"}) == [
+        (None, minutes(5), minutes(11)),
+        (None, minutes(35), minutes(40)),
+    ]
+    assert dry_run(client, {**rule, "for": "5m"}, *window)["firings"][0]["value"] == 2
+    # The default 4h quiet period: one episode, still firing at the end of the range.
+    assert fired(drift_rule(models=[model], min_samples=100)) == [(None, minutes(0), None)]
+
+    # Any stream (a glob), one group per stream.
     any_stream = drift_rule(
         models=[model],
-        cooldown="2m",
-        signal={"kind": "drift", "stream_kind": "FEATURE", "stream_name": "*", "detector": "*"},
+        repeat_interval="10m",
+        min_samples=100,
+        signal={"kind": "drift", "stream_kind": "FEATURE", "stream_name": "f0*", "detector": "*"},
         group_by=["model_id", "stream_name"],
     )
-    result = dry_run(client, any_stream, T0 - timedelta(hours=1), T0 + timedelta(hours=1))
-    assert [
-        (f["group"]["stream_name"], datetime.fromisoformat(f["at"])) for f in result["firings"]
-    ] == [
-        ("f00", T0),
-        ("f01", T0 + timedelta(minutes=5)),
-        ("f00", T0 + timedelta(minutes=30)),
-        ("f00", T0 + timedelta(minutes=40)),
+    assert fired(any_stream) == [
+        ("f00", minutes(0), minutes(11)),
+        ("f01", minutes(5), minutes(15)),
+        ("f00", minutes(30), minutes(40)),
     ]
 
     # Selector globs pick the models out of the history.
@@ -145,18 +169,21 @@ def test_metric_dry_run_fires_when_accuracy_drops(client: TestClient, store: Sto
     store.insert_rows("joined_labels", _labels(model, T0 + timedelta(minutes=10), 4, 0))
     rule = metric_rule(models=[model], model_selector=None, **{"for": "0s"})
     result = dry_run(client, rule, T0, T0 + timedelta(minutes=30))
+    # Minute ticks over the trailing 5 minutes: from 00:06 the window holds only the 50%
+    # minute; at 00:11 only the 4-label minute, below min_samples=10, so it resolves.
     assert result["would_fire"] is True
-    # The third window (4 labels) is below min_samples=10, so only the second one fires.
-    assert [(datetime.fromisoformat(f["at"]), f["value"]) for f in result["firings"]] == [
-        (T0 + timedelta(minutes=10), 0.5)
-    ]
-    assert result["evaluated"] == 3
-    # Held for 10 minutes is more than the one bad window: no firing.
+    assert [
+        (datetime.fromisoformat(f["at"]), f["value"], datetime.fromisoformat(f["resolved_at"]))
+        for f in result["firings"]
+    ] == [(T0 + timedelta(minutes=6), 0.5, T0 + timedelta(minutes=11))]
+    assert result["firings"][0]["group"] == {"model_id": model}
+    assert result["evaluated"] == 3  # minute rows read
+    # Held for 10 minutes is more than the 5 bad minutes: no firing.
     assert not dry_run(client, {**rule, "for": "10m"}, T0, T0 + timedelta(minutes=30))["would_fire"]
     # Label coverage: no predictions were stored, so there is nothing to divide by.
     coverage = {**rule, "signal": {"kind": "metric", "metric": "label_coverage", "window": "5m"}}
     assert dry_run(client, coverage, T0, T0 + timedelta(minutes=30))["firings"] == []
-    # Prediction count treats windows without traffic as zero.
+    # Prediction count reads windows without traffic as zero: it holds from the first tick.
     count = {
         **rule,
         "min_samples": 0,
@@ -164,8 +191,8 @@ def test_metric_dry_run_fires_when_accuracy_drops(client: TestClient, store: Sto
         "condition": {"type": "threshold", "op": "<", "value": 1},
     }
     result = dry_run(client, count, T0, T0 + timedelta(minutes=30))
-    assert [datetime.fromisoformat(f["at"]) for f in result["firings"]] == [
-        T0 + timedelta(minutes=10)
+    assert [(datetime.fromisoformat(f["at"]), f["resolved_at"]) for f in result["firings"]] == [
+        (T0, None)
     ]
 
 
