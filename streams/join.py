@@ -3,14 +3,18 @@
 Each key holds one of three records:
 
 - ``P`` a prediction awaiting its outcome (expires ``join_ttl`` after the prediction time),
-- ``O`` an outcome that arrived before its prediction (waits ``orphan_ttl`` on the model's
-  clock, then goes to the DLQ as an orphan, original bytes included),
+- ``O`` an outcome that arrived before its prediction (expires ``orphan_ttl`` after the
+  outcome's time, then goes to the DLQ as an orphan, original bytes included),
 - ``J`` a marker that the prediction was joined, so a second outcome is known as a duplicate
   (expires like the prediction would have).
 
-Expiry runs on the model's event-time clock, not the wall clock, so a replay expires exactly
-what the original run expired. The expiry index (a heap per model) is derivable from the table
-and is rebuilt from it after a restart.
+Expiry runs on event time, not the wall clock, so a replay expires exactly what the original
+run expired, and on the clock of the *other* stream: a prediction is given up when the
+model's outcomes have moved ``join_ttl`` past it, an early outcome when the model's predictions
+have moved ``orphan_ttl`` past it. A worker catching up a backlog may read one topic far ahead
+of the other; judged by its own topic's clock, everything waiting would look expired. (The
+prediction clock still ends a prediction's wait at twice the TTL, for models whose labels
+never come.) The expiry index (two heaps per model) is derivable from the table and rebuilt after a restart.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ class Entry:
 
     def expires_at(self, join_ttl_ms: int, orphan_ttl_ms: int) -> int:
         if self.tag == EARLY:
-            return int(self.body["arrived"]) + orphan_ttl_ms
+            return int(self.body["event_time"]) + orphan_ttl_ms
         return int(self.body["event_time"]) + join_ttl_ms
 
 
@@ -79,7 +83,9 @@ class JoinBook:
         self.kv = kv
         self.join_ttl_ms = join_ttl_ms
         self.orphan_ttl_ms = orphan_ttl_ms
-        self._heaps: dict[str, list[tuple[int, str]]] = {}
+        # (model, tag class) -> [(expires at, prediction id)]; EARLY entries wait on the
+        # prediction clock, PENDING and JOINED on the outcome clock
+        self._heaps: dict[tuple[str, bool], list[tuple[int, str]]] = {}
         self._indexed = False
 
     def _index(self) -> None:
@@ -94,8 +100,7 @@ class JoinBook:
             heapq.heapify(heap)
 
     def _remember(self, entry: Entry, prediction_id: str, push: bool = False) -> None:
-        model_id = entry.body["model_id"]
-        heap = self._heaps.setdefault(model_id, [])
+        heap = self._heaps.setdefault((entry.body["model_id"], entry.tag == EARLY), [])
         item = (entry.expires_at(self.join_ttl_ms, self.orphan_ttl_ms), prediction_id)
         if push:
             heapq.heappush(heap, item)
@@ -125,7 +130,7 @@ class JoinBook:
         return None
 
     def add_outcome(
-        self, partition: int, offset: int, outcome: dict[str, Any], raw: bytes, clock_ms: int
+        self, partition: int, offset: int, outcome: dict[str, Any], raw: bytes
     ) -> dict[str, Any] | None:
         """Join an outcome: return its prediction's fields, or None if it must wait.
 
@@ -135,7 +140,7 @@ class JoinBook:
         prediction_id = outcome["prediction_id"]
         existing = self.kv.get(prediction_id.encode())
         if existing is None:
-            body = dict(outcome, arrived=clock_ms, source_partition=partition, source_offset=offset)
+            body = dict(outcome, source_partition=partition, source_offset=offset)
             self._put(partition, prediction_id, Entry(EARLY, body, raw))
             return None
         entry = Entry.decode(existing)
@@ -145,29 +150,40 @@ class JoinBook:
         self._put(partition, prediction_id, joined)
         return entry.body
 
-    def expire(self, partition: int, model_id: str, clock_ms: int) -> Expired:
-        """Drop this model's entries whose time is up on its clock."""
+    def expire(
+        self, partition: int, model_id: str, prediction_clock_ms: int, outcome_clock_ms: int
+    ) -> Expired:
+        """Drop this model's entries whose time is up on the other stream's clock."""
         self._index()
-        heap = self._heaps.get(model_id)
         orphans: list[Entry] = []
         unlabelled = 0
-        while heap and heap[0][0] <= clock_ms:
-            _, prediction_id = heapq.heappop(heap)
-            value = self.kv.get(prediction_id.encode())
-            if value is None:
-                continue
-            entry = Entry.decode(value)
-            if entry.expires_at(self.join_ttl_ms, self.orphan_ttl_ms) > clock_ms:
-                continue  # replaced since this heap item was pushed; a later item covers it
-            self.kv.delete(partition, prediction_id.encode())
-            if entry.tag == EARLY:
-                orphans.append(entry)
-            elif entry.tag == PENDING:
-                unlabelled += 1
+        # The prediction clock still ends a prediction's wait at twice the TTL, so a model
+        # whose labels never come does not keep every prediction forever.
+        clocks = (
+            (True, prediction_clock_ms),
+            (False, max(outcome_clock_ms, prediction_clock_ms - self.join_ttl_ms)),
+        )
+        for early, clock_ms in clocks:
+            heap = self._heaps.get((model_id, early))
+            while heap and heap[0][0] <= clock_ms:
+                _, prediction_id = heapq.heappop(heap)
+                value = self.kv.get(prediction_id.encode())
+                if value is None:
+                    continue
+                entry = Entry.decode(value)
+                if (entry.tag == EARLY) != early or entry.expires_at(
+                    self.join_ttl_ms, self.orphan_ttl_ms
+                ) > clock_ms:
+                    continue  # replaced since this item was pushed; another item covers it
+                self.kv.delete(partition, prediction_id.encode())
+                if entry.tag == EARLY:
+                    orphans.append(entry)
+                elif entry.tag == PENDING:
+                    unlabelled += 1
         return Expired(orphans, unlabelled)
 
     def pending_count(self, model_id: str) -> int:
-        return len(self._heaps.get(model_id, ()))
+        return len(self._heaps.get((model_id, False), ()))
 
 
 def _marker(prediction: dict[str, Any], outcome: Entry) -> dict[str, Any]:

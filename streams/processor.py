@@ -160,7 +160,9 @@ class BatchProcessor:
                 batch = inputs.get((model_id, kind))
                 if batch is not None:
                     self._detect(state, kind, batch, result)
-            expired = self.join.expire(partition, model_id, state.clock_ms)
+            expired = self.join.expire(
+                partition, model_id, state.prediction_clock_ms, state.outcome_clock_ms
+            )
             for orphan in expired.orphans:
                 result.dead_letters.append(_orphan_letter(orphan, self.config.orphan_ttl_ms))
             result.counters["unlabelled_expired"] += expired.unlabelled
@@ -200,7 +202,12 @@ class BatchProcessor:
             return
         state.mark(message.topic, message.partition, message.offset)
         touched[model_id] = message.partition
-        state.clock_ms = max(state.clock_ms, int(record["event_time"]))
+        time_ms = int(record["event_time"])
+        state.clock_ms = max(state.clock_ms, time_ms)
+        if kind == topics.PREDICTION_EVENT:
+            state.prediction_clock_ms = max(state.prediction_clock_ms, time_ms)
+        else:
+            state.outcome_clock_ms = max(state.outcome_clock_ms, time_ms)
         try:
             if kind == topics.PREDICTION_EVENT:
                 self._prediction(message, record, state, result, inputs)
@@ -246,7 +253,7 @@ class BatchProcessor:
         inputs: dict[tuple[str, str], _Inputs],
     ) -> None:
         prediction = self.join.add_outcome(
-            message.partition, message.offset, record, message.value or b"", state.clock_ms
+            message.partition, message.offset, record, message.value or b""
         )
         result.counters["outcomes"] += 1
         result.rows["outcomes"].append(record)
@@ -414,6 +421,6 @@ def _orphan_letter(orphan: Entry, ttl_ms: int) -> DeadLetter:
     )
     detail = (
         f"no prediction {orphan.body['prediction_id']} within {ttl_ms} ms "
-        f"of the outcome's arrival (model clock)"
+        f"of the outcome (the model's predictions moved past it)"
     )
     return DeadLetter(source, topics.ORPHAN_OUTCOME, detail)

@@ -63,6 +63,10 @@ class ModelState:
     # largest event time seen (ms): the model's stream clock, used for TTLs and cooldowns,
     # so replays expire and cool down exactly as the original run did
     clock_ms: int = 0
+    # largest prediction / outcome event time seen: each stream's clock, by which the join
+    # expires what waits for the *other* stream
+    prediction_clock_ms: int = 0
+    outcome_clock_ms: int = 0
     model_version: str = ""
     last_retraining_ms: int | None = None
     # derivable from ``streams``; not serialised
@@ -126,6 +130,8 @@ class ModelState:
             "counts": self.counts,
             "offsets": self.offsets,
             "clock_ms": self.clock_ms,
+            "prediction_clock_ms": self.prediction_clock_ms,
+            "outcome_clock_ms": self.outcome_clock_ms,
             "model_version": self.model_version,
             "last_retraining_ms": self.last_retraining_ms,
             "banks": sorted(self.banks),
@@ -160,6 +166,8 @@ class ModelState:
             banks=banks,
             offsets=header["offsets"],
             clock_ms=header["clock_ms"],
+            prediction_clock_ms=header["prediction_clock_ms"],
+            outcome_clock_ms=header["outcome_clock_ms"],
             model_version=header["model_version"],
             last_retraining_ms=header["last_retraining_ms"],
         )

@@ -182,3 +182,36 @@ def test_outcome_before_its_prediction_waits_and_joins():
     (row,) = result.rows["joined_labels"]
     assert row["prediction_id"] == prediction["event_id"]
     assert row["label_delay_ms"] == outcome["event_time"] - prediction["event_time"]
+
+
+def test_catching_up_one_topic_far_ahead_of_the_other_loses_no_outcome():
+    """After an outage the consumer may read every outcome before any prediction; the outcomes
+    wait on the prediction clock, not their own, so all of them still join."""
+    config = ProcessorConfig(orphan_ttl_ms=1_000, join_ttl_ms=1_000)
+    stream = SyntheticStream("backlog", n_features=2, seed=12)
+    pairs = list(stream.events(2000))  # 20 s of traffic: far beyond both TTLs
+    outcomes = [
+        SourceMessage(topics.OUTCOMES, 0, i, b"b", CODEC.encode("OutcomeEvent", o))
+        for i, (_, o) in enumerate(pairs)
+    ]
+    predictions = [
+        SourceMessage(topics.PREDICTIONS, 0, i, b"b", CODEC.encode("PredictionEvent", p))
+        for i, (p, _) in enumerate(pairs)
+    ]
+    results = run(
+        [outcomes[:1000], outcomes[1000:], predictions[:1000], predictions[1000:]], config
+    )
+    assert sum(r.counters["joined"] for r in results) == 2000
+    assert [x for r in results for x in r.dead_letters] == []
+
+
+def test_labels_that_never_come_do_not_pile_up():
+    config = ProcessorConfig(join_ttl_ms=1_000)
+    stream = SyntheticStream("unlabelled", n_features=1, seed=13)
+    predictions = [
+        SourceMessage(topics.PREDICTIONS, 0, i, b"u", CODEC.encode("PredictionEvent", p))
+        for i, (p, _) in enumerate(stream.events(500))  # 5 s of predictions, no outcomes
+    ]
+    (result,) = run([predictions], config)
+    # kept until the prediction clock is twice the TTL past them, then given up
+    assert result.counters["unlabelled_expired"] == 500 - 200
