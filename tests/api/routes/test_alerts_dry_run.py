@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from api_factories import drift_rule, iso, metric_rule, unique
 from conftest import auth
 from driftline.api import ApiConfig, ControlPlane, create_app
-from driftline.sinks import Store
+from driftline.sinks import ServerStore, Store
 from driftline.sinks.store import open_store
 from driftline.sinks.tables import joined_label
 from fastapi.testclient import TestClient
@@ -26,8 +27,18 @@ def ms(moment: datetime) -> int:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    store = open_store(None, "api_tests", tmp_path_factory.mktemp("chdb"), ttl_days=None)
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chdb")
+
+
+# The API runs on ServerStore (clickhouse-connect) in production and the tests on chdb: run the
+# SQL through both clients, on the same engine and data path (chdb allows one per process).
+@pytest.fixture(scope="module", params=["embedded", "server-chdb"])
+def store(request: pytest.FixtureRequest, chdb_dir: Path) -> Iterator[Store]:
+    if request.param == "embedded":
+        store: Store = open_store(None, "api_tests", chdb_dir, ttl_days=None)
+    else:
+        store = ServerStore(f"chdb://{chdb_dir}", "api_tests_server", ttl_days=None)
     try:
         store.migrate()
         yield store
