@@ -2,7 +2,7 @@
 
 >>> from driftline.api import ApiConfig, InMemoryControlPlane, create_app
 >>> app = create_app(ApiConfig(), control_plane=InMemoryControlPlane())
->>> sorted(r.path for r in app.routes if r.path.startswith("/v1/rules"))[:3]
+>>> sorted(p for p in app.openapi()["paths"] if p.startswith("/v1/rules"))[:3]
 ['/v1/rules', '/v1/rules/{rule_id}', '/v1/rules/{rule_id}/disable']
 """
 
