@@ -390,6 +390,9 @@ class AlertPublic(Strict):
     ends_at: datetime | None
     updated_at: datetime
     trigger_event_ids: list[str]
+    silenced: bool = Field(False, description="A silence matched (listed in silence_ids).")
+    silence_ids: list[str] = []
+    inhibited_by: str | None = Field(None, description="Fingerprint of an inhibiting alert.")
     acknowledgement: AckPublic | None = None
 
 

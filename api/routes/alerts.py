@@ -24,6 +24,19 @@ _COLUMNS = (
     "if(ends_at IS NULL, NULL, toUnixTimestamp64Milli(assumeNotNull(ends_at))), "
     "toUnixTimestamp64Milli(updated_at), trigger_event_ids"
 )
+# Columns the workers' evaluator adds (sinks migration 0004); a table the API created itself,
+# before any worker migrated it, lacks them, so they are read when present.
+_OPTIONAL = {"silenced": "toUInt8(0)", "silence_ids": "CAST([], 'Array(String)')",
+             "inhibited_by": "CAST(NULL, 'Nullable(String)')"}  # fmt: skip
+
+
+def _columns(store: Any) -> str:
+    present = store.column_types("alerts")
+    extra = [name if name in present else f"{default} AS {name}"
+             for name, default in _OPTIONAL.items()]  # fmt: skip
+    return _COLUMNS + ", " + ", ".join(extra)
+
+
 _FILTERS = (
     f" WHERE ({text('model')} = '' OR model_id = {text('model')})"
     f" AND ({text('rule_id')} = '' OR rule_id = {text('rule_id')})"
@@ -49,7 +62,7 @@ def _ack(control_plane: BaseControlPlane, fingerprint: str) -> AckPublic | None:
 
 def _alert(row: tuple, control_plane: BaseControlPlane) -> AlertPublic:
     (fp, rule_id, rule_version, name, model, severity, state, labels, annotations, value,
-     starts, ends, updated, triggers) = row  # fmt: skip
+     starts, ends, updated, triggers, silenced, silence_ids, inhibited_by) = row  # fmt: skip
     return AlertPublic(
         fingerprint=fp,
         rule_id=rule_id,
@@ -65,6 +78,9 @@ def _alert(row: tuple, control_plane: BaseControlPlane) -> AlertPublic:
         ends_at=_time(ends),
         updated_at=_time(updated),
         trigger_event_ids=list(triggers or []),
+        silenced=bool(silenced),
+        silence_ids=list(silence_ids or []),
+        inhibited_by=inhibited_by,
         acknowledgement=_ack(control_plane, fp),
     )
 
@@ -102,7 +118,7 @@ def list_alerts(
                      since=since, until=until)  # fmt: skip
     params.update(state=hexed(state or ""), limit=min(limit, config.max_alerts))
     rows = store.query(
-        f"SELECT * FROM (SELECT {_COLUMNS}, updated_at AS t FROM alerts FINAL{_FILTERS}"
+        f"SELECT * FROM (SELECT {_columns(store)}, updated_at AS t FROM alerts FINAL{_FILTERS}"
         " ORDER BY fingerprint, updated_at DESC LIMIT 1 BY fingerprint)"
         f" WHERE ({text('state')} = '' OR state = {text('state')})"
         " ORDER BY t DESC LIMIT {limit:UInt32}",
@@ -131,7 +147,7 @@ def alert_history(
                      since=since, until=until)  # fmt: skip
     params["limit"] = min(limit, config.max_alerts)
     rows = store.query(
-        f"SELECT {_COLUMNS} FROM alerts FINAL{_FILTERS} ORDER BY updated_at DESC "
+        f"SELECT {_columns(store)} FROM alerts FINAL{_FILTERS} ORDER BY updated_at DESC "
         "LIMIT {limit:UInt32}",
         params,
     )
@@ -150,7 +166,8 @@ def read_alert(
     params = _params(model=None, rule_id=None, severity=None, fingerprint=fingerprint,
                      since=None, until=None)  # fmt: skip
     rows = store.query(
-        f"SELECT {_COLUMNS} FROM alerts FINAL{_FILTERS} ORDER BY updated_at DESC LIMIT 1", params
+        f"SELECT {_columns(store)} FROM alerts FINAL{_FILTERS} ORDER BY updated_at DESC LIMIT 1",
+        params,
     )
     if not rows:
         raise not_found("alert", fingerprint)

@@ -307,7 +307,9 @@ def test_alerts_current_state_history_and_ack(client: TestClient, store: Store) 
             alert_row(fp1, model, "pending", T0),
             alert_row(fp1, model, "firing", T0 + timedelta(minutes=5)),
             alert_row(fp2, model, "firing", T0),
-            alert_row(fp2, model, "resolved", T0 + timedelta(minutes=20)),
+            alert_row(
+                fp2, model, "resolved", T0 + timedelta(minutes=20), silenced=1, silence_ids=["s-1"]
+            ),  # fmt: skip
         ],
     )
     current = client.get("/v1/alerts", params={"model": model}).json()
@@ -320,6 +322,10 @@ def test_alerts_current_state_history_and_ack(client: TestClient, store: Store) 
     assert firing["data"][0]["labels"] == {"model_id": model, "team": "growth"}
     history = client.get("/v1/alerts/history", params={"fingerprint": fp2}).json()
     assert [a["state"] for a in history["data"]] == ["resolved", "firing"]
+    assert [(a["silenced"], a["silence_ids"]) for a in history["data"]] == [
+        (True, ["s-1"]),
+        (False, []),
+    ]
     assert datetime.fromisoformat(history["data"][0]["ends_at"]) == T0 + timedelta(minutes=20)
 
     ack = client.post(f"/v1/alerts/{fp1}/ack", json={"comment": "on it"})
@@ -348,3 +354,29 @@ def test_every_change_leaves_an_audit_row(client: TestClient, store: Store) -> N
         "SELECT value FROM rule_versions FINAL WHERE id = {id:String}", {"id": sub["id"]}
     )[0]
     assert sub["secret"] not in value and json.loads(value)["data"]["secret"] == "****"
+
+
+def test_alerts_table_created_by_the_api_alone(
+    control_plane: ControlPlane, chdb_dir: Path, tokens: dict[str, str]
+) -> None:
+    """Before any worker migrated the database, the API's own DDL is enough to read alerts
+    (the evaluator's extra columns read as their defaults)."""
+    bare = open_store(None, "api_bare", chdb_dir, ttl_days=None)  # not migrated
+    try:
+        client = TestClient(
+            create_app(ApiConfig(), control_plane=control_plane, store=bare),
+            headers=auth(tokens["read"]),
+        )
+        assert client.get("/v1/alerts").json() == {"data": [], "count": 0}
+        row = alert_row("fp-bare", "m", "firing", T0)
+        for extra in ("event_id", "silenced", "acknowledged"):
+            row.pop(extra)
+        bare.insert("alerts", {k: [v] for k, v in row.items()})
+        (alert,) = client.get("/v1/alerts").json()["data"]
+        assert (alert["fingerprint"], alert["silenced"], alert["silence_ids"]) == (
+            "fp-bare",
+            False,
+            [],
+        )
+    finally:
+        bare.close()
