@@ -16,7 +16,7 @@ from .config import ApiConfig
 from .control_plane import BaseControlPlane, NotFound, Unavailable, VersionConflict
 from .metrics import Metrics, MetricsMiddleware
 from .routes import alerts, api_keys, health, rules, silences, subscriptions
-from .tables import create_tables
+from .tables import SerializedStore, create_tables
 
 __all__ = ["create_app"]
 
@@ -91,6 +91,8 @@ def create_app(
 
     The caller owns both: start the control plane before, close both after.
     """
+    if store is not None:
+        store = SerializedStore(store)
     app = FastAPI(title=config.title, version="1.0.0", description=DESCRIPTION)
     app.state.config = config
     app.state.control_plane = control_plane

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Any, Final
 
 from .control_plane import Record
 
-__all__ = ["RULE_VERSIONS_DDL", "ALERTS_DDL", "create_tables", "audit_row", "write_audit"]
+__all__ = [
+    "RULE_VERSIONS_DDL",
+    "ALERTS_DDL",
+    "SerializedStore",
+    "create_tables",
+    "audit_row",
+    "write_audit",
+]
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +110,32 @@ def write_audit(store: Any, record: Record, *, op: str, actor: str | None = None
     except Exception:
         log.exception("audit row for %s v%d not written", record.key, record.version)
         return False
+
+
+class SerializedStore:
+    """A store whose calls run one at a time.
+
+    FastAPI runs the sync endpoints on a thread pool; a clickhouse-connect client keeps one
+    session id by default, and ClickHouse refuses concurrent queries in one session
+    (SESSION_IS_LOCKED). The API's store traffic is light, so one lock is the simple answer.
+    """
+
+    _LOCKED = ("command", "insert", "insert_rows", "query", "query_df", "column_types")
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if name not in self._LOCKED:
+            return attr
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return locked
+
+    def __repr__(self) -> str:
+        return f"SerializedStore({self._store!r})"

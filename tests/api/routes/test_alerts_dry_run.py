@@ -380,3 +380,12 @@ def test_alerts_table_created_by_the_api_alone(
         )
     finally:
         bare.close()
+
+
+def test_concurrent_store_reads(client: TestClient) -> None:
+    """The thread pool runs requests side by side; the store sees them one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: client.get("/v1/alerts/history").status_code, range(24)))
+    assert statuses == [200] * 24
