@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from driftline.schemas.topics import RULES
+
 __all__ = [
     "KINDS",
     "Record",
@@ -53,7 +55,7 @@ log = logging.getLogger(__name__)
 KINDS: Final = ("rule", "silence", "subscription", "apikey", "ack")
 #: ``expect`` value for creates: the key must not exist yet.
 MUST_NOT_EXIST: Final = 0
-DEFAULT_RULES_TOPIC: Final = "driftline.rules.v1"  # == driftline.schemas.topics.RULES
+DEFAULT_RULES_TOPIC: Final = RULES
 
 
 class ControlPlaneError(RuntimeError):
@@ -561,8 +563,16 @@ class ControlPlane(BaseControlPlane):
             raise Unavailable(f"control-plane write failed: {exc}") from exc
         self._producer.flush(self.write_timeout)
         if "msg" not in delivered:
+            # Drop it if it has not left yet; one already in flight may still land, so the
+            # outcome is unknown to the caller (docs/api.md: re-read before retrying).
+            try:
+                self._producer.purge(in_queue=True, in_flight=False)
+                self._producer.poll(0)
+            except Exception:  # purging is best effort
+                log.exception("purging the control-plane producer failed")
             raise Unavailable(
-                f"control-plane write of {key} not acknowledged within {self.write_timeout}s"
+                f"control-plane write of {key} not acknowledged within {self.write_timeout}s; "
+                "it may still apply: read the entity before retrying"
             )
         if delivered["err"] is not None:
             raise Unavailable(f"control-plane write of {key} failed: {delivered['err']}")

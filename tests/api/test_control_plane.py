@@ -128,3 +128,25 @@ def test_in_memory_control_plane_applies_the_same_rules() -> None:
     assert cp.get("ack", "f").data == {"comment": "b"}
     cp._apply("ack:f", None, 0, 101)
     assert cp.get("ack", "f") is None
+
+
+def test_a_write_the_view_never_sees_is_a_503(control_plane: ControlPlane, tokens) -> None:  # type: ignore[no-untyped-def]
+    from api_factories import drift_rule
+    from conftest import auth
+    from driftline.api import ApiConfig, create_app
+    from fastapi.testclient import TestClient
+
+    stalled = ControlPlane(control_plane.bootstrap, write_timeout=0.5).start()
+    try:
+        assert stalled.wait_ready(30)
+        stalled._stop.set()  # the reader stops: the view will not see the next write
+        stalled._thread.join()
+        client = TestClient(
+            create_app(ApiConfig(), control_plane=stalled), headers=auth(tokens["write"])
+        )
+        response = client.post("/v1/rules", json=drift_rule())
+        assert response.status_code == 503
+        assert "did not see its own write" in response.json()["detail"]
+        assert client.get("/ready").status_code == 503
+    finally:
+        stalled.close()
