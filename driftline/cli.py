@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from driftline.delivery import add_delivery_command
 from driftline.replay import add_replay_command
 from driftline.settings import Settings, load_settings
 from driftline.sinks.http_interface import add_clickhouse_command
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_command(sub)
     add_clickhouse_command(sub)
+    add_delivery_command(sub)
 
     worker = sub.add_parser("worker", help="run a stream worker (faust) until stopped")
     worker.add_argument("--loglevel", default="info")

@@ -21,8 +21,10 @@ from confluent_kafka import Producer
 from driftline.schemas import Codec, topics
 from driftline.sinks.base import Store
 from driftline.sinks.writer import Sink
+from driftline.streams.alerting import AlertEvaluator, AlertOutcome
 from driftline.streams.kv import BufferedKV, FaustTableKV, produce
 from driftline.streams.processor import BatchProcessor, BatchResult, ProcessorConfig, SourceMessage
+from driftline.streams.rulebook import ControlPlaneFollower, RuleBook
 
 log = logging.getLogger("driftline.worker")
 
@@ -111,6 +113,14 @@ class Worker:
         self.states = BufferedKV(FaustTableKV(self.states_table, self.producer))
         self.join = BufferedKV(FaustTableKV(self.join_table, self.producer))
         self.processor = BatchProcessor(self.codec, config.processor, self.states, self.join)
+        # Alert rules from the control-plane topic, applied as they change (no restart).
+        self.rulebook = RuleBook()
+        self.follower = ControlPlaneFollower(config.bootstrap, topics.RULES, self.rulebook)
+        self.alert_table = self._table("alert-state")
+        self.alert_states = BufferedKV(FaustTableKV(self.alert_table, self.producer))
+        self.evaluator = AlertEvaluator(
+            self.rulebook, retrain_cooldown_ms=config.processor.retraining_cooldown_ms
+        )
         self.app.agent(self.inputs, name="monitor")(self._monitor)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
@@ -153,8 +163,9 @@ class Worker:
             ]
             started = time.perf_counter()
             result = self.processor.process(messages)
+            alerts = self.evaluator.evaluate(result, self.alert_states)
             processed = time.perf_counter()
-            await self._apply(result)
+            await self._apply(result, alerts)
             self.stats.process_seconds += processed - started
             self.stats.apply_seconds += time.perf_counter() - processed
             self.stats.add(result, len(messages))
@@ -190,15 +201,16 @@ class Worker:
         )
         self._last_report = now
 
-    async def _apply(self, result: BatchResult) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._io, self._write, result)
+    async def _apply(self, result: BatchResult, alerts: AlertOutcome) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._io, self._write, result, alerts)
 
-    def _write(self, result: BatchResult) -> None:
+    def _write(self, result: BatchResult, alerts: AlertOutcome) -> None:
         """Rows, then records, then table changes, then wait for the broker: in this order a
         crash at any point leaves nothing acknowledged that did not land."""
-        for table, rows in result.rows.items():
-            if rows:
-                self.sink.add(table, rows)
+        for rows_by_table in (result.rows, alerts.rows):
+            for table, rows in rows_by_table.items():
+                if rows:
+                    self.sink.add(table, rows)
         self.sink.flush_all()
         for drift in result.drift_events:
             produce(
@@ -207,7 +219,14 @@ class Worker:
                 drift["model_id"].encode(),
                 self.codec.encode("DriftEvent", drift),
             )
-        for request in result.retraining:
+        for alert in alerts.alerts:
+            produce(
+                self.producer,
+                topics.ALERTS,
+                alert["model_id"].encode(),
+                self.codec.encode("AlertEvent", alert),
+            )
+        for request in [*result.retraining, *alerts.retraining]:
             produce(
                 self.producer,
                 topics.RETRAINING,
@@ -224,13 +243,19 @@ class Worker:
             )
         self.states.commit()
         self.join.commit()
+        self.alert_states.commit()
         remaining = self.producer.flush(60)
         if remaining:
             raise RuntimeError(f"{remaining} records not acknowledged by the broker in 60 s")
 
     def run(self, loglevel: str = "info") -> None:
+        # Read the alert rules before the first batch; changes keep arriving while we run.
+        self.follower.start(30.0)
+        if not self.follower.wait_caught_up(30.0):
+            log.warning("alert rules not fully read within 30 s; evaluating with what is known")
         worker = faust.Worker(self.app, loglevel=loglevel, quiet=True)
         try:
             worker.execute_from_commandline()
         finally:
+            self.follower.close()
             self._io.shutdown(wait=True)

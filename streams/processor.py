@@ -85,6 +85,8 @@ class BatchResult:
     retraining: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     counters: Counter = field(default_factory=Counter)
+    # model -> the source partition its state belongs to (for state written after the batch)
+    partitions: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -154,6 +156,7 @@ class BatchProcessor:
         touched: dict[str, int] = {}  # model -> partition
         for message in messages:
             self._one(message, result, inputs, touched)
+        result.partitions = touched
         for model_id, partition in touched.items():
             state = self._models[model_id]
             for kind in (STREAM_FEATURE, STREAM_PREDICTION, STREAM_ERROR):

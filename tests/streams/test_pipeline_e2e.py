@@ -124,9 +124,11 @@ def _expected_feature_drifts(stream: SyntheticStream, n: int) -> list[str]:
 def test_sigkill_mid_stream_loses_nothing_and_detects_the_same(fresh_kafka, tmp_path):
     bootstrap = fresh_kafka.bootstrap
     ensure_topics(bootstrap, 4)
-    total = 8000
-    stream = SyntheticStream("fraud", n_features=8, seed=11, change_at=5000)
-    publish(bootstrap, stream, 4000, outcome_lag=LAG)
+    # enough that the worker needs several commit intervals (faust commits every ~3 s) for
+    # the first part, so the kill lands mid-stream
+    first, total = 12000, 16000
+    stream = SyntheticStream("fraud", n_features=8, seed=11, change_at=13000)
+    publish(bootstrap, stream, first, outcome_lag=LAG)
 
     app_id = f"worker-{uuid.uuid4().hex[:8]}"
     env = worker_env(bootstrap, tmp_path / "data", app_id, DRIFTLINE_BATCH_MAX_EVENTS="500")
@@ -137,7 +139,7 @@ def test_sigkill_mid_stream_loses_nothing_and_detects_the_same(fresh_kafka, tmp_
     stop_worker(worker, signal.SIGKILL)
     assert lag(bootstrap, app_id) > 0, "the kill came too late to be mid-stream"
 
-    publish(bootstrap, stream, total - 4000, start=4000, outcome_lag=LAG)
+    publish(bootstrap, stream, total - first, start=first, outcome_lag=LAG)
     worker = start_worker(env, log)
     try:
         wait_for(lambda: lag(bootstrap, app_id) == 0, 240, "the restarted worker", worker, log)
