@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -171,7 +170,3 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, paths=lambda: templates)
     return app
-
-
-def openapi_json(app: FastAPI) -> str:
-    return json.dumps(app.openapi(), indent=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -218,9 +219,9 @@ DRY_RUN_ERRORS = {503: {"model": Message, "description": "No ClickHouse store co
 
 
 def _dry_run(
-    rule: RuleBase, start: object, end: object, store: StoreDep, config: ConfigDep
+    rule: RuleBase, start: datetime, end: datetime, store: StoreDep, config: ConfigDep
 ) -> DryRunResult:
-    start, end = check_range(start, end, max_days=config.dry_run_max_days)  # type: ignore[arg-type]
+    start, end = check_range(start, end, max_days=config.dry_run_max_days)
     return evaluate(store, rule, start, end, max_rows=config.dry_run_max_rows)
 
 
