@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from driftline.api.cli import add_api_command, add_api_key_command
 from driftline.delivery import add_delivery_command
 from driftline.replay import add_replay_command
 from driftline.settings import Settings, load_settings
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_replay_command(sub)
     add_clickhouse_command(sub)
     add_delivery_command(sub)
+    add_api_command(sub)
+    add_api_key_command(sub)
 
     worker = sub.add_parser("worker", help="run a stream worker (faust) until stopped")
     worker.add_argument("--loglevel", default="info")

@@ -134,8 +134,8 @@ def test_sigkill_mid_stream_loses_nothing_and_detects_the_same(fresh_kafka, tmp_
     env = worker_env(bootstrap, tmp_path / "data", app_id, DRIFTLINE_BATCH_MAX_EVENTS="500")
     log = tmp_path / "worker.log"
     worker = start_worker(env, log)
-    first_half = 4000 + 4000 - LAG
-    wait_for(lambda: first_half - lag(bootstrap, app_id) > 0, 240, "some progress", worker, log)
+    first_part = first + first - LAG
+    wait_for(lambda: first_part - lag(bootstrap, app_id) > 0, 240, "some progress", worker, log)
     stop_worker(worker, signal.SIGKILL)
     assert lag(bootstrap, app_id) > 0, "the kill came too late to be mid-stream"
 
