@@ -14,7 +14,7 @@ class ApiConfig:
     dry_run_max_days: int = 31
     #: Most rows of history one dry-run may evaluate (larger ranges answer 422).
     dry_run_max_rows: int = 200_000
-    #: Create the ``alerts`` and ``rule_versions`` tables at startup (when a store is set).
+    #: Apply the ClickHouse migrations (``alerts``, ``rule_versions``...) at startup.
     create_tables: bool = True
     #: Most alerts one list call returns.
     max_alerts: int = 1000

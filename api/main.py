@@ -15,7 +15,7 @@ from .config import ApiConfig
 from .control_plane import BaseControlPlane, NotFound, Unavailable, VersionConflict
 from .metrics import Metrics, MetricsMiddleware
 from .routes import alerts, api_keys, health, rules, silences, subscriptions
-from .tables import SerializedStore, create_tables
+from .tables import SerializedStore
 
 __all__ = ["create_app"]
 
@@ -100,9 +100,9 @@ def create_app(
 
     if store is not None and config.create_tables:
         try:
-            create_tables(store)
+            store.migrate()
         except Exception:
-            log.exception("could not create the alerts/rule_versions tables")
+            log.exception("could not apply the ClickHouse migrations (alerts, rule_versions)")
 
     app.include_router(health.router)
     templates = [route.path for route in health.router.routes]

@@ -1,9 +1,9 @@
-"""ClickHouse tables the API owns until the sinks migrations take them over.
+"""The API's side of ClickHouse: audit rows for ``rule_versions`` and a serialising wrapper.
 
 ``rule_versions`` is the audit trail of the control plane (compaction keeps only the latest
-record per key, so the history lives here). ``alerts`` is written by the workers' rule
-evaluator and read by ``GET /v1/alerts``; the API creates it so reads work before the first
-alert. Both use ``{database}`` like ``sinks/migrations`` and are created with IF NOT EXISTS.
+record per key, so the history lives here). It and ``alerts`` (written by the workers' rule
+evaluator, read by ``GET /v1/alerts``) are defined by ``sinks/migrations/0004_alerts.sql``;
+the API runs the migrations at startup so reads work before the first worker has.
 """
 
 from __future__ import annotations
@@ -11,70 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any, Final
+from typing import Any
 
 from .control_plane import Record
 
 __all__ = [
-    "RULE_VERSIONS_DDL",
-    "ALERTS_DDL",
     "SerializedStore",
-    "create_tables",
     "audit_row",
     "write_audit",
 ]
 
 log = logging.getLogger(__name__)
-
-RULE_VERSIONS_DDL: Final = """
-CREATE TABLE IF NOT EXISTS {database}.rule_versions
-(
-    kind        LowCardinality(String),
-    id          String,
-    version     UInt64,
-    op          LowCardinality(String),
-    updated_at  DateTime64(3, 'UTC'),
-    updated_by  String,
-    value       String,
-    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
-)
-ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(updated_at)
-ORDER BY (kind, id, version, op)
-"""
-
-# One row per alert state change (pending -> firing -> resolved); the current state of an
-# alert is its row with the greatest updated_at. A replayed state change has the same key and
-# collapses on merge.
-ALERTS_DDL: Final = """
-CREATE TABLE IF NOT EXISTS {database}.alerts
-(
-    fingerprint       String,
-    rule_id           String,
-    rule_version      UInt64,
-    alertname         String,
-    model_id          LowCardinality(String),
-    severity          LowCardinality(String),
-    state             LowCardinality(String),
-    labels            Map(String, String),
-    annotations       Map(String, String),
-    value             Nullable(Float64),
-    starts_at         DateTime64(3, 'UTC'),
-    ends_at           Nullable(DateTime64(3, 'UTC')),
-    updated_at        DateTime64(3, 'UTC'),
-    trigger_event_ids Array(String),
-    ingested_at       DateTime64(3, 'UTC') DEFAULT now64(3)
-)
-ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(updated_at)
-ORDER BY (model_id, fingerprint, updated_at, state)
-"""
-
-
-def create_tables(store: Any) -> None:
-    for ddl in (RULE_VERSIONS_DDL, ALERTS_DDL):
-        store.command(ddl.replace("{database}", store.database))
-
 
 def _public(record: Record) -> dict[str, Any]:
     """The record as audited: secrets and key hashes never leave the control plane."""

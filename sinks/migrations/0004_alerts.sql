@@ -1,7 +1,5 @@
 -- Alerts raised by the workers' rule evaluator (streams/alerting.py) and the control plane's
--- audit trail. Both tables were first defined by the API (api/tables.py, created there with
--- IF NOT EXISTS so reads work before the first migration); the DDL here is the same, so
--- whichever runs first creates the table the other expects.
+-- audit trail (written by the API, which runs these migrations at startup too).
 --
 -- alerts: one row per state change (pending, firing, each repeat notification, resolved).
 -- The current state of an alert is its row with the greatest updated_at. Every column comes
@@ -24,23 +22,21 @@ CREATE TABLE IF NOT EXISTS {database}.alerts
     ends_at           Nullable(DateTime64(3, 'UTC')),
     updated_at        DateTime64(3, 'UTC'),
     trigger_event_ids Array(String),
+    event_id          String,
+    silenced          UInt8,
+    silence_ids       Array(String),
+    acknowledged      UInt8,
+    notify            Array(String),
+    inhibited_by      Nullable(String),
     ingested_at       DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(updated_at)
 ORDER BY (model_id, fingerprint, updated_at, state);
 
--- Columns the evaluator adds beyond the API's first definition; ADD COLUMN IF NOT EXISTS so a
--- table the API created before this migration ran gains them too.
-ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS event_id String;
-ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS silenced UInt8;
-ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS silence_ids Array(String);
-ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS acknowledged UInt8;
-ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS notify Array(String);
-ALTER TABLE {database}.alerts ADD COLUMN IF NOT EXISTS inhibited_by Nullable(String);
 
 -- Every control-plane write (compaction keeps only the latest record per key on the topic).
--- Written by the API; same DDL as api/tables.py RULE_VERSIONS_DDL.
+-- Written by the API.
 CREATE TABLE IF NOT EXISTS {database}.rule_versions
 (
     kind        LowCardinality(String),
