@@ -46,8 +46,12 @@ def test_api_key_create_list_revoke(
     )
     token, key_id = fields["key"].strip(), fields["id"].strip()
     assert fields["scopes"].strip() == "read,write"
-    # The API process (another control plane reading the same topic) accepts it.
-    assert TestClient(app, headers=auth(token)).get("/v1/rules").status_code == 200
+    # The API process (another control plane reading the same topic) accepts it once its
+    # view has read the record, asynchronously.
+    deadline = time.monotonic() + 30
+    while TestClient(app, headers=auth(token)).get("/v1/rules").status_code != 200:
+        assert time.monotonic() < deadline, "new key not accepted"
+        time.sleep(0.1)
 
     code, out = run(["api-key", "list"], api_kafka.bootstrap, capsys)
     listed = {row["id"]: row for row in map(json.loads, out.splitlines())}
