@@ -1,0 +1,515 @@
+"""``driftline report``: one model's drift timeline and metrics as a self-contained HTML page.
+
+Reads ClickHouse (the per-minute metrics, ``drift_events FINAL``, ``retraining_requests FINAL``)
+and draws them as inline SVG written here, without a plotting library:
+
+* top panel: accuracy, error rate and label coverage per minute (lines, 0-100 %);
+* bottom panel: predictions per minute (bars);
+* both panels: drift events as vertical markers labelled with their stream, retraining requests
+  as dashed markers with a triangle.
+
+The page also lists the drift events and retraining requests of the window, so nothing hides
+behind overlapping markers. ``--out x.svg`` writes the bare SVG instead.
+
+>>> from datetime import UTC, datetime, timedelta
+>>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
+>>> data = ReportData("m", t0, t0 + timedelta(minutes=3),
+...     [MinuteRow(t0, 10, 10, 0.9, 0.1, 1.0)], [], [])
+>>> "<svg" in render_svg(data)
+True
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DriftMarker",
+    "MinuteRow",
+    "ReportData",
+    "RetrainMarker",
+    "add_report_command",
+    "handler",
+    "load_report_data",
+    "render_html",
+    "render_svg",
+    "write_report",
+]
+
+# -- data --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MinuteRow:
+    minute: datetime
+    predictions: int
+    labeled: int
+    accuracy: float | None
+    error_rate: float | None
+    label_coverage: float | None
+
+
+@dataclass(frozen=True)
+class DriftMarker:
+    at: datetime
+    stream_kind: str
+    stream_name: str
+    detector: str
+    model_version: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.stream_kind.lower()}:{self.stream_name}"
+
+
+@dataclass(frozen=True)
+class RetrainMarker:
+    at: datetime
+    policy: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReportData:
+    model_id: str
+    start: datetime
+    end: datetime
+    minutes: list[MinuteRow]
+    drifts: list[DriftMarker]
+    retraining: list[RetrainMarker]
+    note: str = ""
+
+
+_METRICS_SQL = """
+SELECT
+    m.minute AS minute,
+    sum(m.predictions) AS predictions,
+    sum(m.labeled) AS labeled,
+    if(sum(m.classified) = 0, NULL, sum(m.correct) / sum(m.classified)) AS accuracy,
+    if(sum(m.classified) = 0, NULL, 1 - sum(m.correct) / sum(m.classified)) AS error_rate,
+    if(sum(m.predictions) = 0, NULL, sum(m.labeled) / sum(m.predictions)) AS label_coverage
+FROM model_metrics_minute AS m
+WHERE m.model_id = {model_id:String} AND m.segment = ''
+  AND m.minute >= {start:DateTime('UTC')} AND m.minute < {end:DateTime('UTC')}
+GROUP BY m.minute
+ORDER BY m.minute
+"""
+_DRIFT_SQL = """
+SELECT detected_at, stream_kind, stream_name, detector, model_version
+FROM drift_events FINAL
+WHERE model_id = {model_id:String}
+  AND detected_at >= {start:DateTime('UTC')} AND detected_at < {end:DateTime('UTC')}
+ORDER BY detected_at, stream_kind, stream_name
+"""
+_RETRAIN_SQL = """
+SELECT requested_at, policy, reason
+FROM retraining_requests FINAL
+WHERE model_id = {model_id:String}
+  AND requested_at >= {start:DateTime('UTC')} AND requested_at < {end:DateTime('UTC')}
+ORDER BY requested_at
+"""
+_LATEST_SQL = """
+SELECT max(minute), count()
+FROM model_metrics_minute
+WHERE model_id = {model_id:String} AND segment = ''
+"""
+
+
+def _utc(value: Any) -> datetime:
+    if isinstance(value, int | float):  # DateTime through chdb's Arrow: epoch seconds
+        return datetime.fromtimestamp(value, UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _opt(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _params(model_id: str, start: datetime, end: datetime) -> dict[str, str]:
+    return {
+        "model_id": model_id,
+        "start": f"{start:%Y-%m-%d %H:%M:%S}",
+        "end": f"{end:%Y-%m-%d %H:%M:%S}",
+    }
+
+
+def load_report_data(
+    store: Any, model_id: str, hours: float, *, end: datetime | None = None
+) -> ReportData:
+    """The last ``hours`` up to ``end`` (default: now, rounded up to the minute). When the model
+    has no traffic in that window but has some earlier, the window ends at its last minute
+    instead (and ``note`` says so): a report of an idle model shows its last activity."""
+    note = ""
+    end = end or datetime.now(UTC)
+    end = end.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    start = end - timedelta(hours=hours)
+    params = _params(model_id, start, end)
+    minutes = store.query(_METRICS_SQL, params)
+    if not minutes:
+        ((latest, n),) = store.query(_LATEST_SQL, {"model_id": model_id})
+        if n:
+            latest = _utc(latest)
+            note = (
+                f"no predictions in the {hours:g} h before {end:%Y-%m-%d %H:%M} UTC; "
+                f"showing the {hours:g} h up to the model's last minute"
+            )
+            end = latest + timedelta(minutes=1)
+            start = end - timedelta(hours=hours)
+            params = _params(model_id, start, end)
+            minutes = store.query(_METRICS_SQL, params)
+        else:
+            note = f"no data for model {model_id!r}"
+    return ReportData(
+        model_id,
+        start,
+        end,
+        [
+            MinuteRow(_utc(m), int(p), int(lab), _opt(a), _opt(e), _opt(c))
+            for m, p, lab, a, e, c in minutes
+        ],
+        [DriftMarker(_utc(t), k, n, d, v) for t, k, n, d, v in store.query(_DRIFT_SQL, params)],
+        [RetrainMarker(_utc(t), p, r) for t, p, r in store.query(_RETRAIN_SQL, params)],
+        note,
+    )
+
+
+# -- SVG ---------------------------------------------------------------------------------------
+
+WIDTH = 1000
+LEFT, RIGHT = 64, 24
+TOP_Y, TOP_H = 84, 250  # rates panel
+BOT_Y, BOT_H = TOP_Y + TOP_H + 60, 130  # volume panel
+HEIGHT = BOT_Y + BOT_H + 50
+
+SERIES = (  # key, label, colour, dash
+    ("accuracy", "accuracy", "#1a9850", ""),
+    ("error_rate", "error rate", "#d73027", ""),
+    ("label_coverage", "label coverage", "#4575b4", "6 3"),
+)
+DRIFT_COLOUR = "#f08c00"
+RETRAIN_COLOUR = "#7b3294"
+BAR_COLOUR = "#9e9e9e"
+_TICK_STEPS = [
+    timedelta(minutes=m) for m in (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880)
+]
+
+
+def _time_ticks(start: datetime, end: datetime, target: int = 8) -> list[datetime]:
+    span = end - start
+    step = next((s for s in _TICK_STEPS if span / s <= target), _TICK_STEPS[-1])
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    first = epoch + math.ceil((start - epoch) / step) * step
+    ticks = []
+    while first <= end:
+        ticks.append(first)
+        first += step
+    return ticks
+
+
+def _nice_max(value: float) -> float:
+    if value <= 0:
+        return 1.0
+    exponent = 10 ** math.floor(math.log10(value))
+    for m in (1, 2, 2.5, 5, 10):
+        if value <= m * exponent:
+            return m * exponent
+    return 10 * exponent
+
+
+def _fmt_count(value: float) -> str:
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:g}M"
+    if value >= 1000:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
+
+
+class _Canvas:
+    def __init__(self, data: ReportData) -> None:
+        self.data = data
+        self.parts: list[str] = []
+        self.span = (data.end - data.start).total_seconds() or 60.0
+
+    def x(self, t: datetime) -> float:
+        frac = (t - self.data.start).total_seconds() / self.span
+        return LEFT + frac * (WIDTH - LEFT - RIGHT)
+
+    def add(self, element: str) -> None:
+        self.parts.append(element)
+
+
+def _text(x: float, y: float, content: str, **attrs: Any) -> str:
+    extra = "".join(f' {k.replace("_", "-")}="{v}"' for k, v in attrs.items())
+    return f'<text x="{x:.1f}" y="{y:.1f}"{extra}>{html.escape(content)}</text>'
+
+
+def _axes(c: _Canvas, y0: float, h: float, ticks: list[tuple[float, str]], title: str) -> None:
+    plot_w = WIDTH - LEFT - RIGHT
+    for frac, label in ticks:
+        y = y0 + h - frac * h
+        c.add(f'<line class="grid" x1="{LEFT}" y1="{y:.1f}" x2="{LEFT + plot_w}" y2="{y:.1f}"/>')
+        c.add(_text(LEFT - 6, y + 4, label, text_anchor="end", class_="tick"))
+    c.add(f'<rect class="frame" x="{LEFT}" y="{y0}" width="{plot_w}" height="{h}"/>')
+    c.add(_text(LEFT, y0 - 8, title, class_="panel-title"))
+
+
+def _time_axis(c: _Canvas, y0: float, h: float) -> None:
+    ticks = _time_ticks(c.data.start, c.data.end)
+    multi_day = c.data.start.date() != c.data.end.date()
+    for i, t in enumerate(ticks):
+        x = c.x(t)
+        c.add(
+            f'<line class="tick-line" x1="{x:.1f}" y1="{y0 + h}" x2="{x:.1f}" y2="{y0 + h + 5}"/>'
+        )
+        label = t.strftime("%m-%d %H:%M" if multi_day and (i == 0 or t.hour == t.minute == 0)
+                           else "%H:%M")  # fmt: skip
+        c.add(_text(x, y0 + h + 18, label, text_anchor="middle", class_="tick"))
+    c.add(_text(WIDTH - RIGHT, y0 + h + 36, "time (UTC)", text_anchor="end", class_="tick"))
+
+
+def _series_path(c: _Canvas, key: str) -> str:
+    """One path per series; a minute without a value breaks the line."""
+    d, pen_down = [], False
+    for row in c.data.minutes:
+        value = getattr(row, key)
+        if value is None:
+            pen_down = False
+            continue
+        x = c.x(row.minute + timedelta(seconds=30))
+        y = TOP_Y + TOP_H - max(0.0, min(1.0, value)) * TOP_H
+        d.append(f"{'L' if pen_down else 'M'}{x:.1f},{y:.1f}")
+        pen_down = True
+    return " ".join(d)
+
+
+def _markers(c: _Canvas) -> None:
+    bottom = BOT_Y + BOT_H
+    for r in c.data.retraining:
+        x = c.x(r.at)
+        c.add(
+            f'<g class="retrain" data-policy="{html.escape(r.policy)}">'
+            f"<title>{html.escape(f'{r.at:%H:%M:%S} retraining ({r.policy}): {r.reason}')}</title>"
+            f'<line x1="{x:.1f}" y1="{TOP_Y}" x2="{x:.1f}" y2="{bottom}" '
+            f'stroke="{RETRAIN_COLOUR}" stroke-width="1.5" stroke-dasharray="5 4"/>'
+            f'<path d="M{x - 6:.1f},{TOP_Y - 12} L{x + 6:.1f},{TOP_Y - 12} L{x:.1f},{TOP_Y - 2} Z" '
+            f'fill="{RETRAIN_COLOUR}"/></g>'
+        )
+    # stagger labels over four rows so close markers do not print over each other
+    last_x: list[float] = [-1e9] * 4
+    for d in c.data.drifts:
+        x = c.x(d.at)
+        row = min(range(4), key=lambda k: (last_x[k] > x - 70, last_x[k]))
+        last_x[row] = x
+        y = TOP_Y + 14 + row * 14
+        c.add(
+            f'<g class="drift" data-stream-kind="{html.escape(d.stream_kind)}" '
+            f'data-stream="{html.escape(d.stream_name)}">'
+            f"<title>{html.escape(f'{d.at:%H:%M:%S} {d.detector} drift on {d.label} (v{d.model_version})')}</title>"
+            f'<line x1="{x:.1f}" y1="{TOP_Y}" x2="{x:.1f}" y2="{bottom}" '
+            f'stroke="{DRIFT_COLOUR}" stroke-width="2"/>'
+            + _text(x + 4, y, d.label, class_="drift-label", fill=DRIFT_COLOUR)
+            + "</g>"
+        )
+
+
+def _legend(c: _Canvas) -> None:
+    items = [(label, colour, dash, "line") for _, label, colour, dash in SERIES]
+    items += [
+        ("predictions / min", BAR_COLOUR, "", "bar"),
+        ("drift event (stream)", DRIFT_COLOUR, "", "line"),
+        ("retraining request", RETRAIN_COLOUR, "5 4", "line"),
+    ]
+    x, y = LEFT, 44
+    for label, colour, dash, kind in items:
+        if kind == "bar":
+            c.add(f'<rect x="{x}" y="{y - 9}" width="18" height="10" fill="{colour}"/>')
+        else:
+            dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+            c.add(f'<line x1="{x}" y1="{y - 4}" x2="{x + 18}" y2="{y - 4}" stroke="{colour}" '
+                  f'stroke-width="2.5"{dash_attr}/>')  # fmt: skip
+        c.add(_text(x + 24, y, label, class_="legend"))
+        x += 24 + 7.2 * len(label) + 22
+
+
+def render_svg(data: ReportData) -> str:
+    """The chart as a standalone SVG document."""
+    c = _Canvas(data)
+    c.add(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, Arial, sans-serif" '
+        f'font-size="12" role="img" aria-label="drift report for {html.escape(data.model_id)}">'
+    )
+    c.add(
+        "<style>.grid{stroke:#e6e6e6;stroke-width:1}.frame{fill:none;stroke:#888}"
+        ".tick{fill:#444;font-size:11px}.tick-line{stroke:#888}"
+        ".panel-title{font-weight:bold;fill:#222}.legend{fill:#222}"
+        ".drift-label{font-size:11px;font-weight:bold}.title{font-size:16px;font-weight:bold}"
+        ".note{fill:#a00;font-size:12px}</style>"
+    )
+    c.add(f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>')
+    title = (
+        f"{data.model_id}: {data.start:%Y-%m-%d %H:%M} - {data.end:%Y-%m-%d %H:%M} UTC, "
+        f"{sum(r.predictions for r in data.minutes):,} predictions, "
+        f"{len(data.drifts)} drift events, {len(data.retraining)} retraining requests"
+    )
+    c.add(_text(LEFT, 22, title, class_="title"))
+    _legend(c)
+    if data.note:
+        c.add(_text(WIDTH - RIGHT, 22, data.note, text_anchor="end", class_="note"))
+
+    # rates panel
+    _axes(c, TOP_Y, TOP_H, [(f / 4, f"{f * 25}%") for f in range(5)],
+          "accuracy, error rate, label coverage per minute")  # fmt: skip
+    for key, label, colour, dash in SERIES:
+        d = _series_path(c, key)
+        if d:
+            dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+            c.add(f'<path class="series {key}" data-series="{key}" d="{d}" fill="none" '
+                  f'stroke="{colour}" stroke-width="1.8"{dash_attr}><title>{label}</title></path>')  # fmt: skip
+    _time_axis(c, TOP_Y, TOP_H)
+
+    # volume panel
+    top = _nice_max(max((r.predictions for r in data.minutes), default=0))
+    _axes(c, BOT_Y, BOT_H, [(f / 2, _fmt_count(top * f / 2)) for f in range(3)],
+          "predictions per minute")  # fmt: skip
+    bar_w = max(1.0, (c.x(data.start + timedelta(minutes=1)) - c.x(data.start)) * 0.8)
+    c.add('<g class="series predictions" data-series="predictions">')
+    for r in data.minutes:
+        h = r.predictions / top * BOT_H
+        x = c.x(r.minute) + bar_w * 0.125
+        c.add(f'<rect x="{x:.1f}" y="{BOT_Y + BOT_H - h:.1f}" width="{bar_w:.1f}" '
+              f'height="{h:.1f}" fill="{BAR_COLOUR}"/>')  # fmt: skip
+    c.add("</g>")
+    _time_axis(c, BOT_Y, BOT_H)
+    _markers(c)
+    c.add("</svg>")
+    return "\n".join(c.parts)
+
+
+# -- HTML --------------------------------------------------------------------------------------
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def render_html(data: ReportData) -> str:
+    """A self-contained page: the SVG inline, a summary and the events of the window."""
+    predictions = sum(r.predictions for r in data.minutes)
+    labeled = sum(r.labeled for r in data.minutes)
+    classified = [(r.accuracy, r.labeled) for r in data.minutes if r.accuracy is not None]
+    weight = sum(n for _, n in classified)
+    accuracy = sum(a * n for a, n in classified) / weight if weight else None
+    summary = _table(
+        ["predictions", "labelled", "label coverage", "accuracy (labelled, weighted)"],
+        [[f"{predictions:,}", f"{labeled:,}",
+          _pct(labeled / predictions if predictions else None), _pct(accuracy)]],
+    )  # fmt: skip
+    drifts = _table(
+        ["detected at (UTC)", "stream kind", "stream", "detector", "model version"],
+        [
+            [f"{d.at:%Y-%m-%d %H:%M:%S}", d.stream_kind, d.stream_name, d.detector,
+             d.model_version]
+            for d in data.drifts
+        ],
+    )  # fmt: skip
+    retraining = _table(
+        ["requested at (UTC)", "policy", "reason"],
+        [[f"{r.at:%Y-%m-%d %H:%M:%S}", r.policy, r.reason] for r in data.retraining],
+    )
+    name = html.escape(data.model_id)
+    note = f'<p class="note">{html.escape(data.note)}</p>' if data.note else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>driftline report: {name}</title>
+<style>
+body {{ font-family: Helvetica, Arial, sans-serif; margin: 24px; color: #222; }}
+table {{ border-collapse: collapse; margin: 8px 0 24px; font-size: 13px; }}
+th, td {{ border: 1px solid #ddd; padding: 4px 10px; text-align: left; }}
+th {{ background: #f4f4f4; }}
+.note {{ color: #a00; }}
+</style></head>
+<body>
+<h1>driftline report: {name}</h1>
+<p>{data.start:%Y-%m-%d %H:%M} &ndash; {data.end:%Y-%m-%d %H:%M} UTC.
+Metrics are per prediction minute (labels arriving later fill in the last minutes).</p>
+{note}
+{render_svg(data)}
+<h2>Summary</h2>
+{summary}
+<h2>Drift events ({len(data.drifts)})</h2>
+{drifts}
+<h2>Retraining requests ({len(data.retraining)})</h2>
+{retraining}
+</body></html>
+"""
+
+
+def write_report(data: ReportData, out: Path) -> Path:
+    """``.svg``: the chart alone; anything else: the HTML page."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = render_svg(data) if out.suffix.lower() == ".svg" else render_html(data)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+
+def add_report_command(subparsers: Any) -> None:
+    """``driftline report --model M --out report.html [--hours N] [--clickhouse-url URL]``."""
+    parser = subparsers.add_parser(
+        "report", help="a model's drift timeline and metrics as an HTML (or SVG) file"
+    )
+    parser.add_argument("--model", required=True, help="model_id to report on")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output file: .html (page) or .svg (chart)"
+    )
+    parser.add_argument("--hours", type=float, default=24.0, help="window up to now (hours)")
+    parser.add_argument(
+        "--clickhouse-url",
+        default=None,
+        help="ClickHouse server to read (default: DRIFTLINE_CLICKHOUSE_URL, else embedded)",
+    )
+    parser.set_defaults(handler=handler)
+
+
+def handler(args: argparse.Namespace, settings: Any) -> int:
+    from driftline.sinks import open_store
+
+    if args.hours <= 0:
+        raise SystemExit("--hours must be positive")
+    url = args.clickhouse_url or settings.clickhouse_url
+    store = open_store(url, settings.clickhouse_database, settings.chdb_path)
+    try:
+        data = load_report_data(store, args.model, args.hours)
+    finally:
+        store.close()
+    out = write_report(data, args.out)
+    print(
+        f"{out}: {sum(r.predictions for r in data.minutes):,} predictions, "
+        f"{len(data.drifts)} drift events, {len(data.retraining)} retraining requests"
+        + (f" ({data.note})" if data.note else "")
+    )
+    return 0

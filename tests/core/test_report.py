@@ -1,0 +1,102 @@
+"""``driftline report`` on a store filled by the worker's own logic (a drifting model).
+
+PNG output is not offered: it would need a rasteriser (cairosvg, librsvg) as a new dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from driftline.sinks import EmbeddedStore, Store
+
+from driftline.report import add_report_command, handler, load_report_data, render_svg
+
+_spec = importlib.util.spec_from_file_location(
+    "documented_queries_fill",
+    Path(__file__).resolve().parents[1] / "sinks" / "test_documented_queries.py",
+)
+assert _spec and _spec.loader
+_fill = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_fill)
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Store, dict]]:
+    path = tmp_path_factory.mktemp("chdb")
+    store = EmbeddedStore(path, "driftline")
+    try:
+        store.migrate()
+        rows = _fill.fill_store(store)
+        yield path, store, rows
+    finally:
+        store.close()
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_report_command(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_report_html_has_the_metric_series_and_the_drift_markers(filled, tmp_path):
+    path, store, rows = filled
+    data = load_report_data(store, "churn", 24)
+    out = tmp_path / "churn.html"
+    args = _parse(["report", "--model", "churn", "--out", str(out), "--hours", "24"])
+    # the handler opens the store itself through open_store; chdb shares the engine per path
+    settings = SimpleNamespace(clickhouse_url=None, clickhouse_database="driftline", chdb_path=path)
+    assert args.handler is handler
+    assert args.handler(args, settings) == 0
+    page = out.read_text("utf-8")
+
+    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 1
+    for series in ("accuracy", "error_rate", "label_coverage", "predictions"):
+        assert f'data-series="{series}"' in page
+    # one point per minute with labels: the lines really carry the data
+    accuracy_path = re.search(r'data-series="accuracy" d="([^"]+)"', page)[1]
+    assert accuracy_path.count("M") + accuracy_path.count("L") == len(data.minutes)
+    bars = re.search(r'data-series="predictions">(.*?)</g>', page, re.S)[1]
+    assert bars.count("<rect") == len(data.minutes) > 30
+
+    drifted = {(d["stream_kind"], d["stream_name"]) for d in rows["drift_events"]
+               if d["model_id"] == "churn"}  # fmt: skip
+    assert ("FEATURE", "f00") in drifted
+    markers = set(re.findall(r'class="drift" data-stream-kind="(\w+)" data-stream="(\w+)"', page))
+    assert markers == drifted
+    assert "feature:f00</text>" in page
+    retrain = [r for r in rows["retraining_requests"] if r["model_id"] == "churn"]
+    assert page.count('<g class="retrain"') == len(retrain) > 0
+
+
+def test_quiet_model_has_no_markers_and_svg_output(filled, tmp_path):
+    _, store, _ = filled
+    svg = render_svg(load_report_data(store, "fraud", 24))
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert 'class="drift"' not in svg and 'class="retrain"' not in svg
+    assert 'data-series="accuracy"' in svg
+
+
+def test_unknown_model_says_so(filled):
+    _, store, _ = filled
+    data = load_report_data(store, "nobody", 1)
+    assert data.minutes == [] and "no data" in data.note
+    assert "no data for model" in render_svg(data)
+
+
+def test_report_through_clickhouse_connect(filled, tmp_path):
+    # --clickhouse-url goes through ServerStore (clickhouse-connect), here on the same engine
+    path, _, _ = filled
+    out = tmp_path / "churn.svg"
+    args = _parse(["report", "--model", "churn", "--out", str(out),
+                   "--clickhouse-url", f"chdb://{path}"])  # fmt: skip
+    settings = SimpleNamespace(clickhouse_url=None, clickhouse_database="driftline", chdb_path=path)
+    assert handler(args, settings) == 0
+    svg = out.read_text("utf-8")
+    assert svg.startswith("<svg")
+    assert 'data-stream="f00"' in svg and 'data-series="accuracy"' in svg
