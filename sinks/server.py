@@ -11,6 +11,7 @@ duplicate it; ReplacingMergeTree + FINAL (and the dedup token, when given) absor
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +62,9 @@ def _without_database(url: str) -> str:
     return url
 
 
+_DATABASE_DDL = re.compile(r"\s*(CREATE|DROP)\s+DATABASE\b", re.IGNORECASE)
+
+
 class ServerStore(Store):
     """ClickHouse server at ``url`` (``http[s]://user:password@host:port[/ignored]``).
 
@@ -91,7 +95,11 @@ class ServerStore(Store):
         # tz_mode="aware": DateTime64(3, 'UTC') comes back tz-aware, as from the embedded store.
         dsn = _without_database(url)
         factory = client_factory or (
-            lambda: clickhouse_connect.get_client(dsn=dsn, tz_mode="aware")
+            # No session: the store is shared across threads, and ClickHouse refuses
+            # concurrent queries within one session. The database is a per-query setting.
+            lambda: clickhouse_connect.get_client(
+                dsn=dsn, tz_mode="aware", autogenerate_session_id=False
+            )
         )
         self._client = self._retry("connect", factory)
         # The database may not exist before the first migrate(): create it, then make it the
@@ -126,7 +134,10 @@ class ServerStore(Store):
         return self._client
 
     def command(self, sql: str) -> None:
-        self._retry("command", self._client_or_raise().command, sql)
+        # CREATE/DROP DATABASE must not name the (maybe missing) database as the session's
+        # default: ClickHouse refuses any query whose default database does not exist.
+        use_database = _DATABASE_DDL.match(sql) is None
+        self._retry("command", self._client_or_raise().command, sql, use_database=use_database)
 
     def insert(
         self,

@@ -18,7 +18,12 @@ import numpy as np
 import pytest
 from driftline.sinks import EmbeddedStore, ServerStore, Store
 
-SERVER_URL = os.environ.get("DRIFTLINE_TEST_CLICKHOUSE_URL")
+
+def server_url() -> str | None:
+    """Read when used: the root conftest starts driftline's own ClickHouse HTTP endpoint and
+    sets the variable after this module is imported."""
+    return os.environ.get("DRIFTLINE_TEST_CLICKHOUSE_URL")
+
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +48,10 @@ def _database_for(request: pytest.FixtureRequest) -> str:
 
 _SERVER_HTTP = pytest.param(
     "server-http",
-    marks=pytest.mark.skipif(not SERVER_URL, reason="DRIFTLINE_TEST_CLICKHOUSE_URL not set"),
+    marks=pytest.mark.skipif(
+        "not os.environ.get('DRIFTLINE_TEST_CLICKHOUSE_URL')",
+        reason="DRIFTLINE_TEST_CLICKHOUSE_URL not set",
+    ),
 )
 #: Every Store implementation. ServerStore also runs over clickhouse-connect's in-process chdb
 #: backend: the real client code (insert contexts, Native format, typed results) on the real
@@ -74,8 +82,9 @@ def make_store(request: pytest.FixtureRequest, chdb_path: Path, kind: str) -> It
     elif kind == "server-chdb":
         s = ServerStore(f"chdb://{chdb_path}", database)
     else:
-        assert SERVER_URL
-        s = ServerStore(SERVER_URL, database)
+        url = server_url()
+        assert url
+        s = ServerStore(url, database)
         s.command(f"DROP DATABASE IF EXISTS {database}")
     s.migrate()
     try:
