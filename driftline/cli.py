@@ -9,6 +9,7 @@ from pathlib import Path
 from driftline.api.cli import add_api_command, add_api_key_command
 from driftline.delivery import add_delivery_command
 from driftline.replay import add_replay_command
+from driftline.report import add_report_command
 from driftline.settings import Settings, load_settings
 from driftline.sinks.http_interface import add_clickhouse_command
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_delivery_command(sub)
     add_api_command(sub)
     add_api_key_command(sub)
+    add_report_command(sub)
 
     worker = sub.add_parser("worker", help="run a stream worker (faust) until stopped")
     worker.add_argument("--loglevel", default="info")

@@ -85,6 +85,13 @@ class ReportData:
     drifts: list[DriftMarker]
     retraining: list[RetrainMarker]
     note: str = ""
+    # width of one point/bar: a minute, or seconds when the model's traffic spans minutes only
+    bucket: timedelta = timedelta(minutes=1)
+
+    @property
+    def bucket_label(self) -> str:
+        seconds = int(self.bucket.total_seconds())
+        return "minute" if seconds == 60 else f"{seconds} s"
 
 
 _METRICS_SQL = """
@@ -115,6 +122,24 @@ WHERE model_id = {model_id:String}
   AND requested_at >= {start:DateTime('UTC')} AND requested_at < {end:DateTime('UTC')}
 ORDER BY requested_at
 """
+# Short spans (a demo, a fresh model) read the raw tables in buckets of seconds instead.
+_FINE_PREDICTIONS_SQL = """
+SELECT toStartOfInterval(event_time, INTERVAL {bucket:UInt32} SECOND) AS t, count()
+FROM predictions FINAL
+WHERE model_id = {model_id:String}
+  AND event_time >= {start:DateTime('UTC')} AND event_time < {end:DateTime('UTC')}
+GROUP BY t
+"""
+_FINE_LABELS_SQL = """
+SELECT toStartOfInterval(prediction_time, INTERVAL {bucket:UInt32} SECOND) AS t,
+       count(), countIf(correct IS NOT NULL), sum(ifNull(correct, 0))
+FROM joined_labels FINAL
+WHERE model_id = {model_id:String}
+  AND prediction_time >= {start:DateTime('UTC')} AND prediction_time < {end:DateTime('UTC')}
+GROUP BY t
+"""
+FINE_SPAN = timedelta(minutes=30)
+
 _LATEST_SQL = """
 SELECT max(minute), count()
 FROM model_metrics_minute
@@ -171,18 +196,51 @@ def load_report_data(
             minutes = store.query(_METRICS_SQL, params)
         else:
             note = f"no data for model {model_id!r}"
+    rows = [
+        MinuteRow(_utc(m), int(p), int(lab), _opt(a), _opt(e), _opt(c))
+        for m, p, lab, a, e, c in minutes
+    ]
+    bucket = timedelta(minutes=1)
+    if rows and rows[-1].minute - rows[0].minute < FINE_SPAN:
+        # a few minutes of traffic would be one or two points: zoom in on it
+        start, end = rows[0].minute, rows[-1].minute + bucket
+        bucket = timedelta(seconds=5 if end - start <= timedelta(minutes=10) else 15)
+        rows = _fine_rows(store, _params(model_id, start, end), bucket)
+        if rows:
+            start, end = rows[0].minute, rows[-1].minute + bucket
+        params = _params(model_id, start, end)
     return ReportData(
         model_id,
         start,
         end,
-        [
-            MinuteRow(_utc(m), int(p), int(lab), _opt(a), _opt(e), _opt(c))
-            for m, p, lab, a, e, c in minutes
-        ],
+        rows,
         [DriftMarker(_utc(t), k, n, d, v) for t, k, n, d, v in store.query(_DRIFT_SQL, params)],
         [RetrainMarker(_utc(t), p, r) for t, p, r in store.query(_RETRAIN_SQL, params)],
         note,
+        bucket,
     )
+
+
+def _fine_rows(store: Any, params: dict[str, str], bucket: timedelta) -> list[MinuteRow]:
+    query = {**params, "bucket": str(int(bucket.total_seconds()))}
+    predictions = {_utc(t): int(n) for t, n in store.query(_FINE_PREDICTIONS_SQL, query)}
+    labels = {_utc(t): rest for t, *rest in store.query(_FINE_LABELS_SQL, query)}
+    rows = []
+    for t in sorted(predictions.keys() | labels.keys()):
+        n = predictions.get(t, 0)
+        labeled, classified, correct = (int(v) for v in labels.get(t, (0, 0, 0)))
+        accuracy = correct / classified if classified else None
+        rows.append(
+            MinuteRow(
+                t,
+                n,
+                labeled,
+                accuracy,
+                None if accuracy is None else 1 - accuracy,
+                labeled / n if n else None,
+            )
+        )
+    return rows
 
 
 # -- SVG ---------------------------------------------------------------------------------------
@@ -201,7 +259,7 @@ SERIES = (  # key, label, colour, dash
 DRIFT_COLOUR = "#f08c00"
 RETRAIN_COLOUR = "#7b3294"
 BAR_COLOUR = "#9e9e9e"
-_TICK_STEPS = [
+_TICK_STEPS = [timedelta(seconds=s) for s in (5, 10, 15, 30)] + [
     timedelta(minutes=m) for m in (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880)
 ]
 
@@ -273,8 +331,10 @@ def _time_axis(c: _Canvas, y0: float, h: float) -> None:
         c.add(
             f'<line class="tick-line" x1="{x:.1f}" y1="{y0 + h}" x2="{x:.1f}" y2="{y0 + h + 5}"/>'
         )
-        label = t.strftime("%m-%d %H:%M" if multi_day and (i == 0 or t.hour == t.minute == 0)
-                           else "%H:%M")  # fmt: skip
+        if multi_day and (i == 0 or t.hour == t.minute == 0):
+            label = t.strftime("%m-%d %H:%M")
+        else:
+            label = t.strftime("%H:%M:%S" if c.data.bucket < timedelta(minutes=1) else "%H:%M")
         c.add(_text(x, y0 + h + 18, label, text_anchor="middle", class_="tick"))
     c.add(_text(WIDTH - RIGHT, y0 + h + 36, "time (UTC)", text_anchor="end", class_="tick"))
 
@@ -287,7 +347,7 @@ def _series_path(c: _Canvas, key: str) -> str:
         if value is None:
             pen_down = False
             continue
-        x = c.x(row.minute + timedelta(seconds=30))
+        x = c.x(row.minute + c.data.bucket / 2)
         y = TOP_Y + TOP_H - max(0.0, min(1.0, value)) * TOP_H
         d.append(f"{'L' if pen_down else 'M'}{x:.1f},{y:.1f}")
         pen_down = True
@@ -327,7 +387,7 @@ def _markers(c: _Canvas) -> None:
 def _legend(c: _Canvas) -> None:
     items = [(label, colour, dash, "line") for _, label, colour, dash in SERIES]
     items += [
-        ("predictions / min", BAR_COLOUR, "", "bar"),
+        (f"predictions / {c.data.bucket_label}", BAR_COLOUR, "", "bar"),
         ("drift event (stream)", DRIFT_COLOUR, "", "line"),
         ("retraining request", RETRAIN_COLOUR, "5 4", "line"),
     ]
@@ -367,11 +427,11 @@ def render_svg(data: ReportData) -> str:
     c.add(_text(LEFT, 22, title, class_="title"))
     _legend(c)
     if data.note:
-        c.add(_text(WIDTH - RIGHT, 22, data.note, text_anchor="end", class_="note"))
+        c.add(_text(LEFT, TOP_Y - 30, data.note, class_="note"))
 
     # rates panel
     _axes(c, TOP_Y, TOP_H, [(f / 4, f"{f * 25}%") for f in range(5)],
-          "accuracy, error rate, label coverage per minute")  # fmt: skip
+          f"accuracy, error rate, label coverage per {data.bucket_label}")  # fmt: skip
     for key, label, colour, dash in SERIES:
         d = _series_path(c, key)
         if d:
@@ -383,8 +443,8 @@ def render_svg(data: ReportData) -> str:
     # volume panel
     top = _nice_max(max((r.predictions for r in data.minutes), default=0))
     _axes(c, BOT_Y, BOT_H, [(f / 2, _fmt_count(top * f / 2)) for f in range(3)],
-          "predictions per minute")  # fmt: skip
-    bar_w = max(1.0, (c.x(data.start + timedelta(minutes=1)) - c.x(data.start)) * 0.8)
+          f"predictions per {data.bucket_label}")  # fmt: skip
+    bar_w = max(1.0, (c.x(data.start + data.bucket) - c.x(data.start)) * 0.8)
     c.add('<g class="series predictions" data-series="predictions">')
     for r in data.minutes:
         h = r.predictions / top * BOT_H

@@ -9,6 +9,7 @@ import argparse
 import importlib.util
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +17,7 @@ import pytest
 from driftline.sinks import EmbeddedStore, Store
 
 from driftline.report import add_report_command, handler, load_report_data, render_svg
+from driftline.synthetic import SyntheticStream
 
 _spec = importlib.util.spec_from_file_location(
     "documented_queries_fill",
@@ -100,3 +102,15 @@ def test_report_through_clickhouse_connect(filled, tmp_path):
     svg = out.read_text("utf-8")
     assert svg.startswith("<svg")
     assert 'data-stream="f00"' in svg and 'data-series="accuracy"' in svg
+
+
+def test_a_short_span_is_shown_in_buckets_of_seconds(filled):
+    """A demo or a new model has minutes of traffic: per-minute points would be one or two."""
+    _, store, _ = filled
+    stream = SyntheticStream("fresh", n_features=2, seed=3, step_ms=500)  # 300 steps = 2.5 min
+    store.insert_rows("predictions", [p for p, _ in stream.events(300)])
+    data = load_report_data(store, "fresh", 24)
+    assert data.bucket.total_seconds() == 5
+    assert data.start == data.minutes[0].minute and data.end - data.start <= timedelta(minutes=4)
+    assert sum(r.predictions for r in data.minutes) == 300
+    assert "per 5 s" in render_svg(data)
