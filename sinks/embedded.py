@@ -56,6 +56,17 @@ def _check_table(table: str) -> str:
     return table
 
 
+def _params(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Query parameters as ClickHouse parses them: string values are in escaped (TSV) form,
+    so a backslash, tab or newline in a value must be escaped to arrive as itself."""
+    return {
+        name: value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+        if isinstance(value, str)
+        else value
+        for name, value in (parameters or {}).items()
+    }
+
+
 def _rows(table: pa.Table) -> list[tuple]:
     columns = []
     for column in table.columns:
@@ -191,7 +202,7 @@ class EmbeddedStore(Store):
     def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple]:
         with _ENGINE_LOCK:
             try:
-                result = self._connection().query(sql, "ArrowTable", params=dict(parameters or {}))
+                result = self._connection().query(sql, "ArrowTable", params=_params(parameters))
             except Exception as exc:
                 raise StoreError(f"{exc}") from exc
         return _rows(result)
@@ -199,7 +210,7 @@ class EmbeddedStore(Store):
     def query_df(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pd.DataFrame:
         with _ENGINE_LOCK:
             try:
-                return self._connection().query(sql, "DataFrame", params=dict(parameters or {}))
+                return self._connection().query(sql, "DataFrame", params=_params(parameters))
             except Exception as exc:
                 raise StoreError(f"{exc}") from exc
 

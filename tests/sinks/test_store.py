@@ -323,3 +323,9 @@ def test_locked_connection_serialises_with_store_calls(chdb_path) -> None:
         holder.join()
         writer.join()
         assert done == [2]
+
+
+def test_string_parameters_arrive_verbatim(store: Store) -> None:
+    # ClickHouse parses parameter values in escaped form: a backslash must not start an escape
+    for value in ["back\\slash", "tab\there", "new\nline", "quote'd", "plain"]:
+        assert store.query("SELECT {v:String}", {"v": value}) == [(value,)]
