@@ -162,10 +162,19 @@ class Worker:
                 for e in events
             ]
             started = time.perf_counter()
-            result = self.processor.process(messages)
-            alerts = self.evaluator.evaluate(result, self.alert_states)
-            processed = time.perf_counter()
-            await self._apply(result, alerts)
+            try:
+                result = self.processor.process(messages)
+                alerts = self.evaluator.evaluate(result, self.alert_states)
+                processed = time.perf_counter()
+                await self._apply(result, alerts)
+            except BaseException:
+                # Nothing of this batch is acked; drop what it changed in memory so that, if
+                # faust restarts the agent in this process, the redelivered batch is applied
+                # from the tables' state rather than skipped as already applied.
+                for kv in (self.states, self.join, self.alert_states):
+                    kv.rollback()
+                self.processor.forget()
+                raise
             self.stats.process_seconds += processed - started
             self.stats.apply_seconds += time.perf_counter() - processed
             self.stats.add(result, len(messages))
