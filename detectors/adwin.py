@@ -35,7 +35,7 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
-from .base import DRIFT, NONE, ChangeDetector
+from .base import DRIFT, NONE, ChangeDetector, record_cut
 
 __all__ = ["ADWIN"]
 
@@ -125,7 +125,8 @@ def _compress(state, max_buckets, stride):
 
 @_njit
 def _delete_oldest(state, max_buckets, stride):
-    """river's ``delete_element``: drop the oldest bucket (the first of the last row)."""
+    """river's ``delete_element``: drop the oldest bucket (the first of the last row);
+    returns the bucket's sum."""
     m1 = max_buckets + 1
     last = int(state[_N_ROWS]) - 1
     base = _HEADER + last * stride
@@ -152,6 +153,7 @@ def _delete_oldest(state, max_buckets, stride):
     while rows > 1 and state[_HEADER + (rows - 1) * stride] == 0.0:
         rows -= 1
     state[_N_ROWS] = rows
+    return u
 
 
 @_njit
@@ -214,11 +216,12 @@ def _first_cut(state, delta, m1, mwl, stride, scratch, fire):
 
 
 @_inline
-def _step(state, x, drifted, tick, phase, width, total, variance, params, scratch, fire):
+def _step(state, x, drifted, tick, phase, width, total, variance, params, scratch, fire, cuts, i):
     """One value through river's ``ADWIN.update``; returns the flag and the new scalars.
 
     The scalars that change on every value (drift flag, tick, width, total, variance) travel
     in registers; the buckets, and the scalars while a cut scan runs, live in ``state``.
+    On a change, the part of the window dropped and the part kept go to ``cuts[:, i]``.
     """
     delta, clock, max_buckets, mwl, grace_period = params
     m1 = max_buckets + 1
@@ -262,12 +265,17 @@ def _step(state, x, drifted, tick, phase, width, total, variance, params, scratc
         state[_WIDTH] = width
         state[_TOTAL] = total
         state[_VARIANCE] = variance
+        dropped = 0.0  # sum of the dropped buckets, added as they go (not total - total')
         while _first_cut(state, delta, m1, mwl, stride, scratch, fire) >= 0:
             change = True
             if state[_WIDTH] > 0.0:
-                _delete_oldest(state, max_buckets, stride)
+                dropped += _delete_oldest(state, max_buckets, stride)
             else:  # unreachable: a firing cut has values on both sides
                 break
+        if change:
+            dropped_n = width - state[_WIDTH]
+            kept = state[_WIDTH]
+            record_cut(cuts, i, dropped / dropped_n, state[_TOTAL] / kept, dropped_n, kept)
         width = state[_WIDTH]
         total = state[_TOTAL]
         variance = state[_VARIANCE]
@@ -281,7 +289,7 @@ def _scratch(max_buckets: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @_njit
-def _run_kernel(state, xs, flags, params, scratch, fire):
+def _run_kernel(state, xs, flags, cuts, params, scratch, fire):
     drifted = state[_DRIFTED] != 0.0
     tick = state[_TICK]
     phase = int(state[_PHASE])
@@ -290,7 +298,19 @@ def _run_kernel(state, xs, flags, params, scratch, fire):
     variance = state[_VARIANCE]
     for i in range(xs.shape[0]):
         flags[i], drifted, tick, phase, width, total, variance = _step(
-            state, xs[i], drifted, tick, phase, width, total, variance, params, scratch, fire
+            state,
+            xs[i],
+            drifted,
+            tick,
+            phase,
+            width,
+            total,
+            variance,
+            params,
+            scratch,
+            fire,
+            cuts,
+            i,
         )
     state[_DRIFTED] = 1.0 if drifted else 0.0
     state[_TICK] = tick
@@ -301,7 +321,7 @@ def _run_kernel(state, xs, flags, params, scratch, fire):
 
 
 @_njit
-def _run_bank_kernel(states, ids, xs, flags, params, scratch, fire):
+def _run_bank_kernel(states, ids, xs, flags, cuts, params, scratch, fire):
     for i in range(xs.shape[0]):
         state = states[ids[i]]
         flags[i], drifted, tick, phase, width, total, variance = _step(
@@ -316,6 +336,8 @@ def _run_bank_kernel(states, ids, xs, flags, params, scratch, fire):
             params,
             scratch,
             fire,
+            cuts,
+            i,
         )
         state[_DRIFTED] = 1.0 if drifted else 0.0
         state[_TICK] = tick
@@ -339,6 +361,13 @@ class ADWIN(ChangeDetector):
     ADWIN keeps a variable-length window of recent values, compressed into an exponential
     histogram of buckets, and drops its older part whenever the means of an older sub-window
     W0 and a newer sub-window W1 differ by more than a bound derived from ``delta``.
+
+    At a drift, the two sides of the change (``drift_before_mean`` / ``drift_before_n`` and
+    ``drift_after_mean`` / ``drift_after_n`` in ``update_many``'s result, ``last_drift_*``
+    after ``update``) are exactly what ADWIN cut: *before* is the mean and count of the values
+    it dropped from its window (their bucket sums, added as they are dropped), *after* the
+    mean and count of the window it kept, at that moment. Unlike ``estimation`` read at the
+    end of a batch (the window restarts at the next value), they depend on the values alone.
 
     Parameters
     ----------
@@ -380,6 +409,14 @@ class ADWIN(ChangeDetector):
 
     >>> ADWIN().update_many(data_stream).drift.tolist()
     [1023]
+
+    What was cut there: the 992 values dropped, and the 32 kept after the change.
+
+    >>> found = ADWIN().update_many(data_stream)
+    >>> found.drift_before_mean.round(3).tolist(), found.drift_before_n.tolist()
+    ([0.494], [992.0])
+    >>> found.drift_after_mean.tolist(), found.drift_after_n.tolist()
+    ([4.5], [32.0])
     """
 
     _params: ClassVar[tuple[str, ...]] = (
@@ -434,13 +471,20 @@ class ADWIN(ChangeDetector):
             space = self._space = _scratch(self.max_buckets)
         return space
 
-    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
-        _run_kernel(state, xs, flags, self._kernel_params(), *self._work_space())
+    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
+        _run_kernel(state, xs, flags, cuts, self._kernel_params(), *self._work_space())
 
     def _run_bank(
-        self, states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+        self,
+        states: np.ndarray,
+        stream_ids: np.ndarray,
+        xs: np.ndarray,
+        flags: np.ndarray,
+        cuts: np.ndarray,
     ) -> None:
-        _run_bank_kernel(states, stream_ids, xs, flags, self._kernel_params(), *self._work_space())
+        _run_bank_kernel(
+            states, stream_ids, xs, flags, cuts, self._kernel_params(), *self._work_space()
+        )
 
     @property
     def width(self) -> int:

@@ -13,18 +13,24 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .base import DRIFT, WARNING, ChangeDetector, as_values, detector_from_state
+from .base import DRIFT, WARNING, ChangeDetector, as_values, detector_from_state, new_cuts
 
 _MAGIC = b"DLB1"
 
 
 class BankDetections(NamedTuple):
-    """Positions in the batch where a stream signalled, with the stream ids there."""
+    """Positions in the batch where a stream signalled, with the stream ids there; then,
+    aligned with ``drift``, what that stream's detector saw before and after the change
+    (as ``Detections``)."""
 
     drift: np.ndarray
     drift_streams: np.ndarray
     warning: np.ndarray
     warning_streams: np.ndarray
+    drift_before_mean: np.ndarray
+    drift_after_mean: np.ndarray
+    drift_before_n: np.ndarray
+    drift_after_n: np.ndarray
 
 
 class DetectorBank:
@@ -55,10 +61,9 @@ class DetectorBank:
             fresh = np.tile(self.prototype._initial_state(), (missing, 1))
             self._states = np.ascontiguousarray(np.vstack([self._states, fresh]))
 
-    def reset_stream(self, stream_id: int) -> None:
-        self._states[stream_id] = self.prototype._initial_state()
-
     def update_many(self, stream_ids: Any, xs: Any) -> BankDetections:
+        """Feed ``xs[i]`` to stream ``stream_ids[i]``, in order, in one kernel call; return
+        where streams signalled and, per drift, the two sides of the change."""
         values = as_values(xs)
         ids = np.ascontiguousarray(stream_ids, dtype=np.int64)
         if ids.shape != values.shape:
@@ -68,11 +73,12 @@ class DetectorBank:
                 f"stream ids must be in [0, {self.n_streams}); call ensure_streams() first"
             )
         flags = np.zeros(values.shape[0], dtype=np.int8)
+        cuts = new_cuts(values.shape[0])
         if values.shape[0]:
-            self.prototype._run_bank(self._states, ids, values, flags)
+            self.prototype._run_bank(self._states, ids, values, flags, cuts)
         drift = np.flatnonzero(flags == DRIFT)
         warning = np.flatnonzero(flags == WARNING)
-        return BankDetections(drift, ids[drift], warning, ids[warning])
+        return BankDetections(drift, ids[drift], warning, ids[warning], *cuts[:, drift])
 
     def detector(self, stream_id: int) -> ChangeDetector:
         """A standalone detector holding a copy of one stream's state."""

@@ -14,12 +14,14 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
-from .base import DRIFT, NONE, ChangeDetector
+from .base import DRIFT, NONE, ChangeDetector, record_cut
 
 # State layout: hyper-parameters (NaN = estimate it), then running statistics.
 _K, _H, _WARM_START, _TARGET, _SIGMA = 0, 1, 2, 3, 4
 _N, _W_MEAN, _W_S, _MU, _SD, _C_PLUS, _C_MINUS, _DRIFT = range(5, 13)
-_SIZE = 13
+# Montgomery's N+ and N-: values since C+ (C-) was last zero, for the report at a drift.
+_N_PLUS, _N_MINUS = 13, 14
+_SIZE = 15
 
 # Shared with the EWMA chart: the warm-up that estimates the in-control mean and std.
 # Offsets within a detector's state are passed in, so both layouts can use them.
@@ -64,10 +66,12 @@ def _reset(state: np.ndarray) -> None:
     state[_C_PLUS] = 0.0
     state[_C_MINUS] = 0.0
     state[_DRIFT] = 0.0
+    state[_N_PLUS] = 0.0
+    state[_N_MINUS] = 0.0
 
 
 @njit(cache=True, inline="always")
-def _step(state: np.ndarray, x: float) -> int:
+def _step(state: np.ndarray, x: float, cuts: np.ndarray, i: int) -> int:
     # Like river's detectors: a drift restarts everything (warm-up included) at the next value.
     if state[_DRIFT] != 0.0:
         _reset(state)
@@ -91,25 +95,39 @@ def _step(state: np.ndarray, x: float) -> int:
     c_minus = max(0.0, (mu - slack) - x + state[_C_MINUS])
     state[_C_PLUS] = c_plus
     state[_C_MINUS] = c_minus
+    n_plus = state[_N_PLUS] + 1.0 if c_plus > 0.0 else 0.0
+    n_minus = state[_N_MINUS] + 1.0 if c_minus > 0.0 else 0.0
+    state[_N_PLUS] = n_plus
+    state[_N_MINUS] = n_minus
     limit = state[_H] * sd
     if c_plus > limit or c_minus > limit:
         state[_DRIFT] = 1.0
+        # Montgomery 9.1: the new mean is mu0 + K + C+ / N+ (mu0 - K - C- / N-), i.e. the
+        # mean of the values since the sum that crossed (the upper first) was last zero.
+        if c_plus > limit:
+            after = mu + slack + c_plus / n_plus
+            after_n = n_plus
+        else:
+            after = mu - slack - c_minus / n_minus
+            after_n = n_minus
+        before_n = state[_WARM_START] if math.isnan(state[_TARGET]) else math.nan
+        record_cut(cuts, i, mu, after, before_n, after_n)
         return DRIFT
     return NONE
 
 
-@njit(cache=True)
-def _run_kernel(state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
+@njit(cache=True, _nrt=False)
+def _run_kernel(state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
     for i in range(xs.shape[0]):
-        flags[i] = _step(state, xs[i])
+        flags[i] = _step(state, xs[i], cuts, i)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _run_bank_kernel(
-    states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+    states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray
 ) -> None:
     for i in range(xs.shape[0]):
-        flags[i] = _step(states[stream_ids[i]], xs[i])
+        flags[i] = _step(states[stream_ids[i]], xs[i], cuts, i)
 
 
 def check_in_control_params(
@@ -162,6 +180,14 @@ class CUSUM(ChangeDetector):
     estimated afresh on the new regime (given ones stay, so a lasting shift keeps
     signalling). A warm-up of identical values estimates ``sigma = 0``, after which any
     departure from that value signals drift.
+
+    At a drift, the two sides of the change (``drift_before_mean`` / ``drift_before_n`` and
+    ``drift_after_mean`` / ``drift_after_n`` in ``update_many``'s result, ``last_drift_*``
+    after ``update``): *before* is the in-control mean in force (its count is the warm-up
+    length when it was estimated, NaN when ``target`` was given); *after* is Montgomery's
+    estimate of the new mean, ``target + K + C+ / N+`` (or ``target - K - C- / N-``) for the
+    sum that crossed (the upper, if both did), which is the mean of the ``N+`` (``N-``)
+    values since that sum was last zero, with ``N+`` (``N-``) as its count.
 
     Parameters
     ----------
@@ -231,13 +257,18 @@ class CUSUM(ChangeDetector):
         _reset(state)
         return state
 
-    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
-        _run_kernel(state, xs, flags)
+    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
+        _run_kernel(state, xs, flags, cuts)
 
     def _run_bank(
-        self, states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+        self,
+        states: np.ndarray,
+        stream_ids: np.ndarray,
+        xs: np.ndarray,
+        flags: np.ndarray,
+        cuts: np.ndarray,
     ) -> None:
-        _run_bank_kernel(states, stream_ids, xs, flags)
+        _run_bank_kernel(states, stream_ids, xs, flags, cuts)
 
     @property
     def in_control_mean(self) -> float:

@@ -13,12 +13,15 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
-from .base import DRIFT, NONE, WARNING, ChangeDetector
+from .base import DRIFT, NONE, WARNING, ChangeDetector, record_cut
 
 # State layout: hyper-parameters, then running statistics.
 _WARM_START, _WARNING_THRESHOLD, _DRIFT_THRESHOLD = 0, 1, 2
 _N, _P, _P_MIN, _S_MIN, _PS_MIN, _DRIFT, _WARNING = 3, 4, 5, 6, 7, 8, 9
-_SIZE = 10
+# Not read by the test: errors seen, and values and errors seen where p + s was lowest,
+# for the report at a drift.
+_ERRORS, _N_MIN, _ERRORS_MIN = 10, 11, 12
+_SIZE = 13
 
 
 @njit(cache=True)
@@ -50,10 +53,13 @@ def _reset(state: np.ndarray) -> None:
     state[_PS_MIN] = np.inf
     state[_DRIFT] = 0.0
     state[_WARNING] = 0.0
+    state[_ERRORS] = 0.0
+    state[_N_MIN] = 0.0
+    state[_ERRORS_MIN] = 0.0
 
 
 @njit(cache=True, inline="always")
-def _step(state: np.ndarray, x: float) -> int:
+def _step(state: np.ndarray, x: float, cuts: np.ndarray, i: int) -> int:
     # river resets at the start of the update that follows a drift.
     if state[_DRIFT] != 0.0:
         _reset(state)
@@ -63,6 +69,8 @@ def _step(state: np.ndarray, x: float) -> int:
     state[_N] = n
     p = state[_P] + (1.0 / n) * (x - state[_P])
     state[_P] = p
+    errors = state[_ERRORS] + x
+    state[_ERRORS] = errors
     # Standard deviation of a Bernoulli proportion.
     s = math.sqrt(p * (1 - p) / n)
 
@@ -71,30 +79,36 @@ def _step(state: np.ndarray, x: float) -> int:
             state[_P_MIN] = p
             state[_S_MIN] = s
             state[_PS_MIN] = p + s
+            state[_N_MIN] = n
+            state[_ERRORS_MIN] = errors
         p_min = state[_P_MIN]
         s_min = state[_S_MIN]
         state[_WARNING] = 1.0 if p + s > p_min + state[_WARNING_THRESHOLD] * s_min else 0.0
         if p + s > p_min + state[_DRIFT_THRESHOLD] * s_min:
             state[_DRIFT] = 1.0
             state[_WARNING] = 0.0
+            # error rate up to the minimum vs since it (which never moves at a drift)
+            n0 = state[_N_MIN]
+            e0 = state[_ERRORS_MIN]
+            record_cut(cuts, i, e0 / n0, (errors - e0) / (n - n0), n0, n - n0)
 
     if state[_DRIFT] != 0.0:
         return DRIFT
     return WARNING if state[_WARNING] != 0.0 else NONE
 
 
-@njit(cache=True)
-def _run_kernel(state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
+@njit(cache=True, _nrt=False)
+def _run_kernel(state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
     for i in range(xs.shape[0]):
-        flags[i] = _step(state, xs[i])
+        flags[i] = _step(state, xs[i], cuts, i)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _run_bank_kernel(
-    states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+    states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray
 ) -> None:
     for i in range(xs.shape[0]):
-        flags[i] = _step(states[stream_ids[i]], xs[i])
+        flags[i] = _step(states[stream_ids[i]], xs[i], cuts, i)
 
 
 class DDM(ChangeDetector):
@@ -111,6 +125,13 @@ class DDM(ChangeDetector):
     0.26), including river's behaviour after a drift: the statistics restart at the next
     update. Values other than 0 and 1 raise ``ValueError`` (river would silently fold them
     into the rate, and fail on values above 1).
+
+    At a drift, the two sides of the change (``drift_before_mean`` / ``drift_before_n`` and
+    ``drift_after_mean`` / ``drift_after_n`` in ``update_many``'s result, ``last_drift_*``
+    after ``update``) are split where ``p + s`` was lowest (DDM's reference): *before* is the
+    error rate and count of the values up to it since the last reset (``p_min``, computed
+    from the counts), *after* of the values since. That point can lie well before the real
+    change, so the *after* rate may be diluted by the old regime.
 
     Parameters
     ----------
@@ -177,15 +198,20 @@ class DDM(ChangeDetector):
         _reset(state)
         return state
 
-    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
+    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
         check_binary(xs, type(self).__name__)
-        _run_kernel(state, xs, flags)
+        _run_kernel(state, xs, flags, cuts)
 
     def _run_bank(
-        self, states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+        self,
+        states: np.ndarray,
+        stream_ids: np.ndarray,
+        xs: np.ndarray,
+        flags: np.ndarray,
+        cuts: np.ndarray,
     ) -> None:
         check_binary(xs, type(self).__name__)
-        _run_bank_kernel(states, stream_ids, xs, flags)
+        _run_bank_kernel(states, stream_ids, xs, flags, cuts)
 
     @property
     def warning_detected(self) -> bool:

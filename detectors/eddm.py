@@ -13,14 +13,17 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
-from .base import DRIFT, NONE, WARNING, ChangeDetector
+from .base import DRIFT, NONE, WARNING, ChangeDetector, record_cut
 from .ddm import check_binary
 
 # State layout: hyper-parameters, then running statistics. The count of errors doubles as
 # the count of the running mean/variance of the distances between errors (river's Var.n).
 _WARM_START, _ALPHA, _BETA, _HALF = 0, 1, 2, 3
 _N, _LAST_ERROR, _N_ERRORS, _DIST_MEAN, _DIST_S, _P2S_MAX, _DRIFT, _WARNING = range(4, 12)
-_SIZE = 12
+# Not read by the test: values and errors seen at the maximum of p' + 2 s', for the report
+# at a drift.
+_N_AT_MAX, _ERRORS_AT_MAX = 12, 13
+_SIZE = 14
 
 
 @njit(cache=True)
@@ -72,10 +75,12 @@ def _reset(state: np.ndarray) -> None:
     state[_P2S_MAX] = -1.0
     state[_DRIFT] = 0.0
     state[_WARNING] = 0.0
+    state[_N_AT_MAX] = 0.0
+    state[_ERRORS_AT_MAX] = 0.0
 
 
 @njit(cache=True, inline="always")
-def _step(state: np.ndarray, x: float) -> int:
+def _step(state: np.ndarray, x: float, cuts: np.ndarray, i: int) -> int:
     # river resets at the start of the update that follows a drift.
     if state[_DRIFT] != 0.0:
         _reset(state)
@@ -99,11 +104,17 @@ def _step(state: np.ndarray, x: float) -> int:
             p2s = _p2s(mean, variance, state)
             if p2s > state[_P2S_MAX]:
                 state[_P2S_MAX] = p2s
+                state[_N_AT_MAX] = n
+                state[_ERRORS_AT_MAX] = n_errors
             elif n_errors > state[_WARM_START]:
                 level = p2s / state[_P2S_MAX]
                 if level < state[_BETA]:
                     # river leaves the warning flag as it was when drift fires.
                     state[_DRIFT] = 1.0
+                    # error rate up to the maximum vs since it
+                    n0 = state[_N_AT_MAX]
+                    e0 = state[_ERRORS_AT_MAX]
+                    record_cut(cuts, i, e0 / n0, (n_errors - e0) / (n - n0), n0, n - n0)
                 elif level < state[_ALPHA]:
                     state[_WARNING] = 1.0
                 else:
@@ -116,18 +127,18 @@ def _step(state: np.ndarray, x: float) -> int:
     return WARNING if state[_WARNING] != 0.0 else NONE
 
 
-@njit(cache=True)
-def _run_kernel(state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
+@njit(cache=True, _nrt=False)
+def _run_kernel(state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
     for i in range(xs.shape[0]):
-        flags[i] = _step(state, xs[i])
+        flags[i] = _step(state, xs[i], cuts, i)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _run_bank_kernel(
-    states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+    states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray
 ) -> None:
     for i in range(xs.shape[0]):
-        flags[i] = _step(states[stream_ids[i]], xs[i])
+        flags[i] = _step(states[stream_ids[i]], xs[i], cuts, i)
 
 
 class EDDM(ChangeDetector):
@@ -147,6 +158,12 @@ class EDDM(ChangeDetector):
     ``update_many`` reports such a value as a drift only. After a drift the statistics
     restart at the next update. Values other than 0 and 1 raise ``ValueError`` (river would
     silently count them as non-errors).
+
+    At a drift, the two sides of the change (``drift_before_mean`` / ``drift_before_n`` and
+    ``drift_after_mean`` / ``drift_after_n`` in ``update_many``'s result, ``last_drift_*``
+    after ``update``) are split where ``p' + 2 s'`` was at its maximum (EDDM's reference):
+    *before* is the error rate (mean of the 0/1 values) and count of the values up to it
+    since the last reset, *after* of the values since, the drifting error included.
 
     Parameters
     ----------
@@ -203,15 +220,20 @@ class EDDM(ChangeDetector):
         _reset(state)
         return state
 
-    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
+    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
         check_binary(xs, type(self).__name__)
-        _run_kernel(state, xs, flags)
+        _run_kernel(state, xs, flags, cuts)
 
     def _run_bank(
-        self, states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+        self,
+        states: np.ndarray,
+        stream_ids: np.ndarray,
+        xs: np.ndarray,
+        flags: np.ndarray,
+        cuts: np.ndarray,
     ) -> None:
         check_binary(xs, type(self).__name__)
-        _run_bank_kernel(states, stream_ids, xs, flags)
+        _run_bank_kernel(states, stream_ids, xs, flags, cuts)
 
     @property
     def warning_detected(self) -> bool:

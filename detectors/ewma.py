@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
-from .base import DRIFT, NONE, ChangeDetector
+from .base import DRIFT, NONE, ChangeDetector, record_cut
 from .cusum import check_in_control_params, in_control, warm_up_length, warm_up_update
 
 # State layout: hyper-parameters (NaN = estimate it) and derived constants, then running
@@ -39,7 +39,7 @@ def _reset(state: np.ndarray) -> None:
 
 
 @njit(cache=True, inline="always")
-def _step(state: np.ndarray, x: float) -> int:
+def _step(state: np.ndarray, x: float, cuts: np.ndarray, i: int) -> int:
     # Like river's detectors: a drift restarts everything (warm-up included) at the next value.
     if state[_DRIFT] != 0.0:
         _reset(state)
@@ -73,22 +73,25 @@ def _step(state: np.ndarray, x: float) -> int:
         drifted = abs(z - mu) > half_width
     if drifted:
         state[_DRIFT] = 1.0
+        # the in-control mean against z, the chart's (exponentially weighted) recent mean
+        before_n = state[_WARM_START] if math.isnan(state[_TARGET]) else math.nan
+        record_cut(cuts, i, mu, z, before_n, math.nan)
         return DRIFT
     return NONE
 
 
-@njit(cache=True)
-def _run_kernel(state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
+@njit(cache=True, _nrt=False)
+def _run_kernel(state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
     for i in range(xs.shape[0]):
-        flags[i] = _step(state, xs[i])
+        flags[i] = _step(state, xs[i], cuts, i)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _run_bank_kernel(
-    states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+    states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray
 ) -> None:
     for i in range(xs.shape[0]):
-        flags[i] = _step(states[stream_ids[i]], xs[i])
+        flags[i] = _step(states[stream_ids[i]], xs[i], cuts, i)
 
 
 class EWMAChart(ChangeDetector):
@@ -119,6 +122,13 @@ class EWMAChart(ChangeDetector):
     estimated afresh on the new regime (given ones stay, so a lasting shift keeps
     signalling). A warm-up of identical values estimates ``sigma = 0``, after which any
     value different from that one signals drift.
+
+    At a drift, the two sides of the change (``drift_before_mean`` / ``drift_before_n`` and
+    ``drift_after_mean`` / ``drift_after_n`` in ``update_many``'s result, ``last_drift_*``
+    after ``update``): *before* is the in-control mean in force (its count is the warm-up
+    length when it was estimated, NaN when ``target`` was given); *after* is the statistic
+    ``z`` that left the limits, an exponentially weighted mean of the recent values (count
+    NaN: it has no sample size).
 
     Parameters
     ----------
@@ -191,13 +201,18 @@ class EWMAChart(ChangeDetector):
         _reset(state)
         return state
 
-    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
-        _run_kernel(state, xs, flags)
+    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
+        _run_kernel(state, xs, flags, cuts)
 
     def _run_bank(
-        self, states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+        self,
+        states: np.ndarray,
+        stream_ids: np.ndarray,
+        xs: np.ndarray,
+        flags: np.ndarray,
+        cuts: np.ndarray,
     ) -> None:
-        _run_bank_kernel(states, stream_ids, xs, flags)
+        _run_bank_kernel(states, stream_ids, xs, flags, cuts)
 
     @property
     def in_control_mean(self) -> float:

@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
-from .base import DRIFT, NONE, WARNING, ChangeDetector
+from .base import DRIFT, NONE, WARNING, ChangeDetector, record_cut
 
 # State layout: hyper-parameters and constants derived from them, then running statistics.
 # Each running mean is a (count, mean) pair, like river's stats.Mean.
@@ -65,7 +65,15 @@ def _mean_changed(n_cut: float, n: float, mean_diff: float, log_confidence: floa
 
 
 @njit(cache=True, inline="always")
-def _step(state: np.ndarray, x: float) -> int:
+def _record_split(cuts, i, n, mean, n_cut, cut_mean):
+    """The mean up to the cut point against the mean of the values since (recovered from
+    the two running means; the test never fires with the cut at the newest value)."""
+    n_after = n - n_cut
+    record_cut(cuts, i, cut_mean, (n * mean - n_cut * cut_mean) / n_after, n_cut, n_after)
+
+
+@njit(cache=True, inline="always")
+def _step(state: np.ndarray, x: float, cuts: np.ndarray, i: int) -> int:
     # river resets at the start of the update that follows a drift.
     if state[_DRIFT] != 0.0:
         _reset(state)
@@ -104,6 +112,7 @@ def _step(state: np.ndarray, x: float) -> int:
     if _mean_changed(min_n, n, increase, state[_LOG_DRIFT]):
         state[_WARNING] = 0.0
         state[_DRIFT] = 1.0
+        _record_split(cuts, i, n, z, min_n, state[_MIN_MEAN])
     elif _mean_changed(min_n, n, increase, state[_LOG_WARNING]):
         state[_WARNING] = 1.0
         state[_DRIFT] = 0.0
@@ -116,6 +125,8 @@ def _step(state: np.ndarray, x: float) -> int:
         max_n = state[_MAX_N]
         decrease = state[_MAX_MEAN] - z
         if _mean_changed(max_n, n, decrease, state[_LOG_DRIFT]):
+            if state[_DRIFT] == 0.0:  # an increase, when both fire, is the one reported
+                _record_split(cuts, i, n, z, max_n, state[_MAX_MEAN])
             state[_DRIFT] = 1.0
         elif _mean_changed(max_n, n, decrease, state[_LOG_WARNING]):
             state[_WARNING] = 1.0
@@ -125,18 +136,18 @@ def _step(state: np.ndarray, x: float) -> int:
     return WARNING if state[_WARNING] != 0.0 else NONE
 
 
-@njit(cache=True)
-def _run_kernel(state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
+@njit(cache=True, _nrt=False)
+def _run_kernel(state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
     for i in range(xs.shape[0]):
-        flags[i] = _step(state, xs[i])
+        flags[i] = _step(state, xs[i], cuts, i)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _run_bank_kernel(
-    states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+    states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray
 ) -> None:
     for i in range(xs.shape[0]):
-        flags[i] = _step(states[stream_ids[i]], xs[i])
+        flags[i] = _step(states[stream_ids[i]], xs[i], cuts, i)
 
 
 def check_confidences(drift_confidence: float, warning_confidence: float) -> None:
@@ -166,6 +177,14 @@ class HDDM_A(ChangeDetector):  # noqa: N801  (the method's published name)
     and a decrease can raise the warning flag alongside a drift from an increase
     (``update_many`` then reports a drift only). Values outside [0, 1] raise ``ValueError``
     (the bound does not hold for them).
+
+    At a drift, the two sides of the change (``drift_before_mean`` / ``drift_before_n`` and
+    ``drift_after_mean`` / ``drift_after_n`` in ``update_many``'s result, ``last_drift_*``
+    after ``update``) are split at the test's cut point (for an increase the one where the
+    mean plus its bound was lowest; for a two-sided decrease the one where the mean minus its
+    bound was highest; the increase, if both fire): *before* is the mean and count of the
+    values up to it since the last reset, *after* of the values since (recovered from the
+    running means).
 
     Parameters
     ----------
@@ -227,15 +246,20 @@ class HDDM_A(ChangeDetector):  # noqa: N801  (the method's published name)
         _reset(state)
         return state
 
-    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
+    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
         check_unit_interval(xs, type(self).__name__)
-        _run_kernel(state, xs, flags)
+        _run_kernel(state, xs, flags, cuts)
 
     def _run_bank(
-        self, states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+        self,
+        states: np.ndarray,
+        stream_ids: np.ndarray,
+        xs: np.ndarray,
+        flags: np.ndarray,
+        cuts: np.ndarray,
     ) -> None:
         check_unit_interval(xs, type(self).__name__)
-        _run_bank_kernel(states, stream_ids, xs, flags)
+        _run_bank_kernel(states, stream_ids, xs, flags, cuts)
 
     @property
     def warning_detected(self) -> bool:

@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
-from .base import DRIFT, NONE, WARNING, ChangeDetector
+from .base import DRIFT, NONE, WARNING, ChangeDetector, record_cut
 from .hddm_a import check_confidences, check_unit_interval
 
 # State layout: hyper-parameters and derived constants, then the running statistics.
@@ -80,7 +80,7 @@ def _reset(state: np.ndarray) -> None:
 
 
 @njit(cache=True, inline="always")
-def _step(state: np.ndarray, x: float) -> int:
+def _step(state: np.ndarray, x: float, cuts: np.ndarray, i: int) -> int:
     # river resets at the start of the update that follows a drift.
     if state[_DRIFT] != 0.0:
         _reset(state)
@@ -100,6 +100,7 @@ def _step(state: np.ndarray, x: float) -> int:
     if _has_mean_changed(state, _S1_INCR, _S2_INCR, state[_LOG_DRIFT]):
         state[_WARNING] = 0.0
         state[_DRIFT] = 1.0
+        record_cut(cuts, i, state[_S1_INCR + _EWMA], state[_S2_INCR + _EWMA], np.nan, np.nan)
     elif _has_mean_changed(state, _S1_INCR, _S2_INCR, state[_LOG_WARNING]):
         state[_WARNING] = 1.0
         state[_DRIFT] = 0.0
@@ -118,6 +119,10 @@ def _step(state: np.ndarray, x: float) -> int:
             _update_sample(state, _S2_DECR, x)
         # river raises the flags for a decrease without lowering one set by an increase.
         if _has_mean_changed(state, _S2_DECR, _S1_DECR, state[_LOG_DRIFT]):
+            if state[_DRIFT] == 0.0:  # an increase, when both fire, is the one reported
+                record_cut(
+                    cuts, i, state[_S1_DECR + _EWMA], state[_S2_DECR + _EWMA], np.nan, np.nan
+                )
             state[_DRIFT] = 1.0
         elif _has_mean_changed(state, _S2_DECR, _S1_DECR, state[_LOG_WARNING]):
             state[_WARNING] = 1.0
@@ -127,18 +132,18 @@ def _step(state: np.ndarray, x: float) -> int:
     return WARNING if state[_WARNING] != 0.0 else NONE
 
 
-@njit(cache=True)
-def _run_kernel(state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
+@njit(cache=True, _nrt=False)
+def _run_kernel(state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
     for i in range(xs.shape[0]):
-        flags[i] = _step(state, xs[i])
+        flags[i] = _step(state, xs[i], cuts, i)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _run_bank_kernel(
-    states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+    states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray
 ) -> None:
     for i in range(xs.shape[0]):
-        flags[i] = _step(states[stream_ids[i]], xs[i])
+        flags[i] = _step(states[stream_ids[i]], xs[i], cuts, i)
 
 
 class HDDM_W(ChangeDetector):  # noqa: N801  (the method's published name)
@@ -155,6 +160,13 @@ class HDDM_W(ChangeDetector):  # noqa: N801  (the method's published name)
     and a decrease can raise the warning flag alongside a drift from an increase
     (``update_many`` then reports a drift only). Values outside [0, 1] raise ``ValueError``
     (the bound does not hold for them).
+
+    At a drift, the two sides of the change (``drift_before_mean`` and ``drift_after_mean``
+    in ``update_many``'s result, ``last_drift_*`` after ``update``) are the two weighted
+    means the test compared: *before* the weighted mean up to the cut point (where the mean
+    plus its bound was lowest; for a two-sided decrease, where the mean minus its bound was
+    highest; the increase, if both fire), *after* the weighted mean of the values since. The
+    counts are NaN: weighted means have no sample size.
 
     Parameters
     ----------
@@ -227,15 +239,20 @@ class HDDM_W(ChangeDetector):  # noqa: N801  (the method's published name)
         _reset(state)
         return state
 
-    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
+    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
         check_unit_interval(xs, type(self).__name__)
-        _run_kernel(state, xs, flags)
+        _run_kernel(state, xs, flags, cuts)
 
     def _run_bank(
-        self, states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+        self,
+        states: np.ndarray,
+        stream_ids: np.ndarray,
+        xs: np.ndarray,
+        flags: np.ndarray,
+        cuts: np.ndarray,
     ) -> None:
         check_unit_interval(xs, type(self).__name__)
-        _run_bank_kernel(states, stream_ids, xs, flags)
+        _run_bank_kernel(states, stream_ids, xs, flags, cuts)
 
     @property
     def warning_detected(self) -> bool:

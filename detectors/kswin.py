@@ -38,7 +38,7 @@ import numpy as np
 from numba import njit
 
 from ._ks import MAX_EXACT_N, pvalue_table
-from .base import DRIFT, NONE, ChangeDetector
+from .base import DRIFT, NONE, ChangeDetector, record_cut
 
 __all__ = ["KSWIN"]
 
@@ -266,8 +266,12 @@ def _step(
     pool,
     touched,
     marks,
+    cuts,
+    at,
 ):
-    """One value through river's ``KSWIN.update``; returns the flag."""
+    """One value through river's ``KSWIN.update``; returns the flag. On a drift, the older
+    part of the window (dropped) and the ``stat_size`` newest values (kept) go to
+    ``cuts[:, at]``."""
     if state[_DRIFTED] != 0.0:
         # river's KSWIN.update: after a drift the detector starts afresh (empty window, the
         # generator reseeded with the same seed)
@@ -359,6 +363,18 @@ def _step(
     state[_STATISTIC] = statistic
     state[_P_VALUE] = p_value
     if p_value <= alpha and statistic > 0.1:
+        # means of the older part and of the newest values, each summed oldest first
+        older = 0.0
+        newest = 0.0
+        for k in range(window_size):
+            slot = head + k
+            if slot >= window_size:
+                slot -= window_size
+            if k < population:
+                older += state[window + slot]
+            else:
+                newest += state[window + slot]
+        record_cut(cuts, at, older / population, newest / n, population, n)
         # river keeps only the most recent stat_size values (until the reset above); the
         # sorted recent values stay as they are
         head += population
@@ -373,7 +389,7 @@ def _step(
 
 
 @_njit
-def _run_kernel(state, xs, flags, params, values, picks, pool, touched, marks):
+def _run_kernel(state, xs, flags, cuts, params, values, picks, pool, touched, marks):
     alpha, window_size, stat_size, use_pool, table, fractions, mt0 = params
     for i in range(xs.shape[0]):
         flags[i] = _step(
@@ -391,11 +407,13 @@ def _run_kernel(state, xs, flags, params, values, picks, pool, touched, marks):
             pool,
             touched,
             marks,
+            cuts,
+            i,
         )
 
 
 @_njit
-def _run_bank_kernel(states, ids, xs, flags, params, values, picks, pool, touched, marks):
+def _run_bank_kernel(states, ids, xs, flags, cuts, params, values, picks, pool, touched, marks):
     alpha, window_size, stat_size, use_pool, table, fractions, mt0 = params
     for i in range(xs.shape[0]):
         flags[i] = _step(
@@ -413,6 +431,8 @@ def _run_bank_kernel(states, ids, xs, flags, params, values, picks, pool, touche
             pool,
             touched,
             marks,
+            cuts,
+            i,
         )
 
 
@@ -432,6 +452,14 @@ class KSWIN(ChangeDetector):
     recent values against ``stat_size`` values drawn at random from the rest of the window;
     it signals drift when the p-value is at most ``alpha`` and the statistic exceeds 0.1,
     then starts afresh.
+
+    At a drift, the two sides of the change (``drift_before_mean`` / ``drift_before_n`` and
+    ``drift_after_mean`` / ``drift_after_n`` in ``update_many``'s result, ``last_drift_*``
+    after ``update``) are the two parts of the full window at that moment: *before* is the
+    mean of the ``window_size - stat_size`` older values (the part the reference sample is
+    drawn from, and that the detector drops), *after* the mean of the ``stat_size`` newest
+    values (the part it keeps). KSWIN tests distributions, so the means can be close while
+    the shapes differ.
 
     Parameters
     ----------
@@ -571,13 +599,18 @@ class KSWIN(ChangeDetector):
         )
         return (params, *self._space)
 
-    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
-        _run_kernel(state, xs, flags, *self._kernel_args())
+    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
+        _run_kernel(state, xs, flags, cuts, *self._kernel_args())
 
     def _run_bank(
-        self, states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+        self,
+        states: np.ndarray,
+        stream_ids: np.ndarray,
+        xs: np.ndarray,
+        flags: np.ndarray,
+        cuts: np.ndarray,
     ) -> None:
-        _run_bank_kernel(states, stream_ids, xs, flags, *self._kernel_args())
+        _run_bank_kernel(states, stream_ids, xs, flags, cuts, *self._kernel_args())
 
     @property
     def p_value(self) -> float:

@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
-from .base import DRIFT, NONE, ChangeDetector
+from .base import DRIFT, NONE, ChangeDetector, record_cut
 
 _MODES = ("up", "down", "both")
 _UP, _DOWN, _BOTH = 0, 1, 2
@@ -20,7 +20,10 @@ _UP, _DOWN, _BOTH = 0, 1, 2
 # State layout: hyper-parameters, then running statistics.
 _MIN_INSTANCES, _DELTA, _THRESHOLD, _ALPHA, _MODE = 0, 1, 2, 3, 4
 _N, _MEAN, _SUM_INC, _SUM_DEC, _MIN_INC, _MAX_DEC, _DRIFT = 5, 6, 7, 8, 9, 10, 11
-_SIZE = 12
+# Not read by the test: the plain sum of the values, and the count and sum when each
+# cumulative sum last reached its extreme (the change point), for the report at a drift.
+_SUM, _N_AT_MIN, _SUM_AT_MIN, _N_AT_MAX, _SUM_AT_MAX = 12, 13, 14, 15, 16
+_SIZE = 17
 
 
 @njit(cache=True)
@@ -32,10 +35,12 @@ def _reset(state: np.ndarray) -> None:
     state[_MIN_INC] = np.inf
     state[_MAX_DEC] = -1.0  # river starts the running maximum at -1, not -inf
     state[_DRIFT] = 0.0
+    for k in range(_SUM, _SIZE):
+        state[k] = 0.0
 
 
 @njit(cache=True, inline="always")
-def _step(state: np.ndarray, x: float) -> int:
+def _step(state: np.ndarray, x: float, cuts: np.ndarray, i: int) -> int:
     # river resets at the start of the update that follows a drift.
     if state[_DRIFT] != 0.0:
         _reset(state)
@@ -46,6 +51,8 @@ def _step(state: np.ndarray, x: float) -> int:
     mean = state[_MEAN] + (1.0 / n) * (x - state[_MEAN])
     state[_MEAN] = mean
     dev = x - mean
+    total = state[_SUM] + x
+    state[_SUM] = total
 
     alpha = state[_ALPHA]
     delta = state[_DELTA]
@@ -55,8 +62,12 @@ def _step(state: np.ndarray, x: float) -> int:
     state[_SUM_DEC] = sum_dec
     if sum_inc < state[_MIN_INC]:
         state[_MIN_INC] = sum_inc
+        state[_N_AT_MIN] = n
+        state[_SUM_AT_MIN] = total
     if sum_dec > state[_MAX_DEC]:
         state[_MAX_DEC] = sum_dec
+        state[_N_AT_MAX] = n
+        state[_SUM_AT_MAX] = total
 
     if n >= state[_MIN_INSTANCES]:
         test_inc = sum_inc - state[_MIN_INC]
@@ -70,22 +81,32 @@ def _step(state: np.ndarray, x: float) -> int:
         else:
             drift = test_inc > threshold or test_dec > threshold
         state[_DRIFT] = 1.0 if drift else 0.0
+        if drift:
+            # Split at the extreme of the sum that crossed (the increase first): it cannot
+            # have moved at this value, so both sides hold values.
+            if mode != _DOWN and test_inc > threshold:
+                n0 = state[_N_AT_MIN]
+                s0 = state[_SUM_AT_MIN]
+            else:
+                n0 = state[_N_AT_MAX]
+                s0 = state[_SUM_AT_MAX]
+            record_cut(cuts, i, s0 / n0, (total - s0) / (n - n0), n0, n - n0)
 
     return DRIFT if state[_DRIFT] != 0.0 else NONE
 
 
-@njit(cache=True)
-def _run_kernel(state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
+@njit(cache=True, _nrt=False)
+def _run_kernel(state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
     for i in range(xs.shape[0]):
-        flags[i] = _step(state, xs[i])
+        flags[i] = _step(state, xs[i], cuts, i)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _run_bank_kernel(
-    states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+    states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray
 ) -> None:
     for i in range(xs.shape[0]):
-        flags[i] = _step(states[stream_ids[i]], xs[i])
+        flags[i] = _step(states[stream_ids[i]], xs[i], cuts, i)
 
 
 class PageHinkley(ChangeDetector):
@@ -98,6 +119,14 @@ class PageHinkley(ChangeDetector):
 
     Same parameters, defaults and detections as ``river.drift.PageHinkley`` (river 0.26),
     including river's behaviour after a drift: the statistics restart at the next update.
+
+    At a drift, the two sides of the change (``drift_before_mean`` / ``drift_before_n`` and
+    ``drift_after_mean`` / ``drift_after_n`` in ``update_many``'s result, ``last_drift_*``
+    after ``update``) are split at the test's own change point: where the cumulative sum that
+    crossed ``threshold`` (the increase one, if both did) was at its extreme. *Before* is the
+    mean and count of the values up to it since the last reset, *after* of the values since.
+    In a long noisy stretch that point can lie well before the real change, so the *after*
+    side may mix both regimes: its direction is reliable, its size diluted.
 
     Parameters
     ----------
@@ -173,13 +202,18 @@ class PageHinkley(ChangeDetector):
         _reset(state)
         return state
 
-    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray) -> None:
-        _run_kernel(state, xs, flags)
+    def _run(self, state: np.ndarray, xs: np.ndarray, flags: np.ndarray, cuts: np.ndarray) -> None:
+        _run_kernel(state, xs, flags, cuts)
 
     def _run_bank(
-        self, states: np.ndarray, stream_ids: np.ndarray, xs: np.ndarray, flags: np.ndarray
+        self,
+        states: np.ndarray,
+        stream_ids: np.ndarray,
+        xs: np.ndarray,
+        flags: np.ndarray,
+        cuts: np.ndarray,
     ) -> None:
-        _run_bank_kernel(states, stream_ids, xs, flags)
+        _run_bank_kernel(states, stream_ids, xs, flags, cuts)
 
     @property
     def n(self) -> int:

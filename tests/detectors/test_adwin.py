@@ -104,6 +104,67 @@ def test_every_property_matches_river_after_every_update() -> None:
     assert seen > 0
 
 
+def test_an_upward_shift_reports_the_old_level_before_and_the_new_after() -> None:
+    rng = np.random.default_rng(3)
+    xs = np.concatenate([rng.normal(0.0, 0.1, 1000), rng.normal(1.0, 0.1, 1000)])
+    found = ADWIN().update_many(xs)
+    first = int(found.drift[0])
+    assert first >= 1000
+    before, after = found.drift_before_mean[0], found.drift_after_mean[0]
+    assert abs(before) < 0.05 and before + 0.3 < after < 1.0
+    # the kept window is cut at bucket boundaries, so it still holds old values: here the 24
+    # new ones and 40 old, a mean of about 0.4
+    np.testing.assert_allclose(after, (xs[first - 63 : first + 1]).mean(), rtol=1e-12)
+    # the window held every value seen so far: the two sides split it
+    assert found.drift_before_n[0] + found.drift_after_n[0] == first + 1
+    assert found.drift_after_n[0] < found.drift_before_n[0]
+
+
+def test_sides_do_not_depend_on_where_the_batch_ends() -> None:
+    # issue 8: an error stream drifts 5 values before a batch ends. ADWIN restarts its window
+    # after a drift, so the estimate at the end of that batch is the mean of 5 values; the
+    # sides reported at the drift are those of the uninterrupted run.
+    rng = np.random.default_rng(8)
+    xs = (rng.random(4000) < np.where(np.arange(4000) < 2000, 0.1, 0.6)).astype(np.float64)
+    whole = ADWIN().update_many(xs)
+    drift_at = int(whole.drift[0])
+    detector = ADWIN()
+    head = detector.update_many(xs[: drift_at + 6])
+    assert head.drift.tolist() == [drift_at] and detector.width == 5
+    assert head.drift_before_mean[0] < head.drift_after_mean[0]
+    assert (detector.last_drift_before_mean, detector.last_drift_after_mean) == (
+        whole.drift_before_mean[0],
+        whole.drift_after_mean[0],
+    )
+    tail = detector.update_many(xs[drift_at + 6 :])
+    for field in ("drift_before_mean", "drift_after_mean", "drift_before_n", "drift_after_n"):
+        joined = np.concatenate([getattr(head, field), getattr(tail, field)])
+        np.testing.assert_array_equal(joined, getattr(whole, field))
+
+
+@pytest.mark.parametrize(("kind", "seed", "params"), CASES[::3])
+def test_sides_of_each_drift_are_rivers_cut(kind: str, seed: int, params: dict) -> None:
+    # river's window right after the drift is what was kept (bit for bit); what it held
+    # before the value, plus the value, less that, is what was dropped.
+    xs = stream(kind, seed, n=3000 if params["clock"] == 1 else 4000)
+    detector = drift.ADWIN(**params)
+    kept_mean, kept_n, dropped_mean, dropped_n = [], [], [], []
+    for x in xs.tolist():
+        width, total = (0, 0.0) if detector.drift_detected else (detector.width, detector.total)
+        detector.update(x)
+        if detector.drift_detected:
+            kept_mean.append(detector.total / detector.width)
+            kept_n.append(detector.width)
+            dropped_n.append(width + 1 - detector.width)
+            dropped_mean.append((total + x - detector.total) / dropped_n[-1])
+    found = ADWIN(**params).update_many(xs)
+    assert found.drift_after_mean.tolist() == kept_mean
+    assert found.drift_after_n.tolist() == kept_n
+    assert found.drift_before_n.tolist() == dropped_n
+    # ours adds up the dropped buckets; river's running total subtracts them: same to rounding
+    np.testing.assert_allclose(found.drift_before_mean, dropped_mean, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize(("kind", "seed", "panics"), [("abrupt", 3, False), ("student_t", 1, True)])
 def test_max_buckets_1_matches_river_wherever_river_runs(
     kind: str, seed: int, panics: bool

@@ -4,6 +4,10 @@ For every registered detector, any stream and any split point, ``update_many(xs[
 ``to_state`` -> ``detector_from_state`` -> ``update_many(xs[k:])`` gives exactly the
 detections (and final state) of one uninterrupted ``update_many(xs)``. This is what lets a
 worker crash or a partition move mid-stream without changing a single alert.
+
+And: however a stream is cut into batches, the detections and the two sides reported at each
+drift are those of the uninterrupted run, so a decision taken on them (retrain because the
+error rate went up) depends on the events alone, never on where a Kafka batch ended.
 """
 
 from __future__ import annotations
@@ -65,28 +69,50 @@ def binary_streams(draw: st.DrawFn) -> np.ndarray:
     return xs
 
 
+SIDES = ("drift_before_mean", "drift_after_mean", "drift_before_n", "drift_after_n")
+LAST = (
+    "last_drift_before_mean",
+    "last_drift_after_mean",
+    "last_drift_before_n",
+    "last_drift_after_n",
+)
+
+
 def flags_of(detector: ChangeDetector, xs: np.ndarray) -> np.ndarray:
+    return detections_of(detector, xs)[0]
+
+
+def detections_of(detector: ChangeDetector, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-value flags (0 none, 1 warning, 2 drift), and the sides of each drift (4 rows)."""
     found = detector.update_many(xs)
     flags = np.zeros(xs.shape[0], dtype=np.int8)
     flags[found.warning] = 1
     flags[found.drift] = 2
-    return flags
+    return flags, np.vstack([getattr(found, name) for name in SIDES])
+
+
+def last_of(detector: ChangeDetector) -> np.ndarray:
+    return np.array([getattr(detector, name) for name in LAST])
 
 
 def check_split(cls: type[ChangeDetector], xs: np.ndarray, split: float, hops: int) -> None:
     whole = cls()
-    expected = flags_of(whole, xs)
+    expected, expected_sides = detections_of(whole, xs)
 
     # Cut at up to ``hops`` points, serialising and restoring at every cut.
     cuts = sorted({int(round(split * xs.shape[0] * (i + 1) / hops)) for i in range(hops)})
     detector: ChangeDetector = cls()
-    got = []
+    got, got_sides = [], []
     start = 0
     for cut in [*cuts, xs.shape[0]]:
-        got.append(flags_of(detector, xs[start:cut]))
+        flags, sides = detections_of(detector, xs[start:cut])
+        got.append(flags)
+        got_sides.append(sides)
         detector = detector_from_state(detector.to_state())
         start = cut
     np.testing.assert_array_equal(np.concatenate(got), expected)
+    np.testing.assert_array_equal(np.hstack(got_sides), expected_sides)
+    np.testing.assert_array_equal(last_of(detector), last_of(whole))
     np.testing.assert_array_equal(detector._state, whole._state)
     assert detector.drift_detected == whole.drift_detected
     assert detector.warning_detected == whole.warning_detected
@@ -105,5 +131,42 @@ def test_split_serialise_restore_continue_is_invisible(cls: type[ChangeDetector]
     @given(xs=streams, split=st.floats(0.0, 1.0), hops=st.integers(1, 3))
     def prop(xs: np.ndarray, split: float, hops: int) -> None:
         check_split(cls, xs, split, hops)
+
+    prop()
+
+
+def check_batching(cls: type[ChangeDetector], xs: np.ndarray, fractions: list[float]) -> None:
+    whole = cls().update_many(xs)
+    n = xs.shape[0]
+    cuts = sorted(int(f * n) for f in fractions)  # repeats make empty batches
+    detector = cls()
+    drift, sides = [], []
+    for lo, hi in zip([0, *cuts], [*cuts, n], strict=True):
+        found = detector.update_many(xs[lo:hi])
+        drift.append(found.drift + lo)
+        sides.append(np.vstack([getattr(found, name) for name in SIDES]))
+    np.testing.assert_array_equal(np.concatenate(drift), whole.drift)
+    np.testing.assert_array_equal(
+        np.hstack(sides), np.vstack([getattr(whole, name) for name in SIDES])
+    )
+    if whole.drift.size:
+        last = np.array([getattr(whole, name)[-1] for name in SIDES])
+        np.testing.assert_array_equal(last_of(detector), last)
+    else:
+        assert np.isnan(last_of(detector)).all()
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=[cls.__name__ for cls in CLASSES])
+def test_sides_of_each_drift_do_not_depend_on_the_batching(cls: type[ChangeDetector]) -> None:
+    streams = binary_streams() if is_binary(cls) else numeric_streams()
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(xs=streams, fractions=st.lists(st.floats(0.0, 1.0), max_size=25))
+    def prop(xs: np.ndarray, fractions: list[float]) -> None:
+        check_batching(cls, xs, fractions)
 
     prop()

@@ -54,6 +54,24 @@ def stream_for(cls: type[ChangeDetector], n: int = 3000, seed: int = 7) -> np.nd
     return np.concatenate([rng.normal(0.0, 1.0, half), rng.normal(2.5, 1.0, n - half)])
 
 
+SIDES = ("drift_before_mean", "drift_after_mean", "drift_before_n", "drift_after_n")
+LAST = (
+    "last_drift_before_mean",
+    "last_drift_after_mean",
+    "last_drift_before_n",
+    "last_drift_after_n",
+)
+
+
+def sides_of(found: tuple) -> np.ndarray:
+    """The four arrays aligned with the drift indices, as rows of one array."""
+    return np.vstack([getattr(found, name) for name in SIDES])
+
+
+def last_of(detector: ChangeDetector) -> np.ndarray:
+    return np.array([getattr(detector, name) for name in LAST])
+
+
 def flags_of(detector: ChangeDetector, xs: np.ndarray) -> np.ndarray:
     """Per-value flag (0 none, 1 warning, 2 drift) of ``update_many``."""
     found = detector.update_many(xs)
@@ -93,6 +111,7 @@ def test_clone_has_same_params_and_fresh_state(cls: type[ChangeDetector]) -> Non
     np.testing.assert_array_equal(twin._state, cls()._state)
     assert twin._state is not detector._state
     assert not twin.drift_detected and not twin.warning_detected
+    assert np.isnan(last_of(twin)).all() and not np.isnan(last_of(detector)[:2]).any()
 
 
 def test_state_round_trip(cls: type[ChangeDetector]) -> None:
@@ -108,6 +127,7 @@ def test_state_round_trip(cls: type[ChangeDetector]) -> None:
         np.testing.assert_array_equal(restored._state, detector._state)
         assert restored.drift_detected == detector.drift_detected
         assert restored.warning_detected == detector.warning_detected
+        np.testing.assert_array_equal(last_of(restored), last_of(detector))
         np.testing.assert_array_equal(flags_of(restored, xs[2000:]), uninterrupted[2000:])
 
 
@@ -130,6 +150,7 @@ def test_pickle_and_copy_round_trip(cls: type[ChangeDetector]) -> None:
     ):
         assert type(twin) is cls and twin.params() == detector.params()
         np.testing.assert_array_equal(twin._state, detector._state)
+        np.testing.assert_array_equal(last_of(twin), last_of(detector))
         assert twin._state is not detector._state
     restored = pickle.loads(pickle.dumps(detector))
     np.testing.assert_array_equal(flags_of(restored, xs[1700:]), flags_of(detector, xs[1700:]))
@@ -163,20 +184,48 @@ def test_non_finite_values_raise(cls: type[ChangeDetector], bad: float) -> None:
 
 
 def test_update_returns_self_and_matches_update_many(cls: type[ChangeDetector]) -> None:
-    xs = stream_for(cls, n=1200)
+    xs = stream_for(cls, n=2000)
     one = cls()
     assert one.update(float(xs[0])) is one
     flags = [2 if one.drift_detected else 1 if one.warning_detected else 0]
+    sides = [last_of(one)] if one.drift_detected else []
     for x in xs[1:]:
         one.update(float(x))
         flags.append(2 if one.drift_detected else 1 if one.warning_detected else 0)
+        if one.drift_detected:
+            sides.append(last_of(one))
+    many = cls()
+    found = many.update_many(xs)
     np.testing.assert_array_equal(np.array(flags, dtype=np.int8), flags_of(cls(), xs))
+    assert sides, "no drift; the comparison of the sides would be vacuous"
+    np.testing.assert_array_equal(np.array(sides).T, sides_of(found))
+    np.testing.assert_array_equal(last_of(one), last_of(many))
+
+
+def test_drift_reports_both_sides_of_the_change(cls: type[ChangeDetector]) -> None:
+    xs = stream_for(cls)
+    found = cls().update_many(xs)
+    assert found._fields[:2] == ("drift", "warning") and found._fields[2:] == SIDES
+    sides = sides_of(found)
+    assert sides.dtype == np.float64 and sides.shape == (4, found.drift.size)
+    before, after, n_before, n_after = sides
+    # every detector has both means; a count, where there is one, counts values
+    assert np.isfinite(before).all() and np.isfinite(after).all()
+    for n in (n_before, n_after):
+        counted = n[~np.isnan(n)]
+        assert (counted >= 1).all() and (counted == np.round(counted)).all()
+    # the injected change (at the middle) goes up: the first drift past it says so
+    first = int(np.argmax(found.drift >= xs.shape[0] // 2))
+    assert found.drift[first] >= xs.shape[0] // 2
+    assert after[first] > before[first], f"{cls.__name__}: {before[first]} -> {after[first]}"
 
 
 def test_empty_batch_is_a_no_op(cls: type[ChangeDetector]) -> None:
     detector = cls()
     found = detector.update_many(np.array([], dtype=np.float64))
     assert found.drift.size == 0 and found.warning.size == 0
+    assert sides_of(found).shape == (4, 0) and sides_of(found).dtype == np.float64
+    assert np.isnan(last_of(detector)).all()
     np.testing.assert_array_equal(detector._state, cls()._state)
 
 
@@ -200,12 +249,19 @@ def test_bank_equals_standalone_detectors(cls: type[ChangeDetector]) -> None:
     bank_flags[first.drift] = 2
     bank_flags[cut + second.warning] = 1
     bank_flags[cut + second.drift] = 2
+    bank_drift = np.concatenate([first.drift, cut + second.drift])
+    bank_sides = np.hstack([sides_of(first), sides_of(second)])
     np.testing.assert_array_equal(first.drift_streams, ids[first.drift])
     np.testing.assert_array_equal(second.drift_streams, ids[cut + second.drift])
 
     for sid in range(n_streams):
         alone = cls()
-        np.testing.assert_array_equal(bank_flags[ids == sid], flags_of(alone, streams[sid]))
+        expected = alone.update_many(streams[sid])
+        flags = np.zeros(streams[sid].shape[0], dtype=np.int8)
+        flags[expected.warning] = 1
+        flags[expected.drift] = 2
+        np.testing.assert_array_equal(bank_flags[ids == sid], flags)
+        np.testing.assert_array_equal(bank_sides[:, ids[bank_drift] == sid], sides_of(expected))
         np.testing.assert_array_equal(bank.detector(sid)._state, alone._state)
     assert (bank_flags == 2).any(), "no stream drifted; the comparison would be vacuous"
 
