@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 from typing import Any
 
 from .catalog import SCOPES
@@ -51,6 +52,7 @@ def _open_store(settings: Any) -> Any:
         return None
     from driftline.sinks import ServerStore
 
+    # Does not connect: the store may come up after the API (see _connect_in_background).
     return ServerStore(settings.clickhouse_url, settings.clickhouse_database)
 
 
@@ -64,24 +66,68 @@ def _control_plane(settings: Any, timeout: float = 30.0) -> Any:
     return control_plane
 
 
+def _connect_in_background(app: Any, control_plane: Any, stop: threading.Event) -> list[Any]:
+    """Wait for the broker (control plane) and the store (migrations) in two threads, each as
+    long as it takes; ``/ready`` answers 503 naming what is missing until both are done."""
+    from driftline.sinks.resilience import wait_until
+
+    def start_control_plane() -> None:
+        wait_until(
+            # Short attempts: a SIGTERM during one waits for it to end.
+            lambda: control_plane.start(timeout=3.0),
+            what=f"Kafka at {control_plane.bootstrap} (control-plane topic {control_plane.topic})",
+            log=log,
+            max_interval_s=5.0,
+            stop=stop,
+        )
+
+    threads = [threading.Thread(target=start_control_plane, name="driftline-api-kafka",
+                                daemon=True)]  # fmt: skip
+    readiness = app.state.store_readiness
+    if readiness is not None:
+        threads.append(
+            threading.Thread(
+                target=wait_until,
+                args=(readiness.migrate,),
+                kwargs={"what": f"ClickHouse {readiness.store!r}", "log": log,
+                        "max_interval_s": 5.0, "stop": stop},
+                name="driftline-api-clickhouse",
+                daemon=True,
+            )
+        )  # fmt: skip
+    for thread in threads:
+        thread.start()
+    return threads
+
+
 def serve(args: argparse.Namespace, settings: Any) -> int:
+    """Serve the API; the broker and the store may start before or after it."""
     import uvicorn
 
     from .config import ApiConfig
+    from .control_plane import ControlPlane
     from .main import create_app
 
     logging.basicConfig(level=args.loglevel.upper())
-    control_plane = _control_plane(settings)
+    control_plane = ControlPlane(settings.kafka_bootstrap, _topic())
     store = _open_store(settings)
+    stop = threading.Event()
+    threads: list[Any] = []
     try:
-        app = create_app(ApiConfig(), control_plane=control_plane, store=store)
+        app = create_app(ApiConfig(create_tables=False), control_plane=control_plane, store=store)
+        threads = _connect_in_background(app, control_plane, stop)
         uvicorn.run(
             app,
             host=args.host or settings.api_host,
             port=args.port or settings.api_port,
             log_level=args.loglevel,
+            # Requests still open after SIGTERM (an SSE feed) do not hold the exit up.
+            timeout_graceful_shutdown=3,
         )
     finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
         control_plane.close()
         if store is not None:
             store.close()

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from driftline.schemas.topics import RULES
+from driftline.sinks.resilience import quiet_kafka_config
 
 __all__ = [
     "KINDS",
@@ -173,6 +174,10 @@ class BaseControlPlane(ABC):
     def lag(self) -> int:
         """Records on the topic the view has not applied yet (0 when unknown)."""
         return 0
+
+    def problem(self) -> str | None:
+        """Why the control plane is not ready now, for ``/ready``; None when it is."""
+        return None if self.ready() else f"control plane not caught up (lag {self.lag()})"
 
     @abstractmethod
     def close(self) -> None:
@@ -381,6 +386,18 @@ class ControlPlane(BaseControlPlane):
         self._start_highs: dict[int, int] = {}
         self._highs: dict[int, int] = {}
         self._error: str | None = None
+        # When the reader last heard from the broker (monotonic); None before the first time.
+        self._last_contact: float | None = None
+        # librdkafka reports a missing broker on every reconnect: log it once per 30 s.
+        self._client_config = {
+            **quiet_kafka_config(log, f"control plane ({bootstrap})"),
+            **self._client_config,
+        }
+
+    #: How often the reader asks the broker for the topic's end offsets, and how long without
+    #: an answer makes :meth:`reachable` false (``/ready`` then answers 503).
+    probe_interval_s: float = 1.0
+    stale_after_s: float = 5.0
 
     def __repr__(self) -> str:
         return f"ControlPlane({self.bootstrap!r}, {self.topic!r})"
@@ -389,13 +406,14 @@ class ControlPlane(BaseControlPlane):
 
     def start(self, timeout: float = 30.0) -> ControlPlane:
         """Connect, find the topic's partitions and start the reader; does not wait to catch up
-        (see :meth:`wait_ready`)."""
+        (see :meth:`wait_ready`). Raises :class:`Unavailable` (or a ``KafkaException``) when
+        the broker does not answer within ``timeout``; calling it again then is safe, which is
+        how ``driftline api`` waits for a broker that starts after it."""
         from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+        if self._thread is not None:
+            return self
         base = {"bootstrap.servers": self.bootstrap, **self._client_config}
-        self._producer = Producer(
-            {**base, "enable.idempotence": True, "acks": "all", "linger.ms": 0}
-        )
         consumer = Consumer(
             {
                 **base,
@@ -412,6 +430,11 @@ class ControlPlane(BaseControlPlane):
         except BaseException:
             consumer.close()
             raise
+        # Created only once the broker answered, so a failed attempt leaves nothing behind.
+        self._producer = Producer(
+            {**base, "enable.idempotence": True, "acks": "all", "linger.ms": 0}
+        )
+        self._last_contact = time.monotonic()
         for p, (low, high) in marks.items():
             self._start_highs[p] = high
             self._highs[p] = high
@@ -481,7 +504,9 @@ class ControlPlane(BaseControlPlane):
             self._consumer.close()
             self._consumer = None
         if self._producer is not None:
-            self._producer.flush(5)
+            # Short: a write still unacknowledged has already been reported to its caller as
+            # Unavailable, and with the broker gone a long flush only delays shutdown.
+            self._producer.flush(2)
             self._producer = None
 
     # -- state ------------------------------------------------------------------------------
@@ -496,6 +521,23 @@ class ControlPlane(BaseControlPlane):
     def lag(self) -> int:
         return sum(max(0, h - self._positions.get(p, 0)) for p, h in self._highs.items())
 
+    def reachable(self) -> bool:
+        """True if the reader heard from the broker within the last ``stale_after_s``."""
+        last = self._last_contact
+        return last is not None and time.monotonic() - last < self.stale_after_s
+
+    def problem(self) -> str | None:
+        if self._thread is None:
+            return f"control plane not caught up: not connected to Kafka at {self.bootstrap} yet"
+        if not self._thread.is_alive():
+            return "control plane not caught up: its reader stopped"
+        if not self.reachable():
+            age = time.monotonic() - (self._last_contact or 0.0)
+            return f"Kafka at {self.bootstrap} unreachable (no answer for {age:.0f} s)"
+        if not self.ready():
+            return f"control plane not caught up (lag {self.lag()})"
+        return None
+
     @property
     def error(self) -> str | None:
         return self._error
@@ -503,25 +545,31 @@ class ControlPlane(BaseControlPlane):
     # -- the reader thread --------------------------------------------------------------------
 
     def _run(self) -> None:
-        from confluent_kafka import KafkaError, TopicPartition
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-        last_highs = 0.0
+        last_probe = 0.0
         while not self._stop.is_set():
             try:
                 msg = self._consumer.poll(0.2)
                 now = time.monotonic()
-                if now - last_highs > 2.0:
-                    last_highs = now
-                    for p in list(self._highs):
-                        _, high = self._consumer.get_watermark_offsets(
-                            TopicPartition(self.topic, p), timeout=1.0, cached=False
-                        )
-                        self._highs[p] = max(self._highs[p], high)
+                if now - last_probe > self.probe_interval_s:
+                    last_probe = now
+                    # Doubles as the broker probe behind reachable(): a live round trip.
+                    try:
+                        for p in list(self._highs):
+                            _, high = self._consumer.get_watermark_offsets(
+                                TopicPartition(self.topic, p), timeout=2.0, cached=False
+                            )
+                            self._highs[p] = max(self._highs[p], high)
+                        self._last_contact = time.monotonic()
+                    except KafkaException as exc:  # broker away: the error_cb logs it, throttled
+                        self._error = str(exc)
                 if msg is None:
                     continue
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
+                        self._last_contact = time.monotonic()
                         with self._cond:
                             p = msg.partition()
                             self._positions[p] = max(self._positions.get(p, 0), msg.offset())
@@ -530,6 +578,7 @@ class ControlPlane(BaseControlPlane):
                         self._error = str(err)
                         log.warning("control-plane reader: %s", err)
                     continue
+                self._last_contact = time.monotonic()
                 key = (msg.key() or b"").decode("utf-8", "replace")
                 self._apply(key, msg.value(), msg.partition(), msg.offset())
                 with self._cond:

@@ -94,6 +94,13 @@ def authenticate(
         raise _unauthorized("malformed API key (expected dl_<id>_<secret>)")
     key_id, secret = parsed
     record = control_plane.get("apikey", key_id)
+    if record is None and not control_plane.ready():
+        # The view is still loading (the broker may not be up yet): the key may well exist.
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the API is starting: its control-plane view (API keys) is not loaded yet",
+            headers={"Retry-After": "5"},
+        )
     if record is None or not verify_secret(secret, record.data.get("hash", "")):
         raise _unauthorized("invalid or revoked API key")
     return Principal(key_id, record.data.get("name", ""), tuple(record.data.get("scopes", ())))

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from .config import ApiConfig
 from .control_plane import BaseControlPlane, NotFound, Unavailable, VersionConflict
 from .metrics import Metrics, MetricsMiddleware
+from .readiness import StoreReadiness
 from .routes import alerts, api_keys, health, rules, silences, subscriptions
 from .tables import SerializedStore
 
@@ -85,10 +86,14 @@ def _error(code: int, detail: str) -> JSONResponse:
 def create_app(
     config: ApiConfig, *, control_plane: BaseControlPlane, store: Any | None = None
 ) -> FastAPI:
-    """The API over a started control plane and an optional ClickHouse store
+    """The API over a control plane and an optional ClickHouse store
     (``driftline.sinks.Store``; without one, history reads and dry-runs answer 503).
 
-    The caller owns both: start the control plane before, close both after.
+    The caller owns both and closes them after. The control plane may still be starting
+    (``/ready`` answers 503 and key checks 503 until it has caught up); with
+    ``config.create_tables`` the migrations are tried once here, otherwise the caller applies
+    them through ``app.state.store_readiness.migrate()`` (``driftline api`` does, in the
+    background, once the store answers).
     """
     if store is not None:
         store = SerializedStore(store)
@@ -96,13 +101,15 @@ def create_app(
     app.state.config = config
     app.state.control_plane = control_plane
     app.state.store = store
+    app.state.store_readiness = StoreReadiness(store) if store is not None else None
     app.state.metrics = metrics = Metrics()
 
     if store is not None and config.create_tables:
         try:
-            store.migrate()
-        except Exception:
-            log.exception("could not apply the ClickHouse migrations (alerts, rule_versions)")
+            app.state.store_readiness.migrate()
+        except Exception as exc:
+            log.warning("could not apply the ClickHouse migrations (alerts, rule_versions): %s",
+                        exc)  # fmt: skip
 
     app.include_router(health.router)
     templates = [route.path for route in health.router.routes]

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from typing import Any
+
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.schemas import topics
+from driftline.sinks.resilience import quiet_kafka_config
+
+log = logging.getLogger(__name__)
 
 
 def topic_configs(topic: str) -> dict[str, str]:
@@ -15,14 +22,27 @@ def topic_configs(topic: str) -> dict[str, str]:
 
 
 def ensure_topics(
-    bootstrap: str, partitions: int, replication: int = 1, timeout: float = 30.0
+    bootstrap: str,
+    partitions: int,
+    replication: int = 1,
+    timeout: float = 30.0,
+    *,
+    client_config: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create every driftline topic that does not exist yet; return the ones created.
 
     Predictions and outcomes must have the same partition count (they are co-partitioned by
-    model id); existing topics are left as they are.
+    model id); existing topics are left as they are. Raises ``KafkaException`` when the broker
+    does not answer within ``timeout`` (callers that start before the broker wrap this in
+    :func:`driftline.sinks.resilience.wait_until`).
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            **quiet_kafka_config(log, f"admin ({bootstrap})"),
+            **dict(client_config or {}),
+        }
+    )
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [
         NewTopic(name, partitions, replication, config=topic_configs(name))

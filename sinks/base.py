@@ -20,7 +20,14 @@ import pandas as pd
 
 from .tables import TABLES, columns_for
 
-__all__ = ["Store", "StoreError", "Migration", "load_migrations", "split_statements"]
+__all__ = [
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "Migration",
+    "load_migrations",
+    "split_statements",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +37,15 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class StoreError(RuntimeError):
-    """A store operation failed (after retries, for the server store)."""
+    """A store operation failed and retrying the same operation cannot help: bad SQL, a type
+    mismatch, a missing table, a misconfiguration."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or is overloaded or restarting: the same operation may
+    succeed later. Callers wait (``ping()`` plus
+    :func:`driftline.sinks.resilience.wait_until`) and retry; inserts are idempotent, so a
+    retried batch that had in fact landed is not stored twice."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +175,15 @@ class Store(ABC):
     def close(self) -> None:
         """Release the connection. Idempotent."""
 
+    def ping(self) -> bool:
+        """True if the store answers now. Cheap, never raises, never retries: for readiness
+        probes and :func:`~driftline.sinks.resilience.wait_until`."""
+        try:
+            self.query("SELECT 1")
+            return True
+        except StoreError:
+            return False
+
     # -- shared behaviour ---------------------------------------------------------------
 
     def insert_rows(
@@ -198,8 +222,11 @@ class Store(ABC):
 
         Each statement is idempotent (``IF NOT EXISTS``), so a migration interrupted half-way
         is simply re-run; a migration is recorded in ``schema_migrations`` only once all of its
-        statements succeeded.
+        statements succeeded. Raises :class:`StoreUnavailable` at once when the store is down
+        (one ping, no retry budget spent): the caller decides how long to wait.
         """
+        if not self.ping():
+            raise StoreUnavailable(f"{self!r} is not reachable; migrations not applied")
         db = self.database
         self.command(f"CREATE DATABASE IF NOT EXISTS {db}")
         self.command(

@@ -5,9 +5,10 @@ What chdb 4.4 (engine 26.9) allows, measured on this project (see tests/sinks an
 * One engine per process, bound to one data path. A second path in the same process fails
   ("EmbeddedServer already initialized with path ...") until every connection to the first is
   closed; further connections to the *same* path share the engine.
-* One process per data path: a second process fails on the ``status`` file lock. So the API
-  cannot read the worker's embedded store while the worker runs; run a ClickHouse server
-  (``DRIFTLINE_CLICKHOUSE_URL``) when several processes need the data.
+* One process per data path: a second process fails on the ``status`` file lock (chdb prints
+  "Cannot lock file .../status" and raises a bare BAD_ARGUMENTS). That is a configuration
+  error, not an outage: the store raises :class:`StoreError` naming the fix (serve the path
+  with ``driftline clickhouse serve`` and point the other processes at its URL).
 * ``USE db`` is per connection, so the store keeps exactly one connection.
 * Fastest insert: ``INSERT INTO t (...) SELECT * FROM Python(arrow_table)``; chdb reads the
   Arrow table in place. An Arrow IPC stream through ``Connection.send_insert(...,
@@ -25,6 +26,8 @@ What chdb 4.4 (engine 26.9) allows, measured on this project (see tests/sinks an
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -65,6 +68,27 @@ def _params(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
         else value
         for name, value in (parameters or {}).items()
     }
+
+
+def _locked_by_another_process(data_path: Path) -> bool:
+    """True if another process holds ClickHouse's lock on ``data_path/status``.
+
+    ClickHouse takes an exclusive ``flock`` on that file for as long as its engine runs; a
+    non-blocking try tells whether someone else has it. Only meaningful when this process does
+    not hold the engine itself (flock conflicts between file descriptors, even in one process).
+    """
+    status = data_path / "status"
+    try:
+        fd = open(status, "rb")  # noqa: SIM115 - closed below, lock released with it
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    finally:
+        fd.close()  # also releases our lock when we got it
+    return False
 
 
 def _rows(table: pa.Table) -> list[tuple]:
@@ -114,6 +138,14 @@ class EmbeddedStore(Store):
             try:
                 self._conn = chdb.connect(key)
             except RuntimeError as exc:
+                if _locked_by_another_process(self.data_path):
+                    raise StoreError(
+                        f"cannot open embedded ClickHouse at {key}: another process owns this "
+                        "data dir (chdb allows one process per data dir). Serve it from that "
+                        "process (DRIFTLINE_CLICKHOUSE_HTTP_PORT in the worker, or `driftline "
+                        "clickhouse serve`) and point the other processes at its URL with "
+                        "DRIFTLINE_CLICKHOUSE_URL=http://user:password@127.0.0.1:8123"
+                    ) from exc
                 raise StoreError(f"cannot open embedded ClickHouse at {key}: {exc}") from exc
             _open_paths[key] = _open_paths.get(key, 0) + 1
             self._conn.query(f"CREATE DATABASE IF NOT EXISTS {database}")

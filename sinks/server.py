@@ -1,11 +1,23 @@
 """A ClickHouse server through clickhouse-connect: same interface and DDL as the embedded store.
 
 Kept small on purpose: clickhouse-connect already does pooling, compression and type
-conversion. What this adds is the driftline contract: one reusable ``InsertContext`` per
-(table, columns) as clickhouse-connect recommends for repeated batches, dedup tokens as an insert
-setting, and retries with exponential backoff on connection-level errors only (a server
-that rejects a statement will reject it again). Retrying an insert whose response was lost can
-duplicate it; ReplacingMergeTree + FINAL (and the dedup token, when given) absorb that.
+conversion. What this adds is the driftline contract:
+
+* one reusable ``InsertContext`` per (table, columns), as clickhouse-connect recommends for
+  repeated batches, and dedup tokens as an insert setting;
+* a lazy connection: opening the store never fails because the server is down; the first
+  operation (or ``ping()``) connects;
+* failures classified: :class:`StoreUnavailable` when the server is unreachable, timing out,
+  overloaded or restarting (the same call may work later), :class:`StoreError` when it
+  refused the statement (bad SQL, type mismatch, bad credentials: retrying cannot help);
+* a short retry budget for transient failures (a blip, a restart in progress), with delays
+  from :func:`~driftline.sinks.resilience.backoff_delays`; past it the caller gets
+  ``StoreUnavailable`` and waits for the outage with ``ping()`` and ``wait_until``.
+
+Retrying an insert whose response was lost can send it twice. The dedup token
+(``insert_deduplication_token``, honoured by the tables created with
+``non_replicated_deduplication_window``) drops the second copy; ReplacingMergeTree on the event
+id collapses it under ``FINAL`` in any case.
 """
 
 from __future__ import annotations
@@ -22,12 +34,77 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .base import DEFAULT_TTL_DAYS, Store, StoreError
+from .base import DEFAULT_TTL_DAYS, Store, StoreError, StoreUnavailable
+from .resilience import backoff_delays
 
-__all__ = ["ServerStore"]
+__all__ = ["ServerStore", "is_transient"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: ClickHouse error codes that describe the server's state, not the statement: overload,
+#: timeouts, network trouble between servers, a replica or Keeper away, a shutdown in progress.
+TRANSIENT_CODES = frozenset(
+    {
+        159,  # TIMEOUT_EXCEEDED
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        203,  # NO_FREE_CONNECTION
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        225,  # NO_ZOOKEEPER
+        236,  # ABORTED
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY (a replica lost Keeper)
+        252,  # TOO_MANY_PARTS
+        279,  # ALL_CONNECTION_TRIES_FAILED
+        319,  # UNKNOWN_STATUS_OF_INSERT (retry with the same dedup token)
+        394,  # QUERY_WAS_CANCELLED (the server is shutting down)
+        439,  # CANNOT_SCHEDULE_TASK
+        745,  # SERVER_OVERLOADED
+        999,  # KEEPER_EXCEPTION
+    }
+)
+#: HTTP statuses without a ClickHouse error code that a proxy or a restarting server answers.
+TRANSIENT_HTTP_STATUSES = frozenset({429, 502, 503, 504})
+_HTTP_STATUS = re.compile(r"HTTP status (\d{3})")
+
+
+class _DropConnectionNoise(logging.Filter):
+    """Drops the warnings clickhouse-connect and urllib3 log for every failed connection: the
+    store reports those itself, classified and at the caller's pace (``StoreUnavailable``,
+    ``wait_until``), so an outage costs a line per interval instead of one per request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if record.name.startswith("clickhouse_connect"):
+            return not message.startswith("Unexpected Http Driver Exception")
+        # urllib3's own retry of a refused or reset connection (clickhouse-connect's requests)
+        return not (message.startswith("Retrying (") and "connection broken" in message)
+
+
+_NOISE_FILTER = _DropConnectionNoise()
+
+
+def _quiet_driver_logs() -> None:
+    for name in ("clickhouse_connect.driver._backend.http_sync", "urllib3.connectionpool"):
+        logger = logging.getLogger(name)
+        if _NOISE_FILTER not in logger.filters:
+            logger.addFilter(_NOISE_FILTER)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True if ``exc`` (from clickhouse-connect or the network) says "try again later"."""
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    if isinstance(exc, OperationalError | ConnectionError | TimeoutError):
+        return True  # network errors, and 429/503/504 after clickhouse-connect's own retries
+    if isinstance(exc, DatabaseError):
+        code = getattr(exc, "code", None)
+        if code is not None:
+            return code in TRANSIENT_CODES
+        status = _HTTP_STATUS.search(str(exc))
+        return status is not None and int(status[1]) in TRANSIENT_HTTP_STATUSES
+    return False
 
 
 def _python_column(values: Any, ch_type: str) -> list[Any]:
@@ -62,12 +139,23 @@ def _without_database(url: str) -> str:
     return url
 
 
+def _host_of(url: str) -> str:
+    """``host:port`` of ``url`` for messages (never the credentials)."""
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        return parts.path or url.split("://", 1)[-1].rsplit("@", 1)[-1]
+    return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+
+
 _DATABASE_DDL = re.compile(r"\s*(CREATE|DROP)\s+DATABASE\b", re.IGNORECASE)
 
 
 class ServerStore(Store):
     """ClickHouse server at ``url`` (``http[s]://user:password@host:port[/ignored]``).
 
+    Nothing is sent until the first operation: a server that is down when the store is opened
+    is not an error. Each operation retries transient failures ``retries`` times (delays from
+    ``backoff_seconds`` doubling, at most 5 s) and then raises :class:`StoreUnavailable`.
     ``client_factory`` builds the clickhouse-connect client (default
     ``clickhouse_connect.get_client(dsn=url)``); ``sleep`` is injectable for tests.
     """
@@ -78,66 +166,105 @@ class ServerStore(Store):
         database: str = "driftline",
         *,
         ttl_days: int | None = DEFAULT_TTL_DAYS,
-        retries: int = 5,
+        retries: int = 3,
         backoff_seconds: float = 0.2,
+        ping_timeout: float = 2.0,
         client_factory: Callable[[], Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(database, ttl_days=ttl_days)
         import clickhouse_connect
-        from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
-        self._transient: tuple[type[BaseException], ...] = (OperationalError, ConnectionError)
-        self._errors: tuple[type[BaseException], ...] = (ClickHouseError,)
+        _quiet_driver_logs()
         self.retries = retries
         self.backoff_seconds = backoff_seconds
+        self.ping_timeout = ping_timeout
         self._sleep = sleep
+        self._where = _host_of(url)
         # tz_mode="aware": DateTime64(3, 'UTC') comes back tz-aware, as from the embedded store.
         dsn = _without_database(url)
-        factory = client_factory or (
+        self._factory = client_factory or (
             # No session: the store is shared across threads, and ClickHouse refuses
             # concurrent queries within one session. The database is a per-query setting.
             lambda: clickhouse_connect.get_client(
                 dsn=dsn, tz_mode="aware", autogenerate_session_id=False
             )
         )
-        self._client = self._retry("connect", factory)
-        # The database may not exist before the first migrate(): create it, then make it the
-        # client's default so unqualified table names resolve there, as in the embedded store.
-        self._retry(
-            "create database", self._client.command, f"CREATE DATABASE IF NOT EXISTS {database}"
-        )
-        self._client.database = database
+        self._client: Any = None
+        self._closed = False
+        self._connect_lock = threading.Lock()
         self._contexts: dict[tuple[str, tuple[str, ...]], Any] = {}
         # An InsertContext holds the batch being sent: one insert at a time per store (the
         # worker's writer is the only heavy inserter; reads do not take this lock).
         self._insert_lock = threading.Lock()
 
-    def _retry(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        delay = self.backoff_seconds
-        for attempt in range(self.retries + 1):
+    # -- connection and failure handling ------------------------------------------------
+
+    def _connect(self) -> Any:
+        """The client, connecting first if needed (one attempt; errors as clickhouse-connect
+        raised them, for the caller to classify)."""
+        with self._connect_lock:
+            if self._closed:
+                raise StoreError("store is closed")
+            if self._client is None:
+                client = self._factory()
+                try:
+                    # The database may not exist before the first migrate(): create it, then
+                    # make it the client's default so unqualified table names resolve there,
+                    # as in the embedded store.
+                    client.command(
+                        f"CREATE DATABASE IF NOT EXISTS {self.database}", use_database=False
+                    )
+                except BaseException:
+                    client.close()
+                    raise
+                client.database = self.database
+                self._client = client
+            return self._client
+
+    def _failure(self, what: str, exc: BaseException, attempts: int) -> StoreError:
+        if is_transient(exc):
+            return StoreUnavailable(
+                f"{what} failed after {attempts} attempts: ClickHouse at {self._where} is "
+                f"unavailable: {exc}"
+            )
+        return StoreError(f"{what} failed: {exc}")
+
+    def _retry(self, what: str, fn: Callable[[Any], T]) -> T:
+        """``fn(client)``, retried on transient failures within the store's small budget."""
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        delays = backoff_delays(self.backoff_seconds, max(self.backoff_seconds, 5.0))
+        for attempt in range(1, self.retries + 2):
             try:
-                return fn(*args, **kwargs)
-            except self._transient as exc:
-                if attempt == self.retries:
-                    raise StoreError(f"{what} failed after {attempt + 1} attempts: {exc}") from exc
-                log.warning("%s failed (%s); retrying in %.2fs", what, exc, delay)
+                return fn(self._connect())
+            except (ClickHouseError, OSError) as exc:
+                if not is_transient(exc) or attempt > self.retries:
+                    raise self._failure(what, exc, attempt) from exc
+                delay = next(delays)
+                log.debug("%s failed (%s); retrying in %.2fs", what, exc, delay)
                 self._sleep(delay)
-                delay = min(delay * 2, 10.0)
-            except self._errors as exc:  # the server refused: retrying would not help
+            except (ValueError, TypeError) as exc:  # the driver could not convert the batch
                 raise StoreError(f"{what} failed: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def _client_or_raise(self) -> Any:
-        if self._client is None:
-            raise StoreError("store is closed")
-        return self._client
+    def ping(self) -> bool:
+        """True if the server answers ``/ping`` within ``ping_timeout`` (connecting first if
+        the store has not yet). One attempt, never raises."""
+        try:
+            client = self._connect()
+            return bool(client.ping(timeout=self.ping_timeout))
+        except Exception as exc:
+            log.debug("ping of ClickHouse at %s failed: %s", self._where, exc)
+            return False
+
+    # -- the interface ----------------------------------------------------------------------
 
     def command(self, sql: str) -> None:
         # CREATE/DROP DATABASE must not name the (maybe missing) database as the session's
         # default: ClickHouse refuses any query whose default database does not exist.
         use_database = _DATABASE_DDL.match(sql) is None
-        self._retry("command", self._client_or_raise().command, sql, use_database=use_database)
+        self._retry("command", lambda client: client.command(sql, use_database=use_database))
 
     def insert(
         self,
@@ -171,26 +298,27 @@ class ServerStore(Store):
         types: Mapping[str, str],
         dedup_token: str | None,
     ) -> None:
-        client = self._client_or_raise()
         key = (table, names)
         if key not in self._contexts:
             self._contexts[key] = self._retry(
                 "insert context",
-                client.create_insert_context,
-                table=table,
-                column_names=list(names),
-                column_type_names=[types[name] for name in names],
-                column_oriented=True,
-                # see EmbeddedStore.insert: replays collapse on merge/FINAL anyway
-                settings={"optimize_on_insert": 0},
+                lambda client: client.create_insert_context(
+                    table=table,
+                    column_names=list(names),
+                    column_type_names=[types[name] for name in names],
+                    column_oriented=True,
+                    # see EmbeddedStore.insert: replays collapse on merge/FINAL anyway
+                    settings={"optimize_on_insert": 0},
+                ),
             )
         context = self._contexts[key]
+        # The same token on every attempt: a retry of a batch that did land is dropped.
         if dedup_token:
             context.settings["insert_deduplication_token"] = dedup_token
         else:
             context.settings.pop("insert_deduplication_token", None)
 
-        def send() -> None:
+        def send(client: Any) -> None:
             context.data = data
             try:
                 client.insert(context=context)
@@ -200,21 +328,21 @@ class ServerStore(Store):
         self._retry(f"insert into {table}", send)
 
     def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple]:
-        result = self._retry(
-            "query", self._client_or_raise().query, sql, parameters=dict(parameters or {})
-        )
+        params = dict(parameters or {})
+        result = self._retry("query", lambda client: client.query(sql, parameters=params))
         return [tuple(row) for row in result.result_rows]
 
     def query_df(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        return self._retry(
-            "query", self._client_or_raise().query_df, sql, parameters=dict(parameters or {})
-        )
+        params = dict(parameters or {})
+        return self._retry("query", lambda client: client.query_df(sql, parameters=params))
 
     def close(self) -> None:
-        client, self._client = getattr(self, "_client", None), None
-        self._contexts = {}
+        with self._connect_lock:
+            self._closed = True
+            client, self._client = self._client, None
+            self._contexts = {}
         if client is not None:
             client.close()
 
     def __repr__(self) -> str:
-        return f"ServerStore(database={self.database!r})"
+        return f"ServerStore({self._where!r}, database={self.database!r})"

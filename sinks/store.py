@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import DEFAULT_TTL_DAYS, Store, StoreError
+from .base import DEFAULT_TTL_DAYS, Store, StoreError, StoreUnavailable
 from .embedded import EmbeddedStore
 from .server import ServerStore
 
-__all__ = ["Store", "StoreError", "EmbeddedStore", "ServerStore", "open_store"]
+__all__ = [
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "EmbeddedStore",
+    "ServerStore",
+    "open_store",
+]
 
 
 def open_store(
@@ -20,6 +27,8 @@ def open_store(
 ) -> Store:
     """The store for ``settings.clickhouse_url``, ``settings.clickhouse_database`` and
     ``settings.chdb_path``. Does not migrate: call ``store.migrate()`` once at startup.
+    Opening a server store does not connect, so it works while the server is down; see
+    ``Store.ping`` and :func:`driftline.sinks.resilience.wait_until` to wait for it.
 
     >>> import tempfile, pathlib
     >>> store = open_store(None, "demo_open", pathlib.Path(tempfile.mkdtemp()))

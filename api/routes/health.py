@@ -5,29 +5,32 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from ..deps import ControlPlaneDep, OptionalStoreDep
+from ..deps import ControlPlaneDep
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
 def health() -> dict[str, str]:
-    """The process is up."""
+    """The process is up (whether or not its dependencies are: see ``/ready``)."""
     return {"status": "ok"}
 
 
 @router.get("/ready", responses={503: {"description": "Not ready, with the reasons"}})
-def ready(control_plane: ControlPlaneDep, store: OptionalStoreDep) -> Response:
-    """Ready when the control-plane view has caught up with the topic and the store (if one is
-    configured) answers."""
+def ready(request: Request, control_plane: ControlPlaneDep) -> Response:
+    """Ready when the broker answers now, the control-plane view has caught up with the topic,
+    and the store (if one is configured) answers and is migrated. Checked at most about once a
+    second (the broker by the control plane's reader, the store by a cached ping), so it turns
+    503 within seconds of a dependency going away."""
     problems = []
-    if not control_plane.ready():
-        problems.append(f"control plane not caught up (lag {control_plane.lag()})")
-    if store is not None:
-        try:
-            store.query("SELECT 1")
-        except Exception as exc:
-            problems.append(f"store unreachable: {exc}")
+    problem = control_plane.problem()
+    if problem:
+        problems.append(problem)
+    store_readiness = request.app.state.store_readiness
+    if store_readiness is not None:
+        problem = store_readiness.problem()
+        if problem:
+            problems.append(problem)
     if problems:
         return JSONResponse(
             {"status": "not ready", "problems": problems},

@@ -46,6 +46,7 @@ from driftline.delivery.subscriptions import (
 from driftline.delivery.webhook import webhook_body, webhook_headers
 from driftline.schemas import topics
 from driftline.schemas.registry import RegistryError
+from driftline.sinks.resilience import quiet_kafka_config, wait_until
 
 __all__ = ["DeadLetterSink", "DeliveryConfig", "DeliveryService", "OffsetLedger"]
 
@@ -86,6 +87,12 @@ class DeliveryConfig:
     client_config: dict[str, Any] = field(default_factory=dict)
     # Confluent-compatible registry for the AlertEvent writer schemas; None = static manifest.
     schema_registry_url: str | None = None
+
+
+async def mirror_stop(stop: asyncio.Event, event: threading.Event) -> None:
+    """Set ``event`` (for a blocking wait in a thread) when ``stop`` is set."""
+    await stop.wait()
+    event.set()
 
 
 class OffsetLedger:
@@ -129,9 +136,15 @@ class DeliveryService:
         dispatcher: Dispatcher | None = None,
     ) -> None:
         self.config = config
+        # Every client of the service: a missing broker is logged once per 30 s, not per
+        # reconnect (the caller's own settings win).
+        self._client_config = {
+            **quiet_kafka_config(log, f"delivery ({config.bootstrap})"),
+            **config.client_config,
+        }
         self._own_follower = follower is None
         self.follower = follower or ControlPlaneFollower(
-            config.bootstrap, config.rules_topic, client_config=config.client_config
+            config.bootstrap, config.rules_topic, client_config=self._client_config
         )
         self._own_dead_letters = dead_letters is None
         self.dead_letters: DeadLetterSink | None = dead_letters
@@ -171,7 +184,7 @@ class DeliveryService:
             self.dead_letters = DeadLetterProducer(
                 self.config.bootstrap,
                 self.config.dlq_topic,
-                client_config=self.config.client_config,
+                client_config=self._client_config,
             )
         return self.dead_letters
 
@@ -284,7 +297,7 @@ class DeliveryService:
             lambda: Consumer(
                 {
                     "bootstrap.servers": self.config.bootstrap,
-                    **self.config.client_config,
+                    **self._client_config,
                     "group.id": f"driftline-delivery-scan-{uuid.uuid4().hex}",
                     "enable.auto.commit": False,
                 }
@@ -364,14 +377,31 @@ class DeliveryService:
             return loop.run_in_executor(kafka, fn, *args)
 
         if self._own_follower:
-            await call(self.follower.start)
+            # The broker may be away (or go away again): wait for it, stoppable by SIGTERM.
+            waiting = threading.Event()
+            watcher = asyncio.create_task(mirror_stop(stop, waiting))
+            try:
+                started = await call(
+                    lambda: wait_until(
+                        lambda: self.follower.start(timeout=3.0),
+                        what=f"the control-plane topic on Kafka at {self.config.bootstrap}",
+                        log=log,
+                        max_interval_s=5.0,
+                        stop=waiting,
+                    )
+                )
+            finally:
+                watcher.cancel()
+            if not started:
+                kafka.shutdown(wait=True)
+                return
             if not await call(self.follower.wait_ready, 60.0):
                 log.warning("subscriptions not fully read after 60 s; delivering with what "
                             "has been read so far")  # fmt: skip
         consumer = Consumer(
             {
                 "bootstrap.servers": self.config.bootstrap,
-                **self.config.client_config,
+                **self._client_config,
                 "group.id": self.config.group_id,
                 "client.id": f"driftline-delivery-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,

@@ -29,3 +29,27 @@ def test_invalid_values_are_refused(monkeypatch):
     monkeypatch.setenv("DRIFTLINE_BATCH_MAX_SECONDS", "-1")
     with pytest.raises(ValueError, match="batch_max_seconds"):
         load_settings()
+
+
+def test_every_listening_socket_defaults_to_loopback(monkeypatch):
+    for name in ("API_HOST", "CLICKHOUSE_HTTP_HOST", "WORKER_WEB_HOST"):
+        monkeypatch.delenv(f"DRIFTLINE_{name}", raising=False)
+    settings = load_settings()
+    hosts = {name: value for name, value in settings.model_dump().items() if name.endswith("_host")}
+    assert hosts == {
+        "api_host": "127.0.0.1",
+        "clickhouse_http_host": "127.0.0.1",
+        "worker_web_host": "127.0.0.1",
+    }
+    monkeypatch.setenv("DRIFTLINE_WORKER_WEB_HOST", "0.0.0.0")
+    assert load_settings().worker_web_host == "0.0.0.0"
+
+
+def test_clickhouse_serve_binds_loopback_by_default():
+    import argparse
+
+    from driftline.sinks.http_interface import add_clickhouse_command
+
+    parser = argparse.ArgumentParser()
+    add_clickhouse_command(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["clickhouse", "serve"]).host == "127.0.0.1"
