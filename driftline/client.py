@@ -1,9 +1,17 @@
 """Client SDK for producing services: log predictions and outcomes to driftline's topics.
 
-The producer is confluent-kafka's (librdkafka), idempotent and batching, so ``log_*`` calls
-return as soon as the event is validated, encoded and queued; delivery is reported through
-callbacks that update :attr:`DriftlineProducer.stats`. Call :meth:`flush` (or leave the
-``with`` block) before exiting, or queued events are lost.
+``log_prediction`` / ``log_outcome`` validate the event and append it to a per-model column
+buffer; the buffer leaves as one PredictionBatch/OutcomeBatch record (columns of many events)
+when it reaches ``batch_rows`` rows or is ``linger`` seconds old (a small background thread
+watches the age), and on :meth:`flush` / :meth:`close`. ``log_predictions`` /
+``log_outcomes`` take whole columns (dict of arrays, pandas DataFrame, pyarrow Table) and send
+them as batch records at once. ``batch_records=False`` sends single PredictionEvent /
+OutcomeEvent records instead, one per event, as earlier versions did.
+
+The Kafka producer is confluent-kafka's (librdkafka), idempotent and batching; delivery is
+reported through callbacks that update :attr:`DriftlineProducer.stats` (counted in events,
+not messages). Leave the ``with`` block or call :meth:`close` before exiting; an ``atexit``
+hook flushes producers that were not closed, as a safety net.
 
 Example (needs a running broker)::
 
@@ -20,26 +28,45 @@ Example (needs a running broker)::
 
 from __future__ import annotations
 
+import atexit
+import math
 import numbers
+import os
 import threading
 import time
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
+from operator import itemgetter
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 from confluent_kafka import KafkaError, Message, Producer
 
 from driftline.schemas import Codec, ConfluentRegistry, topics
+from driftline.schemas.columns import OutcomeColumns, PredictionColumns, RowError, split_columns
 from driftline.schemas.validation import (
     DEFAULT_MAX_FEATURES,
+    DEFAULT_MAX_STRING_LENGTH,
     validate_outcome,
+    validate_outcome_columns,
     validate_prediction,
+    validate_prediction_columns,
 )
 from driftline.settings import Settings
 
-__all__ = ["DeliveryStats", "DriftlineProducer", "to_millis"]
+__all__ = [
+    "DeliveryStats",
+    "DriftlineProducer",
+    "outcome_columns",
+    "prediction_columns",
+    "to_millis",
+    "uuid4_array",
+]
 
 # Small batches flushed often: monitoring events should reach the workers within ~tens of ms,
 # and librdkafka batches per partition anyway. Any of these can be overridden by the caller.
@@ -100,6 +127,243 @@ def _split_features(features: Mapping[str, Any]) -> tuple[dict[str, float], dict
     return numeric, categorical
 
 
+def uuid4_array(n: int) -> pa.Array:
+    """``n`` random UUID4 strings as an Arrow string array, built without a Python loop.
+
+    >>> import uuid
+    >>> ids = uuid4_array(3)
+    >>> len(ids), str(uuid.UUID(ids[0].as_py()).version)
+    (3, '4')
+    """
+    raw = np.frombuffer(os.urandom(16 * n), np.uint8).reshape(n, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    # bytes.hex() does the hex digits at C speed; numpy slots in the dashes.
+    hexed = np.frombuffer(raw.tobytes().hex().encode(), np.uint8).reshape(n, 32)
+    text = np.full((n, 36), ord("-"), np.uint8)
+    for start, stop, at in ((0, 8, 0), (8, 12, 9), (12, 16, 14), (16, 20, 19), (20, 32, 24)):
+        text[:, at : at + stop - start] = hexed[:, start:stop]
+    offsets = np.arange(0, 36 * n + 1, 36, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text.tobytes()))
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+_STRING = pa.string()
+
+
+def _strings(values: Any, n: int, what: str) -> pa.Array:
+    """A string column of length ``n`` from a scalar, sequence, numpy/pandas/Arrow array.
+
+    Bools become "true"/"false"; None/NaN become null; other values go through ``str``.
+    """
+    if isinstance(values, str):
+        return pa.array([values], _STRING).take(pa.array(np.zeros(n, np.int32)))
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        if pa.types.is_string(values.type):
+            array = values
+        elif pa.types.is_large_string(values.type) or pa.types.is_dictionary(values.type):
+            array = values.cast(_STRING)
+        else:
+            values = values.to_numpy(zero_copy_only=False)
+    if not isinstance(values, pa.Array):
+        plain = values.to_numpy() if isinstance(values, pd.Series | pd.Index) else values
+        plain = np.asarray(plain)
+        if plain.dtype.kind == "b":
+            array = pa.array(np.where(plain, "true", "false"), _STRING)
+        elif plain.dtype.kind in "US":
+            # Usually few distinct values (labels, versions): convert those, then index.
+            uniques, inverse = np.unique(plain, return_inverse=True)
+            if len(uniques) * 4 <= len(plain):
+                dictionary = pa.array(uniques.astype(str).tolist(), _STRING)
+                array = dictionary.take(pa.array(inverse.astype(np.int32).reshape(-1)))
+            else:
+                array = pa.array(plain.astype(str).tolist(), _STRING)
+        else:  # object columns: per-value conversion (not the fast path)
+            array = pa.array([_text(v) for v in plain.tolist()], _STRING)
+    if len(array) != n:
+        raise ValueError(f"{what} has {len(array)} values, expected {n}")
+    return array
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value is pd.NaT or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
+
+
+def _floats(values: Any, n: int, what: str) -> np.ndarray:
+    """A float64 column (NaN = absent) of length ``n`` from a scalar or array-like."""
+    if values is None:
+        return np.full(n, np.nan)
+    if isinstance(values, pa.ChunkedArray | pa.Array):
+        values = values.to_numpy(zero_copy_only=False)
+    if isinstance(values, pd.Series):
+        values = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be numbers: {exc}") from None
+    if array.ndim == 0:
+        return np.full(n, float(array))
+    if array.shape != (n,):
+        raise ValueError(f"{what} has shape {array.shape}, expected ({n},)")
+    return array
+
+
+def _times(values: Any, n: int) -> np.ndarray:
+    """int64 epoch millis from None (now), an int/datetime, or an array of either."""
+    if values is None or isinstance(values, datetime | numbers.Integral):
+        return np.full(n, to_millis(values), dtype=np.int64)
+    if isinstance(values, pa.ChunkedArray | pa.Array):
+        values = values.to_pandas()
+    series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values))
+    if pd.api.types.is_datetime64_any_dtype(series):
+        if series.isna().any():
+            raise ValueError("event_time has missing values")
+        if getattr(series.dt, "tz", None) is None:
+            series = series.dt.tz_localize("UTC")
+        millis = (series - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "ms")
+        out = millis.to_numpy(dtype=np.int64)
+    elif pd.api.types.is_integer_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        out = series.to_numpy(dtype=np.int64)
+    else:
+        raise ValueError(
+            f"event_time must be datetimes or int epoch millis, got dtype {series.dtype}"
+        )
+    if out.shape != (n,):
+        raise ValueError(f"event_time has {len(out)} values, expected {n}")
+    return out
+
+
+def _table(data: Any) -> tuple[dict[str, Any], int]:
+    """Named columns and row count of a dict of arrays, DataFrame or pyarrow Table."""
+    if isinstance(data, pd.DataFrame):
+        columns = {str(name): data[name] for name in data.columns}
+        return columns, len(data)
+    if isinstance(data, pa.Table | pa.RecordBatch):
+        return {name: data.column(name) for name in data.column_names}, data.num_rows
+    if isinstance(data, Mapping):
+        lengths = {name: len(values) for name, values in data.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"feature columns differ in length: {lengths}")
+        return dict(data), next(iter(lengths.values()), 0)
+    raise ValueError(
+        f"data must be a dict of arrays, a pandas DataFrame or a pyarrow Table, "
+        f"got {type(data).__name__}"
+    )
+
+
+def _is_numeric(values: Any) -> bool:
+    if isinstance(values, pa.ChunkedArray | pa.Array):
+        return pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
+    dtype = getattr(values, "dtype", None)
+    if dtype is None:
+        values = np.asarray(values)
+        dtype = values.dtype
+    return getattr(dtype, "kind", "") in "iuf"
+
+
+def prediction_columns(
+    model_id: str,
+    data: Any,
+    *,
+    model_version: Any = "1",
+    event_time: Any = None,
+    event_ids: Any = None,
+    labels: Any = None,
+    scores: Any = None,
+    values: Any = None,
+    segments: Mapping[str, Any] | None = None,
+    probabilities: Mapping[str, Any] | None = None,
+) -> PredictionColumns:
+    """PredictionColumns from user columns (not validated; see ``log_predictions``).
+
+    ``data``: dict of arrays, pandas DataFrame or pyarrow Table of features. Integer and
+    float columns are numeric features (NaN = missing), anything else categorical (bools as
+    "true"/"false", None/NaN = missing). Scalars broadcast (``model_version``, a segment).
+    """
+    columns, n = _table(data)
+    numeric_names = []
+    numeric = []
+    categorical = {}
+    for name, column in columns.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"feature names must be non-empty strings, got {name!r}")
+        if _is_numeric(column):
+            numeric_names.append(name)
+            numeric.append(_floats(column, n, f"feature {name!r}"))
+        else:
+            categorical[name] = _strings(column, n, f"feature {name!r}")
+    matrix = np.column_stack(numeric) if numeric else np.empty((n, 0))
+    probability_names = tuple(str(k) for k in (probabilities or {}))
+    probs = (
+        np.column_stack([_floats(v, n, f"probabilities[{k!r}]") for k, v in probabilities.items()])
+        if probabilities
+        else np.empty((n, 0))
+    )
+    return PredictionColumns(
+        model_id=model_id,
+        event_id=uuid4_array(n) if event_ids is None else _strings(event_ids, n, "event_ids"),
+        model_version=_strings(
+            str(model_version) if isinstance(model_version, int) else model_version,
+            n,
+            "model_version",
+        ),
+        event_time=_times(event_time, n),
+        numeric_names=tuple(numeric_names),
+        numeric=np.ascontiguousarray(matrix, dtype=np.float64),
+        categorical=categorical,
+        segments={str(k): _strings(v, n, f"segment {k!r}") for k, v in (segments or {}).items()},
+        prediction_label=pa.nulls(n, _STRING) if labels is None else _strings(labels, n, "labels"),
+        prediction_score=_floats(scores, n, "scores"),
+        prediction_value=_floats(values, n, "values"),
+        probability_names=probability_names,
+        probabilities=np.ascontiguousarray(probs, dtype=np.float64),
+    )
+
+
+def outcome_columns(
+    model_id: str,
+    prediction_ids: Any,
+    *,
+    labels: Any = None,
+    values: Any = None,
+    event_time: Any = None,
+    event_ids: Any = None,
+) -> OutcomeColumns:
+    """OutcomeColumns from user columns (not validated; see ``log_outcomes``)."""
+    if isinstance(prediction_ids, str):
+        raise ValueError("prediction_ids must be an array of ids, not one string")
+    if isinstance(prediction_ids, pa.ChunkedArray | pa.Array | pd.Series):
+        n = len(prediction_ids)
+    else:
+        prediction_ids = np.asarray(prediction_ids)
+        n = len(prediction_ids)
+    return OutcomeColumns(
+        model_id=model_id,
+        event_id=uuid4_array(n) if event_ids is None else _strings(event_ids, n, "event_ids"),
+        prediction_id=_strings(prediction_ids, n, "prediction_ids"),
+        event_time=_times(event_time, n),
+        label=pa.nulls(n, _STRING) if labels is None else _strings(labels, n, "labels"),
+        value=_floats(values, n, "values"),
+    )
+
+
+def _refuse(kind: str, errors: list[RowError]) -> ValueError:
+    first = errors[0]
+    return ValueError(
+        f"{len(errors)} invalid {kind} row(s), nothing queued; first: row {first.row}: "
+        f"{first.reason}: {first.detail}"
+    )
+
+
 # The few client settings whose real names contain underscores (librdkafka's and the Python
 # client's own callbacks); every other name is dotted.
 _UNDERSCORE_NAMES = frozenset(
@@ -115,12 +379,134 @@ def _normalise_kafka_config(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_NUMBERS = frozenset({float, int})
+_MAX_LEN = DEFAULT_MAX_STRING_LENGTH
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Which names a buffered row's value tuples stand for (interned; compared by id)."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    segments: tuple[str, ...]
+    probabilities: tuple[str, ...]
+
+
+@dataclass
+class _Buffer:
+    """Rows of one model not yet sent, as tuples; converted to columns when sent."""
+
+    since: float
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+def _prediction_part(
+    model_id: str, layout: _Layout, rows: Sequence[tuple[Any, ...]]
+) -> PredictionColumns:
+    # Row tuple: (layout, event_id, version, time, numeric, categorical, segments, label,
+    # score, value, probabilities): one C-level transpose per field.
+    n = len(rows)
+    _, ids, versions, times, numeric, categorical, segments, labels, scores, values, probs = zip(
+        *rows, strict=True
+    )
+
+    def matrix(names: tuple[str, ...], rows_of_values: tuple[Any, ...]) -> np.ndarray:
+        if not names:
+            return np.empty((n, 0))
+        return np.array(rows_of_values, dtype=np.float64).reshape(n, len(names))
+
+    def strings(names: tuple[str, ...], rows_of_values: tuple[Any, ...]) -> dict[str, pa.Array]:
+        if not names:
+            return {}
+        by_name = zip(*rows_of_values, strict=True)
+        return {
+            name: pa.array(column, _STRING) for name, column in zip(names, by_name, strict=True)
+        }
+
+    return PredictionColumns(
+        model_id=model_id,
+        event_id=pa.array(ids, _STRING),
+        model_version=pa.array(versions, _STRING),
+        event_time=np.array(times, dtype=np.int64),
+        numeric_names=layout.numeric,
+        numeric=matrix(layout.numeric, numeric),
+        categorical=strings(layout.categorical, categorical),
+        segments=strings(layout.segments, segments),
+        prediction_label=pa.array(labels, _STRING),
+        prediction_score=np.array(scores, dtype=np.float64),
+        prediction_value=np.array(values, dtype=np.float64),
+        probability_names=layout.probabilities,
+        probabilities=matrix(layout.probabilities, probs),
+    )
+
+
+def _prediction_columns_of(model_id: str, rows: list[tuple[Any, ...]]) -> PredictionColumns:
+    first = rows[0][0]
+    if all(row[0] is first for row in rows):
+        return _prediction_part(model_id, first, rows)
+    # Several layouts: one part each, then back into the order the rows were logged in.
+    groups: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(id(row[0]), []).append(i)
+    parts = [
+        _prediction_part(model_id, rows[members[0]][0], [rows[i] for i in members])
+        for members in groups.values()
+    ]
+    order = np.argsort(np.concatenate([np.array(m) for m in groups.values()]), kind="stable")
+    return PredictionColumns.concat(parts).take(order)
+
+
+def _outcome_columns_of(model_id: str, rows: list[tuple[Any, ...]]) -> OutcomeColumns:
+    ids, prediction_ids, times, labels, values = zip(*rows, strict=True)
+    return OutcomeColumns(
+        model_id=model_id,
+        event_id=pa.array(ids, _STRING),
+        prediction_id=pa.array(prediction_ids, _STRING),
+        event_time=np.array(times, dtype=np.int64),
+        label=pa.array(labels, _STRING),
+        value=np.array(values, dtype=np.float64),
+    )
+
+
+def _linger_loop(
+    ref: weakref.ref, stop: threading.Event, wake: threading.Event, interval: float
+) -> None:
+    """Background thread: send full buffers (when woken) and buffers older than the linger
+    time (every ``interval``); serve delivery reports.
+
+    Holds only a weak reference, so an abandoned producer can still be collected.
+    """
+    while not stop.is_set():
+        wake.wait(interval)
+        wake.clear()
+        if stop.is_set():
+            return
+        producer = ref()
+        if producer is None:
+            return
+        try:
+            producer._send_due()
+        except Exception as exc:  # keep lingering; the error shows in stats
+            producer._record_error(f"background send failed: {exc}")
+        del producer
+
+
+def _close_at_exit(ref: weakref.ref) -> None:
+    producer = ref()
+    if producer is not None:
+        producer.close(10.0)
+
+
 class DriftlineProducer:
-    """Publish PredictionEvents and OutcomeEvents (Avro, Confluent framing, key = model_id).
+    """Publish predictions and outcomes (Avro, Confluent framing, key = model_id).
 
     ``kafka_config`` is passed to librdkafka on top of idempotent, batching defaults; dotted
     names may be written with underscores (``linger_ms=5``) or passed as ``**{"linger.ms": 5}``.
     ``max_features`` caps features per prediction (checked before sending).
+    ``batch_records`` (default True) sends PredictionBatch/OutcomeBatch records of up to
+    ``batch_rows`` events per model, at the latest ``linger`` seconds after the first event
+    was logged; False sends one single-event record per event.
     """
 
     def __init__(
@@ -131,19 +517,47 @@ class DriftlineProducer:
         predictions_topic: str = topics.PREDICTIONS,
         outcomes_topic: str = topics.OUTCOMES,
         max_features: int = DEFAULT_MAX_FEATURES,
+        batch_records: bool = True,
+        batch_rows: int = 1000,
+        linger: float = 0.05,
+        max_batch_bytes: int = 900_000,
         **kafka_config: Any,
     ) -> None:
+        if batch_rows <= 0 or linger <= 0 or max_batch_bytes <= 0:
+            raise ValueError("batch_rows, linger and max_batch_bytes must be positive")
         self.codec = codec if codec is not None else Codec()
         self.predictions_topic = predictions_topic
         self.outcomes_topic = outcomes_topic
         self.max_features = max_features
+        self.batch_records = batch_records
+        self.batch_rows = batch_rows
+        self.linger = linger
+        self.max_batch_bytes = max_batch_bytes
         config = {**DEFAULT_KAFKA_CONFIG, **_normalise_kafka_config(kafka_config)}
         config["bootstrap.servers"] = bootstrap
         self._producer = Producer(config)
         self._stats = DeliveryStats()
         self._produced = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # stats and counters
         self._closed = False
+        # Buffers: appended under _buffer_lock; taken and sent under _send_lock, so one
+        # model's records leave in the order their events were logged.
+        self._buffer_lock = threading.Lock()
+        self._send_lock = threading.RLock()
+        self._predictions: dict[str, _Buffer] = {}
+        self._outcomes: dict[str, _Buffer] = {}
+        self._buffered = 0
+        self._layouts: dict[tuple[tuple[str, ...], ...], _Layout] = {}
+        # model_id -> (layout, feature count, itemgetter of its names) for the fast path.
+        self._fast_layouts: dict[str, tuple[_Layout, int, Callable[[Any], tuple]]] = {}
+        self._ids: list[str] = []
+        self._stop = threading.Event()
+        self._wake = threading.Event()  # ends the background thread's wait early (close)
+        self._thread: threading.Thread | None = None
+        self._at_exit: Callable[[], None] | None = None
+        if batch_records:
+            self._at_exit = partial(_close_at_exit, weakref.ref(self))
+            atexit.register(self._at_exit)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kafka_config: Any) -> DriftlineProducer:
@@ -157,39 +571,46 @@ class DriftlineProducer:
 
     # -- delivery -----------------------------------------------------------------------------
 
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+    def _on_delivery(self, events: int, error: KafkaError | None, message: Message) -> None:
         with self._lock:
             if error is None:
-                self._stats.delivered += 1
+                self._stats.delivered += events
             else:
-                self._stats.failed += 1
+                self._stats.failed += events
                 self._stats.last_error = f"{message.topic()}: {error.str()}"
+
+    def _record_error(self, text: str) -> None:
+        with self._lock:
+            self._stats.last_error = text
 
     @property
     def stats(self) -> DeliveryStats:
-        """A snapshot of delivered/failed counts and the last delivery error."""
+        """A snapshot of delivered/failed counts (events) and the last delivery error."""
         with self._lock:
             return DeliveryStats(**vars(self._stats))
 
     @property
     def pending(self) -> int:
-        """Events queued or in flight, not yet acknowledged or failed."""
+        """Events buffered, queued or in flight, not yet acknowledged or failed."""
         # Counted here: len(producer) also counts librdkafka's internal requests and events.
         with self._lock:
-            return self._produced - self._stats.delivered - self._stats.failed
+            return self._buffered + self._produced - self._stats.delivered - self._stats.failed
 
-    def _send(self, topic: str, model_id: str, value: bytes, queue_timeout: float = 30.0) -> None:
-        if self._closed:
-            raise RuntimeError("producer is closed")
+    def _send(
+        self, topic: str, model_id: str, value: bytes, events: int = 1, queue_timeout: float = 30.0
+    ) -> None:
         deadline = time.monotonic() + queue_timeout
         # Counted before produce(): another thread's poll() may serve the delivery report first.
         with self._lock:
-            self._produced += 1
+            self._produced += events
         try:
             while True:
                 try:
                     self._producer.produce(
-                        topic, value=value, key=model_id.encode(), on_delivery=self._on_delivery
+                        topic,
+                        value=value,
+                        key=model_id.encode(),
+                        on_delivery=partial(self._on_delivery, events),
                     )
                     break
                 except BufferError:
@@ -199,11 +620,109 @@ class DriftlineProducer:
                     self._producer.poll(0.05)
         except BaseException:
             with self._lock:
-                self._produced -= 1
+                self._produced -= events
             raise
         self._producer.poll(0)
 
-    # -- public API ---------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("producer is closed")
+
+    # -- buffers ------------------------------------------------------------------------------
+
+    def _start_linger(self) -> None:
+        with self._buffer_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=_linger_loop,
+                    args=(weakref.ref(self), self._stop, self._wake, self.linger / 2),
+                    name="driftline-linger",
+                    daemon=True,
+                )
+                self._thread.start()
+
+    def _append(self, buffers: dict[str, _Buffer], model_id: str, row: tuple[Any, ...]) -> None:
+        with self._buffer_lock:
+            buffer = buffers.get(model_id)
+            if buffer is None:
+                buffer = buffers[model_id] = _Buffer(time.monotonic())
+            rows = buffer.rows
+            rows.append(row)
+            self._buffered += 1
+            n = len(rows)
+        if self._thread is None:
+            self._start_linger()
+        if n >= self.batch_rows:
+            self._send_buffer(buffers, model_id)
+
+    def _take(self, buffers: dict[str, _Buffer], model_id: str) -> _Buffer | None:
+        with self._buffer_lock:
+            buffer = buffers.pop(model_id, None)
+            if buffer is not None:
+                self._buffered -= len(buffer.rows)
+        return buffer
+
+    def _send_buffer(self, buffers: dict[str, _Buffer], model_id: str) -> None:
+        with self._send_lock:
+            buffer = self._take(buffers, model_id)
+            if buffer is None or not buffer.rows:
+                return
+            if buffers is self._predictions:
+                self._send_columns(_prediction_columns_of(model_id, buffer.rows))
+            else:
+                self._send_columns(_outcome_columns_of(model_id, buffer.rows))
+
+    def _send_columns(self, cols: PredictionColumns | OutcomeColumns) -> None:
+        topic = self.outcomes_topic if isinstance(cols, OutcomeColumns) else self.predictions_topic
+        with self._send_lock:
+            for part in split_columns(
+                cols, max_rows=self.batch_rows, max_bytes=self.max_batch_bytes
+            ):
+                self._send(topic, cols.model_id, self.codec.encode_columns(part), len(part))
+
+    def _send_due(self) -> None:
+        """Send the buffers that are full or ``linger`` old (background thread)."""
+        now = time.monotonic()
+        for buffers in (self._predictions, self._outcomes):
+            with self._buffer_lock:
+                due = [
+                    m
+                    for m, b in buffers.items()
+                    if len(b.rows) >= self.batch_rows or now - b.since >= self.linger
+                ]
+            for model_id in due:
+                self._send_buffer(buffers, model_id)
+        self._producer.poll(0)
+
+    def _send_all(self) -> None:
+        for buffers in (self._predictions, self._outcomes):
+            for model_id in list(buffers):
+                self._send_buffer(buffers, model_id)
+
+    def _event_id(self) -> str:
+        # UUID4s made a thousand at a time: one uuid.uuid4() costs more than a whole
+        # log_prediction may.
+        ids = self._ids
+        if not ids:
+            ids.extend(uuid4_array(1000).to_pylist())
+        return ids.pop()
+
+    def _layout(
+        self,
+        numeric: tuple[str, ...],
+        categorical: tuple[str, ...],
+        segments: tuple[str, ...],
+        probabilities: tuple[str, ...],
+    ) -> _Layout:
+        key = (numeric, categorical, segments, probabilities)
+        layout = self._layouts.get(key)
+        if layout is None:
+            if len(self._layouts) > 10_000:
+                self._layouts.clear()  # bounded: a caller inventing names per event
+            layout = self._layouts[key] = _Layout(*key)
+        return layout
+
+    # -- public API: one event --------------------------------------------------------------
 
     def log_prediction(
         self,
@@ -224,8 +743,106 @@ class DriftlineProducer:
         None means missing (left out); NaN/inf are refused. ``prediction``: a string or bool is
         the predicted label, a number the predicted value (regression); ``score`` is the
         positive-class score or confidence. ``event_time``: datetime or epoch millis, default
-        now. Raises ValueError (nothing is sent) if the event is invalid.
+        now. Raises ValueError (nothing is queued) if the event is invalid.
         """
+        self._check_open()
+        if not self.batch_records:
+            record = self._prediction_record(
+                model_id, features, prediction, score, model_version, segments, probabilities,
+                event_id, event_time,
+            )  # fmt: skip
+            self._send(
+                self.predictions_topic, model_id, self.codec.encode("PredictionEvent", record)
+            )
+            return record["event_id"]
+        # Fast path: the model's usual all-numeric feature names, a str label or none, a
+        # float score or none, no segments or probabilities; checked with a few C-level calls.
+        # Anything else, or anything in doubt, takes the general path below, which validates
+        # exactly like a single event.
+        fast = self._fast_layouts.get(model_id)
+        if (
+            fast is not None
+            and type(features) is dict and len(features) == fast[1]
+            and (prediction is None or (type(prediction) is str and len(prediction) <= _MAX_LEN))
+            and (score is None or (type(score) is float and math.isfinite(score)))
+            and type(model_version) is str and 0 < len(model_version) <= _MAX_LEN
+            and segments is None and probabilities is None
+            and (event_id is None or (type(event_id) is str and 0 < len(event_id) <= _MAX_LEN))
+            and (event_time is None or (type(event_time) is int and event_time >= 0))
+        ):  # fmt: skip
+            try:
+                values = fast[2](features)  # the layout's names, in its order; KeyError if not
+            except KeyError:
+                values = None
+            # int/float only (a bool is categorical); sum() also refuses str/None, keeps NaN/inf.
+            if (
+                values is not None
+                and _NUMBERS.issuperset(map(type, values))
+                and math.isfinite(sum(values))
+            ):
+                # _append and _event_id inlined: a function call is a noticeable part of
+                # this path's budget.
+                ids = self._ids
+                eid = event_id if event_id is not None else ids.pop() if ids else self._event_id()
+                row = (
+                    fast[0], eid, model_version,
+                    time.time_ns() // 1_000_000 if event_time is None else event_time,
+                    values, (), (), prediction, score, None, (),
+                )  # fmt: skip
+                with self._buffer_lock:
+                    buffer = self._predictions.get(model_id)
+                    if buffer is not None:
+                        rows = buffer.rows
+                        rows.append(row)
+                        self._buffered += 1
+                        n = len(rows)
+                if buffer is None:
+                    self._append(self._predictions, model_id, row)
+                elif n >= self.batch_rows:
+                    # Sent here, not by the background thread: handing 1000 rows to another
+                    # thread measured slower under the GIL than converting them in place.
+                    self._send_buffer(self._predictions, model_id)
+                return eid
+        record = self._prediction_record(
+            model_id, features, prediction, score, model_version, segments, probabilities,
+            event_id, event_time,
+        )  # fmt: skip
+        numeric = record["numeric_features"]
+        categorical = record["categorical_features"]
+        segs = record["segments"]
+        probs = record["probabilities"] or {}
+        layout = self._layout(tuple(numeric), tuple(categorical), tuple(segs), tuple(probs))
+        if not categorical and not segs and not probs and len(numeric) == len(features) > 1:
+            # All-numeric names that passed validation (count, lengths) become the model's fast
+            # layout. (With one feature itemgetter would not return a tuple: general path.)
+            if len(self._fast_layouts) > 10_000:
+                self._fast_layouts.clear()  # bounded: a caller inventing model ids
+            self._fast_layouts[model_id] = (layout, len(numeric), itemgetter(*numeric))
+        self._append(
+            self._predictions,
+            model_id,
+            (
+                layout, record["event_id"], record["model_version"], record["event_time"],
+                list(numeric.values()), tuple(categorical.values()), tuple(segs.values()),
+                record["prediction_label"], record["prediction_score"],
+                record["prediction_value"], list(probs.values()),
+            ),
+        )  # fmt: skip
+        return record["event_id"]
+
+    def _prediction_record(
+        self,
+        model_id: str,
+        features: Mapping[str, Any],
+        prediction: str | float | int | bool | None,
+        score: float | None,
+        model_version: str,
+        segments: Mapping[str, str] | None,
+        probabilities: Mapping[str, float] | None,
+        event_id: str | None,
+        event_time: datetime | int | None,
+    ) -> dict[str, Any]:
+        """The validated PredictionEvent dict (ValueError if invalid)."""
         numeric, categorical = _split_features(features)
         label: str | None = None
         value: float | None = None
@@ -240,7 +857,7 @@ class DriftlineProducer:
         else:
             raise ValueError(f"prediction must be str, number or bool, got {prediction!r:.80}")
         record = {
-            "event_id": event_id if event_id is not None else str(uuid.uuid4()),
+            "event_id": event_id if event_id is not None else self._event_id(),
             "model_id": model_id,
             "model_version": str(model_version),
             "event_time": to_millis(event_time),
@@ -257,8 +874,7 @@ class DriftlineProducer:
             ),
         }
         validate_prediction(record, max_features=self.max_features)
-        self._send(self.predictions_topic, model_id, self.codec.encode("PredictionEvent", record))
-        return record["event_id"]
+        return record
 
     def log_outcome(
         self,
@@ -273,12 +889,13 @@ class DriftlineProducer:
         """Queue the ground truth for ``prediction_id``; returns the outcome's event id.
 
         Give ``label`` (classification; bools become "true"/"false") or ``value``
-        (regression), or both. Raises ValueError (nothing is sent) if the event is invalid.
+        (regression), or both. Raises ValueError (nothing is queued) if the event is invalid.
         """
+        self._check_open()
         if label is not None and _is_bool(label):
             label = "true" if label else "false"
         record = {
-            "event_id": event_id if event_id is not None else str(uuid.uuid4()),
+            "event_id": event_id if event_id is not None else self._event_id(),
             "prediction_id": prediction_id,
             "model_id": model_id,
             "event_time": to_millis(event_time),
@@ -286,11 +903,120 @@ class DriftlineProducer:
             "value": None if value is None else float(value),
         }
         validate_outcome(record)
-        self._send(self.outcomes_topic, model_id, self.codec.encode("OutcomeEvent", record))
+        if not self.batch_records:
+            self._send(self.outcomes_topic, model_id, self.codec.encode("OutcomeEvent", record))
+        else:
+            row = (record["event_id"], prediction_id, record["event_time"], label, record["value"])
+            self._append(self._outcomes, model_id, row)
         return record["event_id"]
 
+    # -- public API: columns ----------------------------------------------------------------
+
+    def log_predictions(
+        self,
+        model_id: str,
+        data: Mapping[str, Any] | pd.DataFrame | pa.Table,
+        *,
+        model_version: str | Sequence[str] | Any = "1",
+        event_time: datetime | int | Any | None = None,
+        event_ids: Sequence[str] | Any | None = None,
+        labels: Sequence[str | None] | Any | None = None,
+        scores: Sequence[float] | Any | None = None,
+        values: Sequence[float] | Any | None = None,
+        segments: Mapping[str, str | Sequence[str | None] | Any] | None = None,
+        probabilities: Mapping[str, Sequence[float] | Any] | None = None,
+    ) -> pa.Array:
+        """Queue many predictions of one model given as columns; returns their event ids.
+
+        ``data`` holds the features: a dict of arrays, a pandas DataFrame or a pyarrow Table.
+        Integer and float columns are numeric features, where **NaN means missing** (as in
+        pandas); other columns are categorical (bools as "true"/"false", None/NaN missing).
+        ``model_version``, ``event_time`` (default now; datetimes or epoch millis) and
+        segment values may be scalars or arrays; ``labels``/``scores``/``values`` arrays (None
+        = no such column). ``event_ids`` default to random UUID4s. Nothing is queued and
+        ValueError names the first bad row if any row is invalid (inf, empty ids, ...).
+
+        >>> producer = DriftlineProducer("127.0.0.1:1", log_level=0)  # doctest: +SKIP
+        >>> ids = producer.log_predictions("churn", {"age": [42, 37]}, labels=["y", "n"],
+        ...                                event_time=1_700_000_000_000)  # doctest: +SKIP
+        """
+        self._check_open()
+        cols = prediction_columns(
+            model_id, data, model_version=model_version, event_time=event_time,
+            event_ids=event_ids, labels=labels, scores=scores, values=values,
+            segments=segments, probabilities=probabilities,
+        )  # fmt: skip
+        self.log_prediction_columns(cols)
+        return cols.event_id
+
+    def log_prediction_columns(self, cols: PredictionColumns) -> None:
+        """Validate and queue ready-made PredictionColumns (ValueError if any row is bad)."""
+        self._check_open()
+        try:
+            errors = validate_prediction_columns(cols, max_features=self.max_features)
+        except ValueError as exc:
+            raise ValueError(f"invalid predictions, nothing queued: {exc}") from None
+        if errors:
+            raise _refuse("prediction", errors)
+        if not len(cols):
+            return
+        with self._send_lock:
+            self._send_buffer(self._predictions, cols.model_id)  # keep the logged order
+            if self.batch_records:
+                self._send_columns(cols)
+            else:
+                for record in cols.to_records():
+                    data = self.codec.encode("PredictionEvent", record)
+                    self._send(self.predictions_topic, cols.model_id, data)
+
+    def log_outcomes(
+        self,
+        model_id: str,
+        prediction_ids: Sequence[str] | Any,
+        *,
+        labels: Sequence[str | None] | Any | None = None,
+        values: Sequence[float] | Any | None = None,
+        event_time: datetime | int | Any | None = None,
+        event_ids: Sequence[str] | Any | None = None,
+    ) -> pa.Array:
+        """Queue many outcomes of one model; returns their event ids.
+
+        Every row needs a label or a value (NaN = none). Validation as in
+        :meth:`log_predictions`.
+        """
+        self._check_open()
+        cols = outcome_columns(
+            model_id, prediction_ids, labels=labels, values=values,
+            event_time=event_time, event_ids=event_ids,
+        )  # fmt: skip
+        self.log_outcome_columns(cols)
+        return cols.event_id
+
+    def log_outcome_columns(self, cols: OutcomeColumns) -> None:
+        """Validate and queue ready-made OutcomeColumns (ValueError if any row is bad)."""
+        self._check_open()
+        try:
+            errors = validate_outcome_columns(cols)
+        except ValueError as exc:
+            raise ValueError(f"invalid outcomes, nothing queued: {exc}") from None
+        if errors:
+            raise _refuse("outcome", errors)
+        if not len(cols):
+            return
+        with self._send_lock:
+            self._send_buffer(self._outcomes, cols.model_id)
+            if self.batch_records:
+                self._send_columns(cols)
+            else:
+                for record in cols.to_records():
+                    data = self.codec.encode("OutcomeEvent", record)
+                    self._send(self.outcomes_topic, cols.model_id, data)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
     def flush(self, timeout: float = 30.0) -> int:
-        """Wait for queued events to be acknowledged; returns how many are still pending."""
+        """Send every buffer, wait for acknowledgements; returns how many are still pending."""
+        self._send_all()
         self._producer.flush(timeout)
         return self.pending
 
@@ -300,7 +1026,22 @@ class DriftlineProducer:
             return self.pending
         remaining = self.flush(timeout)
         self._closed = True
+        self._stop.set()
+        self._wake.set()
+        if self._at_exit is not None:
+            atexit.unregister(self._at_exit)
+            self._at_exit = None
         return remaining
+
+    def __del__(self) -> None:
+        # Safety net for a producer dropped without close(): send what is buffered.
+        try:
+            if not self._closed and self._buffered:
+                self.close(5.0)
+            self._stop.set()
+            self._wake.set()
+        except Exception:
+            pass
 
     def __enter__(self) -> DriftlineProducer:
         return self

@@ -1,10 +1,12 @@
 """Replay a file of past predictions (and their outcomes) into driftline's topics.
 
 Useful to backfill history, to try driftline on an existing model's logs, and in demos. Each
-row of a CSV or Parquet file becomes one PredictionEvent and, where the label column has a
-value, one OutcomeEvent joined to it. Every column that is not named as the prediction, score,
-label, id, time or a segment is a feature (numbers numeric, strings/bools categorical, empty
-cells missing).
+row of a CSV or Parquet file becomes one prediction and, where the label column has a value,
+one outcome joined to it; they travel in columns (PredictionBatch/OutcomeBatch records, the
+producer's bulk path). Every column that is not named as the prediction, score, label, id,
+time or a segment is a feature (number columns numeric, string/bool columns categorical,
+empty cells missing). The prediction and label columns are labels if they hold strings or
+bools, values if numbers.
 
 Without ``id_col``, event ids are derived from the model, the file name and the row number, so
 replaying the same file twice produces duplicates that driftline drops instead of double
@@ -27,10 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from driftline.client import DriftlineProducer
+from driftline.client import DriftlineProducer, outcome_columns, prediction_columns
 from driftline.schemas import event_id as derive_id
+from driftline.schemas.validation import validate_outcome_columns, validate_prediction_columns
 from driftline.settings import Settings
 
 __all__ = ["ReplayStats", "add_replay_command", "handler", "replay_file"]
@@ -153,6 +158,7 @@ def replay_file(
 ) -> ReplayStats:
     """Publish every row of ``path`` as a prediction (and an outcome where labelled).
 
+    Rows go out in columns (the producer's bulk path), a chunk of the file at a time.
     ``rate`` caps rows per second (None: as fast as the producer takes them); without
     ``time_col`` events are stamped with the time they are sent. Rows that fail validation
     are skipped and counted, the replay goes on. Flushes the producer before returning.
@@ -166,32 +172,27 @@ def replay_file(
     before = producer.stats
     bar = _Progress(total, progress)
     started = time.monotonic()
+    # With a rate, send slices of ~50 ms worth of rows, each when its first row is due.
+    step = max(1, int(rate * 0.05)) if rate is not None else None
     for chunk in chunks:
         missing = sorted(c for c in reserved if c not in chunk.columns)
         if missing:
             raise ValueError(f"{path}: no column(s) {missing}; columns are {list(chunk.columns)}")
-        features = [c for c in chunk.columns if c not in reserved]
-        times = _millis(chunk[time_col]) if time_col else None
-        for i, row in enumerate(chunk.to_dict("records")):
-            number = stats.rows
-            stats.rows += 1
+        chunk = chunk.reset_index(drop=True)
+        for start in range(0, len(chunk), step or max(len(chunk), 1)):
+            part = chunk.iloc[start : start + step] if step else chunk
+            first = stats.rows
             if rate is not None:
-                ahead = started + number / rate - time.monotonic()
+                ahead = started + first / rate - time.monotonic()
                 if ahead > 0:
                     time.sleep(ahead)
-            try:
-                _replay_row(
-                    row, number, producer, model_id, path.name, stats,
-                    features=features, prediction_col=prediction_col, label_col=label_col,
-                    id_col=id_col, score_col=score_col, segment_cols=segment_cols,
-                    model_version=model_version,
-                    event_time=times[i] if times is not None else None,
-                    has_time=time_col is not None,
-                )  # fmt: skip
-            except ValueError as exc:
-                stats.skipped += 1
-                if len(stats.errors) < MAX_KEPT_ERRORS:
-                    stats.errors.append(f"row {number}: {exc}")
+            _replay_part(
+                part.reset_index(drop=True), first, producer, model_id, path.name, stats,
+                prediction_col=prediction_col, label_col=label_col, id_col=id_col,
+                time_col=time_col, score_col=score_col, segment_cols=segment_cols,
+                model_version=model_version, reserved=reserved,
+            )  # fmt: skip
+            stats.rows += len(part)
             bar.draw(stats.rows)
     producer.flush(flush_timeout)
     bar.draw(stats.rows, final=True)
@@ -203,60 +204,100 @@ def replay_file(
     return stats
 
 
-def _replay_row(
-    row: dict[str, Any],
-    number: int,
+def _skip(stats: ReplayStats, number: int, message: str) -> None:
+    stats.skipped += 1
+    if len(stats.errors) < MAX_KEPT_ERRORS:
+        stats.errors.append(f"row {number}: {message}")
+
+
+def _is_label_column(column: pd.Series) -> bool:
+    """Strings and bools are labels, numbers values (per column: a file has one dtype)."""
+    return not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+
+
+def _replay_part(
+    part: pd.DataFrame,
+    first: int,
     producer: DriftlineProducer,
     model_id: str,
     source: str,
     stats: ReplayStats,
     *,
-    features: list[str],
     prediction_col: str,
     label_col: str | None,
     id_col: str | None,
+    time_col: str | None,
     score_col: str | None,
     segment_cols: Sequence[str],
     model_version: str,
-    event_time: int | None,
-    has_time: bool,
+    reserved: set[str],
 ) -> None:
-    if has_time and event_time is None:
-        raise ValueError("empty or unparseable time")
-    row_id = row.get(id_col) if id_col else None
-    prediction_id = (
-        _id_text(row_id)
-        if not _missing(row_id)
-        else derive_id("replay", model_id, source, str(number))
-    )
-    prediction = row[prediction_col]
-    score = row[score_col] if score_col else None
-    pid = producer.log_prediction(
-        model_id,
-        {name: (None if _missing(row[name]) else row[name]) for name in features},
-        None if _missing(prediction) else prediction,
-        score=None if _missing(score) else score,
-        model_version=model_version,
-        segments={c: str(row[c]) for c in segment_cols if not _missing(row[c])},
-        event_id=prediction_id,
-        event_time=event_time,
-    )
-    stats.predictions += 1
-    if label_col is None or _missing(row[label_col]):
+    numbers = np.arange(first, first + len(part))
+    keep = np.ones(len(part), dtype=bool)
+    times = None
+    if time_col is not None:
+        millis = _millis(part[time_col])
+        for i, value in enumerate(millis):
+            if value is None:
+                keep[i] = False
+                _skip(stats, int(numbers[i]), "empty or unparseable time")
+        times = np.array([0 if v is None else v for v in millis], dtype=np.int64)[keep]
+    part, numbers = part[keep].reset_index(drop=True), numbers[keep]
+    if not len(part):
         return
-    truth = row[label_col]
-    is_label = (
-        isinstance(truth, str | bool) or getattr(getattr(truth, "dtype", None), "kind", "") == "b"
-    )
-    producer.log_outcome(
-        pid,
+    # Ids stay deterministic: the file's id column, else derived from model, file and row.
+    raw_ids = part[id_col].tolist() if id_col else [None] * len(part)
+    ids = [
+        _id_text(value) if not _missing(value) else derive_id("replay", model_id, source, str(n))
+        for value, n in zip(raw_ids, numbers.tolist(), strict=True)
+    ]
+    prediction = part[prediction_col]
+    is_label = _is_label_column(prediction)
+    cols = prediction_columns(
         model_id,
-        label=truth if is_label else None,
-        value=None if is_label else truth,
-        event_time=event_time,
-        event_id=derive_id("replay-outcome", pid),
+        part[[c for c in part.columns if c not in reserved]],
+        model_version=model_version,
+        event_time=times,
+        event_ids=ids,
+        labels=prediction if is_label else None,
+        values=None if is_label else prediction,
+        scores=part[score_col] if score_col else None,
+        segments={c: part[c] for c in segment_cols},
     )
-    stats.outcomes += 1
+    errors = validate_prediction_columns(cols, max_features=producer.max_features)
+    if errors:
+        for error in errors:
+            _skip(stats, int(numbers[error.row]), f"{error.reason}: {error.detail}")
+        good = np.setdiff1d(np.arange(len(cols)), [e.row for e in errors])
+        cols, part, numbers = cols.take(good), part.iloc[good].reset_index(drop=True), numbers[good]
+        times = times[good] if times is not None else None
+    producer.log_prediction_columns(cols)
+    stats.predictions += len(cols)
+    if label_col is None:
+        return
+    truth = part[label_col]
+    labelled = ~truth.isna().to_numpy()
+    if not labelled.any():
+        return
+    truth = truth[labelled]
+    pids = cols.event_id.filter(pa.array(labelled))
+    truth_is_label = _is_label_column(truth) or truth.dtype == object
+    outcomes = outcome_columns(
+        model_id,
+        pids,
+        labels=truth if truth_is_label else None,
+        values=None if truth_is_label else truth,
+        event_time=times[labelled] if times is not None else None,
+        event_ids=[derive_id("replay-outcome", pid) for pid in pids.to_pylist()],
+    )
+    errors = validate_outcome_columns(outcomes)
+    if errors:
+        rows = numbers[labelled]
+        for error in errors:
+            _skip(stats, int(rows[error.row]), f"{error.reason}: {error.detail}")
+        outcomes = outcomes.take(np.setdiff1d(np.arange(len(outcomes)), [e.row for e in errors]))
+    producer.log_outcome_columns(outcomes)
+    stats.outcomes += len(outcomes)
 
 
 def add_replay_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -27,6 +27,7 @@ b'\\x00\\x00\\x00\\x00\\x02'
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -34,6 +35,19 @@ from io import BytesIO
 from typing import Any
 
 from driftline.schemas import topics
+from driftline.schemas.batches import (
+    outcome_columns_from_raw,
+    prediction_columns_from_raw,
+    raw_from_record,
+    record_from_columns,
+)
+from driftline.schemas.batchpath import (
+    decode_outcome_batch,
+    decode_prediction_batch,
+    encode_outcome_batch,
+    encode_prediction_batch,
+)
+from driftline.schemas.columns import OutcomeColumns, PredictionColumns, RowError, split_columns
 from driftline.schemas.fastpath import decode_prediction_v1
 from driftline.schemas.registry import (
     SCHEMA_FILES,
@@ -44,6 +58,13 @@ from driftline.schemas.registry import (
     full_name,
     load_schema,
     qualify,
+)
+from driftline.schemas.validation import (
+    DEFAULT_MAX_CLASSES,
+    DEFAULT_MAX_FEATURES,
+    DEFAULT_MAX_SEGMENTS,
+    DEFAULT_MAX_STRING_LENGTH,
+    InvalidEvent,
 )
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
@@ -107,6 +128,7 @@ class _Reader:
     writer: Any  # parsed, time types stripped
     reader: Any  # parsed local schema when the writer differs from it, else None
     fast: Callable[[bytes, int], dict[str, Any]] | None = None  # see fastpath.py
+    batch: Callable[[bytes, int], dict[str, Any]] | None = None  # raw batch, see batchpath.py
 
 
 @dataclass(frozen=True)
@@ -153,6 +175,18 @@ class Codec:
         self._fast: dict[str, Callable[[bytes, int], dict[str, Any]]] = {}
         if fast_paths and self._local_canonical[qualify("PredictionEvent")] == v1_canonical:
             self._fast[v1_canonical] = decode_prediction_v1
+        # The batch fast paths (batchpath.py), likewise for the exact v1 layouts only.
+        self._batch: dict[str, Callable[[bytes, int], dict[str, Any]]] = {}
+        self._fast_encoders: dict[str, Callable[[Any, bytes], bytes]] = {}
+        for name, decoder, encoder in (
+            (topics.PREDICTION_BATCH, decode_prediction_batch, encode_prediction_batch),
+            (topics.OUTCOME_BATCH, decode_outcome_batch, encode_outcome_batch),
+        ):
+            path = resources.files("driftline.schemas").joinpath("history", name, "v1.avsc")
+            v1_batch = canonical(path.read_text())
+            if fast_paths and self._local_canonical[qualify(name)] == v1_batch:
+                self._batch[v1_batch] = decoder
+                self._fast_encoders[name] = encoder
 
     # -- encode -------------------------------------------------------------------------------
 
@@ -168,8 +202,7 @@ class Codec:
         schema = self._local.get(fullname)
         if schema is None:
             raise EncodeError(f"unknown schema {schema_name!r}; known: {sorted(SCHEMA_FILES)}")
-        topic = topics.SCHEMA_TOPICS[_short(fullname)]
-        schema_id = self.registry.register(topics.value_subject(topic), schema)
+        schema_id = self.registry.register(topics.subject_for(_short(fullname)), schema)
         writer = _Writer(bytes([MAGIC]) + schema_id.to_bytes(4, "big"), parse_schema(schema))
         self._writers[schema_name] = writer
         return writer
@@ -209,16 +242,13 @@ class Codec:
         elif fullname in self._local:
             writer = self._local_reader[fullname]
         fast = self._fast.get(canonical(schema)) if reader is None else None
-        result = _Reader(_short(fullname), fullname, writer, reader, fast)
+        batch = self._batch.get(canonical(schema)) if reader is None else None
+        result = _Reader(_short(fullname), fullname, writer, reader, fast, batch)
         self._readers[schema_id] = result
         return result
 
-    def decode(self, data: bytes, expected: str | None = None) -> tuple[str, dict[str, Any]]:
-        """``(schema_name, record)`` from framed bytes, or DecodeError with a DLQ reason.
-
-        ``expected`` (short or full record name) turns a valid message of another record type
-        into ``wrong_schema_for_topic``.
-        """
+    def _frame(self, data: bytes) -> tuple[_Reader, int]:
+        """The reader for framed ``data``; DecodeError if it is not framed or too large."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise DecodeError(topics.NOT_CONFLUENT_FRAMED, f"value is {type(data).__name__}")
         size = len(data)
@@ -235,16 +265,11 @@ class Codec:
         reader = self._readers.get(schema_id)
         if reader is None:
             reader = self._reader(schema_id)
-        if expected is not None and expected != reader.name and expected != reader.fullname:
-            raise DecodeError(
-                topics.WRONG_SCHEMA_FOR_TOPIC,
-                f"expected {expected}, got {reader.fullname} (schema id {schema_id})",
-            )
-        if reader.fast is not None:
-            try:
-                return reader.name, reader.fast(bytes(data), _HEADER_SIZE)
-            except Exception:
-                pass  # fastavro, the reference, decodes it or names the reason below
+        return reader, schema_id
+
+    def _read(self, data: bytes, reader: _Reader, schema_id: int) -> dict[str, Any]:
+        """The record in ``data`` read by fastavro, the reference; DecodeError if unreadable."""
+        size = len(data)
         fo = BytesIO(data)
         fo.seek(_HEADER_SIZE)
         try:
@@ -261,4 +286,135 @@ class Codec:
             )
         if not isinstance(record, dict):
             raise DecodeError(topics.WRONG_SCHEMA_FOR_TOPIC, f"schema id {schema_id} not a record")
-        return reader.name, record
+        return record
+
+    def decode(self, data: bytes, expected: str | None = None) -> tuple[str, dict[str, Any]]:
+        """``(schema_name, record)`` from framed bytes, or DecodeError with a DLQ reason.
+
+        ``expected`` (short or full record name) turns a valid message of another record type
+        into ``wrong_schema_for_topic``. A batch record decodes to fastavro's dict of lists
+        here; :meth:`decode_columns` is the way to read batches.
+        """
+        reader, schema_id = self._frame(data)
+        if expected is not None and expected != reader.name and expected != reader.fullname:
+            raise DecodeError(
+                topics.WRONG_SCHEMA_FOR_TOPIC,
+                f"expected {expected}, got {reader.fullname} (schema id {schema_id})",
+            )
+        if reader.fast is not None:
+            try:
+                return reader.name, reader.fast(bytes(data), _HEADER_SIZE)
+            except Exception:
+                pass  # fastavro, the reference, decodes it or names the reason below
+        return reader.name, self._read(data, reader, schema_id)
+
+    def decode_columns(
+        self,
+        data: bytes,
+        expected_topic: str,
+        *,
+        max_features: int = DEFAULT_MAX_FEATURES,
+        max_segments: int = DEFAULT_MAX_SEGMENTS,
+        max_classes: int = DEFAULT_MAX_CLASSES,
+        max_string_length: int = DEFAULT_MAX_STRING_LENGTH,
+    ) -> tuple[str, PredictionColumns | OutcomeColumns | dict[str, Any], list[RowError]]:
+        """Decode a message of ``expected_topic``, a batch into columns.
+
+        For a PredictionBatch/OutcomeBatch: ``(name, columns, row_errors)``, where each
+        RowError names a row of ``columns`` that the caller must drop (dead-letter) and the
+        reason that row would get as a single event; the other rows are valid (the caps are
+        those of ``validation.py``). For a single PredictionEvent/OutcomeEvent:
+        ``(name, record, [])`` exactly as :meth:`decode` returns it (not yet validated). A
+        problem of the whole message raises DecodeError(reason, detail): not framed, too
+        large, unknown schema id, undecodable, a record this topic does not carry, columns
+        that cannot be aligned (``invalid_value``), an empty or too long ``model_id``.
+
+        >>> from driftline.schemas.columns import OutcomeColumns
+        >>> codec = Codec()
+        >>> cols = OutcomeColumns.from_records("churn", [{"event_id": "o1",
+        ...     "prediction_id": "p1", "event_time": 5, "label": "yes"}])
+        >>> name, decoded, errors = codec.decode_columns(
+        ...     codec.encode_columns(cols), topics.OUTCOMES)
+        >>> name, decoded.label.to_pylist(), errors
+        ('OutcomeBatch', ['yes'], [])
+        """
+        accepted = topics.TOPIC_RECORDS.get(expected_topic)
+        if accepted is None:
+            raise ValueError(f"{expected_topic!r} is not an Avro topic of driftline")
+        reader, schema_id = self._frame(data)
+        if reader.name not in accepted:
+            raise DecodeError(
+                topics.WRONG_SCHEMA_FOR_TOPIC,
+                f"{expected_topic} carries {sorted(accepted)}, got {reader.fullname} "
+                f"(schema id {schema_id})",
+            )
+        if reader.name not in topics.BATCH_RECORDS:
+            name, record = self.decode(data)
+            return name, record, []
+        raw = None
+        if reader.batch is not None:
+            # Anything the fast path refuses, fastavro (the reference) decodes or names below.
+            with contextlib.suppress(Exception):
+                raw = reader.batch(bytes(data), _HEADER_SIZE)
+        if raw is None:
+            raw = raw_from_record(reader.name, self._read(data, reader, schema_id))
+        try:
+            if reader.name == topics.PREDICTION_BATCH:
+                cols, errors = prediction_columns_from_raw(
+                    raw,
+                    max_features=max_features,
+                    max_segments=max_segments,
+                    max_classes=max_classes,
+                    max_string_length=max_string_length,
+                )
+                return reader.name, cols, errors
+            outcomes, errors = outcome_columns_from_raw(raw, max_string_length=max_string_length)
+            return reader.name, outcomes, errors
+        except InvalidEvent as exc:
+            raise DecodeError(exc.reason, exc.detail) from None
+
+    # -- columns ------------------------------------------------------------------------------
+
+    def encode_columns(self, columns: PredictionColumns | OutcomeColumns) -> bytes:
+        """One framed PredictionBatch/OutcomeBatch of ``columns``; EncodeError if it cannot be.
+
+        Refuses null ids or versions and a result over ``max_message_bytes`` (split first:
+        :func:`~driftline.schemas.columns.split_columns`). Values are not validated here:
+        producers call ``validate_*_columns`` first. NaN is written as null.
+        """
+        name = (
+            topics.OUTCOME_BATCH if isinstance(columns, OutcomeColumns) else topics.PREDICTION_BATCH
+        )
+        ids = (
+            ("event_id", columns.event_id), ("prediction_id", columns.prediction_id)
+        ) if isinstance(columns, OutcomeColumns) else (
+            ("event_id", columns.event_id), ("model_version", columns.model_version)
+        )  # fmt: skip
+        for field, array in ids:
+            if array.null_count:
+                raise EncodeError(f"{name}: {field} has {array.null_count} nulls")
+        writer = self._writer(name)
+        encode = self._fast_encoders.get(name)
+        if encode is not None:
+            data = encode(columns, writer.header)
+        else:
+            data = self.encode(name, record_from_columns(columns)[1])
+        if len(data) > self.max_message_bytes:
+            raise EncodeError(
+                f"{name} of {len(columns)} rows is {len(data)} bytes > max_message_bytes="
+                f"{self.max_message_bytes}; split it with split_columns"
+            )
+        return data
+
+    def encode_columns_split(
+        self,
+        columns: PredictionColumns | OutcomeColumns,
+        *,
+        max_rows: int = 1000,
+        max_bytes: int = 900_000,
+    ) -> list[bytes]:
+        """``columns`` as framed batch records of at most ``max_rows`` rows / ~``max_bytes``."""
+        return [
+            self.encode_columns(part)
+            for part in split_columns(columns, max_rows=max_rows, max_bytes=max_bytes)
+        ]

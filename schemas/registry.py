@@ -36,6 +36,8 @@ SCHEMA_FILES: dict[str, str] = {
     "DriftEvent": "DriftEvent.avsc",
     "RetrainingRequested": "RetrainingRequested.avsc",
     "AlertEvent": "AlertEvent.avsc",
+    "PredictionBatch": "PredictionBatch.avsc",
+    "OutcomeBatch": "OutcomeBatch.avsc",
 }
 
 

@@ -26,8 +26,13 @@ OUTCOME_EVENT: Final = "OutcomeEvent"
 DRIFT_EVENT: Final = "DriftEvent"
 RETRAINING_REQUESTED: Final = "RetrainingRequested"
 ALERT_EVENT: Final = "AlertEvent"
+# Columnar records: many events of one model per Kafka message (see columns.py).
+PREDICTION_BATCH: Final = "PredictionBatch"
+OUTCOME_BATCH: Final = "OutcomeBatch"
+BATCH_RECORDS: Final = frozenset({PREDICTION_BATCH, OUTCOME_BATCH})
 
-# Which Avro record each Avro topic carries (the control plane, rules, is JSON, not Avro).
+# The single-event record of each Avro topic (the control plane, rules, is JSON, not Avro).
+# Kept for callers that only know single events; TOPIC_RECORDS is the full truth.
 TOPIC_SCHEMAS: Final[dict[str, str]] = {
     PREDICTIONS: PREDICTION_EVENT,
     OUTCOMES: OUTCOME_EVENT,
@@ -35,12 +40,44 @@ TOPIC_SCHEMAS: Final[dict[str, str]] = {
     RETRAINING: RETRAINING_REQUESTED,
     ALERTS: ALERT_EVENT,
 }
-SCHEMA_TOPICS: Final[dict[str, str]] = {v: k for k, v in TOPIC_SCHEMAS.items()}
+# Every record a topic may carry: the input topics take single events and batches alike.
+TOPIC_RECORDS: Final[dict[str, frozenset[str]]] = {
+    topic: frozenset({name}) for topic, name in TOPIC_SCHEMAS.items()
+}
+TOPIC_RECORDS[PREDICTIONS] = frozenset({PREDICTION_EVENT, PREDICTION_BATCH})
+TOPIC_RECORDS[OUTCOMES] = frozenset({OUTCOME_EVENT, OUTCOME_BATCH})
+# Record (short name) -> the topic it is published to.
+SCHEMA_TOPICS: Final[dict[str, str]] = {
+    name: topic for topic, names in TOPIC_RECORDS.items() for name in names
+}
 
 
 def value_subject(topic: str) -> str:
     """Schema-registry subject of a topic's values (Confluent TopicNameStrategy)."""
     return f"{topic}-value"
+
+
+def record_subject(topic: str, record: str) -> str:
+    """Subject of ``record`` on ``topic`` (Confluent TopicRecordNameStrategy).
+
+    >>> record_subject(PREDICTIONS, PREDICTION_BATCH)
+    'driftline.predictions.v1-dev.driftline.PredictionBatch'
+    """
+    full = record if "." in record else f"{NAMESPACE}.{record}"
+    return f"{topic}-{full}"
+
+
+def subject_for(record: str) -> str:
+    """The subject ``record`` (short name) is registered under.
+
+    Single events keep ``<topic>-value``, so a producer using a Confluent serializer with
+    default settings keeps working; batch records share the topic under their own subject.
+
+    >>> subject_for(PREDICTION_EVENT), subject_for(OUTCOME_BATCH)
+    ('driftline.predictions.v1-value', 'driftline.outcomes.v1-dev.driftline.OutcomeBatch')
+    """
+    topic = SCHEMA_TOPICS[record]
+    return record_subject(topic, record) if record in BATCH_RECORDS else value_subject(topic)
 
 
 # DLQ records carry the original bytes untouched plus these headers (values UTF-8).

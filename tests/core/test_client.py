@@ -40,18 +40,29 @@ def consume(bootstrap: str, topic: str, model_id: str, expected: int) -> list[tu
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     codec = Codec()
     out: list[tuple[str, dict]] = []
+
+    def add(value: bytes) -> None:
+        # Batch records come back as columns: one (single-event name, record) per row.
+        name, decoded, errors = codec.decode_columns(value, topic)
+        assert errors == []
+        if isinstance(decoded, dict):
+            out.append((name, decoded))
+        else:
+            single = topics.TOPIC_SCHEMAS[topic]
+            out.extend((single, record) for record in decoded.to_records())
+
     try:
         for _ in range(120):
             for message in consumer.consume(1000, 0.5):
                 if message.error() is not None or message.key() != model_id.encode():
                     continue
-                out.append(codec.decode(message.value(), topics.TOPIC_SCHEMAS[topic]))
+                add(message.value())
             if len(out) >= expected:
                 break
         # Anything beyond the expected count would be a duplicate: read a little longer.
         for message in consumer.consume(1000, 0.5):
             if message.error() is None and message.key() == model_id.encode():
-                out.append(codec.decode(message.value(), topics.TOPIC_SCHEMAS[topic]))
+                add(message.value())
     finally:
         consumer.close()
     return out
@@ -282,3 +293,81 @@ def test_replay_command(kafka_broker, tmp_path: Path, capsys: pytest.CaptureFixt
         DriftlineProducer(kafka_broker.bootstrap) as p,
     ):
         replay_file(path, p, model_id, prediction_col="nope", progress=False)
+
+
+def test_bulk_predictions_and_outcomes_from_frames_and_tables(kafka_broker) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    model_id = model()
+    n = 2500  # more than one batch record
+    frame_ = pd.DataFrame(
+        {"age": np.arange(n, dtype=float), "plan": ["gold", None] * (n // 2),
+         "vip": [True, False] * (n // 2)}
+    )  # fmt: skip
+    frame_.loc[3, "age"] = np.nan  # NaN = missing in the bulk path
+    with DriftlineProducer(kafka_broker.bootstrap, batch_rows=1000) as producer:
+        ids = producer.log_predictions(
+            model_id, frame_, model_version="2", event_time=1_700_000_000_000,
+            labels=["yes", "no"] * (n // 2), scores=np.linspace(0, 1, n),
+            segments={"region": "eu"}, probabilities={"yes": np.full(n, 0.25)},
+        )  # fmt: skip
+        assert isinstance(ids, pa.Array) and len(ids) == n
+        table = pa.table({"x": [1.0, 2.0]})
+        more = producer.log_predictions(model_id, table, event_ids=["t1", "t2"], values=[1, 2])
+        assert more.to_pylist() == ["t1", "t2"]
+        out_ids = producer.log_outcomes(model_id, ids[:10], labels=["yes"] * 10)
+        assert len(out_ids) == 10
+        assert producer.flush(30) == 0
+        assert producer.stats.delivered == n + 12
+    got = {
+        r["event_id"]: r
+        for _, r in consume(kafka_broker.bootstrap, topics.PREDICTIONS, model_id, n + 2)
+    }
+    assert len(got) == n + 2
+    r3 = got[ids[3].as_py()]
+    assert r3["numeric_features"] == {} and r3["categorical_features"] == {"vip": "false"}
+    r4 = got[ids[4].as_py()]
+    assert r4 == {
+        "event_id": ids[4].as_py(), "model_id": model_id, "model_version": "2",
+        "event_time": 1_700_000_000_000, "numeric_features": {"age": 4.0},
+        "categorical_features": {"plan": "gold", "vip": "true"}, "segments": {"region": "eu"},
+        "prediction_label": "yes", "prediction_score": r4["prediction_score"],
+        "prediction_value": None, "probabilities": {"yes": 0.25},
+    }  # fmt: skip
+    assert got["t2"]["prediction_value"] == 2.0
+    outcomes = consume(kafka_broker.bootstrap, topics.OUTCOMES, model_id, 10)
+    assert {o["prediction_id"] for _, o in outcomes} == set(ids[:10].to_pylist())
+
+
+def test_bulk_validation_refuses_the_whole_call() -> None:
+    producer = DriftlineProducer("127.0.0.1:1", log_level=0)
+    with pytest.raises(ValueError, match="row 1: non_finite_value"):
+        producer.log_predictions("m", {"x": [1.0, math.inf]})
+    with pytest.raises(ValueError, match="row 0: missing_field"):
+        producer.log_outcomes("m", ["p1"])
+    with pytest.raises(ValueError, match="model_id is empty"):
+        producer.log_predictions("", {"x": [1.0]})
+    assert producer.pending == 0
+
+
+def test_linger_sends_without_flush_and_single_records_option(kafka_broker) -> None:
+    import time as _time
+
+    model_id = model()
+    producer = DriftlineProducer(kafka_broker.bootstrap, linger=0.05)
+    producer.log_prediction(model_id, {"x": 1.0, "y": 2.0}, "a")
+    producer.log_prediction(model_id, {"x": 3.0, "y": 4.0}, "b")  # the fast path
+    deadline = _time.monotonic() + 20
+    while producer.stats.delivered < 2 and _time.monotonic() < deadline:
+        _time.sleep(0.05)
+    assert producer.stats.delivered == 2  # sent by the linger thread, no flush
+    producer.close()
+    singles = DriftlineProducer(kafka_broker.bootstrap, batch_records=False)
+    singles.log_prediction(model_id, {"x": 5.0}, "c")
+    singles.close()
+    got = consume(kafka_broker.bootstrap, topics.PREDICTIONS, model_id, 3)
+    assert sorted(r["prediction_label"] for _, r in got) == ["a", "b", "c"]
+    assert [r["numeric_features"] for _, r in got if r["prediction_label"] == "b"] == [
+        {"x": 3.0, "y": 4.0}
+    ]

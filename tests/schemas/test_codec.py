@@ -134,14 +134,21 @@ def test_every_record_enum_and_field_has_a_doc() -> None:
         walk(schema, name)
 
 
-def test_manifest_subjects_are_topic_value_with_ids_from_one() -> None:
+def test_manifest_subjects_follow_the_topic_layout_with_ids_from_one() -> None:
+    # Single events: <topic>-value (TopicNameStrategy); batches: <topic>-<record> on the same
+    # topics (TopicRecordNameStrategy).
     subjects = load_manifest()["subjects"]
-    assert set(subjects) == {topics.value_subject(t) for t in topics.TOPIC_SCHEMAS}
+    assert set(subjects) == {
+        topics.subject_for(name) for names in topics.TOPIC_RECORDS.values() for name in names
+    }
     ids = sorted(entry["id"] for entry in subjects.values())
     assert ids == list(range(1, len(ids) + 1))
     for subject, entry in subjects.items():
-        topic = subject.removesuffix("-value")
-        assert entry["schema"] == f"dev.driftline.{topics.TOPIC_SCHEMAS[topic]}"
+        name = entry["schema"].removeprefix("dev.driftline.")
+        assert topics.subject_for(name) == subject
+    assert subjects["driftline.predictions.v1-dev.driftline.PredictionBatch"]["id"] == 6
+    assert subjects["driftline.outcomes.v1-dev.driftline.OutcomeBatch"]["id"] == 7
+    assert topics.TOPIC_RECORDS[topics.PREDICTIONS] == {"PredictionEvent", "PredictionBatch"}
 
 
 def test_event_id_is_deterministic_hex_and_strict_about_types() -> None:
