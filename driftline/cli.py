@@ -53,8 +53,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from driftline.worker import run_worker
 
-    run_worker(settings, loglevel=args.loglevel)
-    return 0
+    return run_worker(settings, loglevel=args.loglevel)
 
 
 def build_parser() -> argparse.ArgumentParser:

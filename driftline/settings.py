@@ -43,8 +43,17 @@ class Settings(BaseSettings):
     # Worker
     worker_id: str = "driftline-worker"
     worker_web_port: int = 6066
+    # faust's web server (its /health and stats): loopback unless an operator opens it up.
+    worker_web_host: str = "127.0.0.1"
     batch_max_events: int = 5000
     batch_max_seconds: float = Field(0.5, gt=0)
+    # How often a worker lands what it processed and commits its input offsets (an epoch):
+    # larger means bigger ClickHouse inserts and fewer checkpoints, and more to replay after
+    # a crash.
+    commit_interval_seconds: float = Field(1.0, gt=0)
+    # A killed worker's partitions move after this long (Kafka's group session timeout; the
+    # broker's group.min.session.timeout.ms, 6 s by default, is the floor).
+    worker_session_timeout_ms: int = Field(6000, ge=1000)
     join_ttl_seconds: float = Field(3600.0, gt=0)
     orphan_outcome_ttl_seconds: float = Field(300.0, gt=0)
     retraining_cooldown_seconds: float = Field(3600.0, ge=0)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import signal
+import threading
+
 from driftline.admin import ensure_topics
 from driftline.schemas import Codec, ConfluentRegistry
 from driftline.settings import Settings
+from driftline.sinks.base import StoreUnavailable
 from driftline.sinks.embedded import EmbeddedStore
 from driftline.sinks.http_interface import serve_store
+from driftline.sinks.resilience import wait_until
 from driftline.sinks.store import Store, open_store
 from driftline.streams.app import Worker, WorkerConfig
 from driftline.streams.processor import ProcessorConfig
+
+log = logging.getLogger("driftline.worker")
 
 
 def processor_config(settings: Settings) -> ProcessorConfig:
@@ -27,18 +36,46 @@ def worker_config(settings: Settings) -> WorkerConfig:
         bootstrap=settings.kafka_bootstrap,
         app_id=settings.worker_id,
         partitions=settings.topic_partitions,
+        replication=settings.topic_replication,
         datadir=str(settings.data_dir / "faust"),
         batch_max_events=settings.batch_max_events,
         batch_max_seconds=settings.batch_max_seconds,
+        commit_interval_s=settings.commit_interval_seconds,
+        session_timeout_ms=settings.worker_session_timeout_ms,
+        web_host=getattr(settings, "worker_web_host", "127.0.0.1"),
         web_port=settings.worker_web_port or None,
         processor=processor_config(settings),
     )
 
 
-def open_migrated_store(settings: Settings) -> Store:
+def open_migrated_store(settings: Settings, stop: threading.Event | None = None) -> Store:
+    """The store with its migrations applied, waiting for a server that is not up yet (an
+    embedded store opens at once; its errors, like a data dir another process holds, are not
+    worth waiting for)."""
     store = open_store(settings.clickhouse_url, settings.clickhouse_database, settings.chdb_path)
-    store.migrate()
+    where = settings.clickhouse_url or "embedded"
+    failure: list[BaseException] = []
+
+    def migrated() -> bool:
+        try:
+            store.migrate()
+            return True
+        except StoreUnavailable:
+            return False
+        except BaseException as exc:  # noqa: BLE001 - not an outage: raised below
+            failure.append(exc)
+            return True
+
+    if not wait_until(migrated, what=f"ClickHouse ({_redacted(where)})", log=log, stop=stop):
+        raise SystemExit(0)  # stopped while waiting
+    if failure:
+        raise failure[0]
     return store
+
+
+def _redacted(url: str) -> str:
+    """A URL without its password, for logs."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def codec_for(settings: Settings) -> Codec:
@@ -57,10 +94,32 @@ def http_users(settings: Settings) -> dict[str, tuple[str, bool]] | None:
     return users or None
 
 
-def run_worker(settings: Settings, loglevel: str = "info") -> None:
+def run_worker(settings: Settings, loglevel: str = "info") -> int:
+    """Run a worker until stopped; started before the broker or the store, it waits for them
+    (logging once per interval) instead of exiting. Returns the exit code."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ensure_topics(settings.kafka_bootstrap, settings.topic_partitions, settings.topic_replication)
-    store = open_migrated_store(settings)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if not wait_until(
+            lambda: ensure_topics(
+                settings.kafka_bootstrap,
+                settings.topic_partitions,
+                settings.topic_replication,
+                timeout=5.0,
+            )
+            is not None,
+            what=f"the Kafka broker at {settings.kafka_bootstrap}",
+            log=log,
+            stop=stop,
+        ):
+            return 0
+        store = open_migrated_store(settings, stop)
+    except SystemExit:
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     endpoint = None
     if settings.clickhouse_http_port is not None and isinstance(store, EmbeddedStore):
         endpoint = serve_store(
@@ -71,7 +130,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
             default_database=settings.clickhouse_database,
         )
     try:
-        Worker(worker_config(settings), store, codec_for(settings)).run(loglevel=loglevel)
+        return Worker(worker_config(settings), store, codec_for(settings)).run(loglevel=loglevel)
     finally:
         if endpoint is not None:
             endpoint.stop()

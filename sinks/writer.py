@@ -32,7 +32,7 @@ import pyarrow as pa
 from .base import Store
 from .tables import TABLES, columns_for
 
-__all__ = ["BatchWriter", "Sink"]
+__all__ = ["BatchWriter", "Sink", "concat_chunks"]
 
 Columns = Mapping[str, Sequence[Any] | np.ndarray]
 Batch = Columns | Sequence[Mapping[str, Any]]
@@ -45,7 +45,8 @@ def _length(columns: Columns) -> int:
     return lengths.pop() if lengths else 0
 
 
-def _concat(chunks: list[Any]) -> Any:
+def concat_chunks(chunks: list[Any]) -> Any:
+    """One column from chunks of lists, numpy arrays or Arrow arrays (one type preferred)."""
     if len(chunks) == 1:
         return chunks[0]
     if all(isinstance(c, np.ndarray) for c in chunks):
@@ -172,7 +173,7 @@ class BatchWriter:
             if not self._pending:
                 return 0
             assert self._names is not None
-            columns = {name: _concat([c[name] for c in self._chunks]) for name in self._names}
+            columns = {name: concat_chunks([c[name] for c in self._chunks]) for name in self._names}
             inserted = self.store.insert(self.table, columns, dedup_token=dedup_token)
             self._chunks, self._names, self._pending, self._since = [], None, 0, None
             self.rows_written += inserted

@@ -48,6 +48,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Protocol
 
+import numpy as np
 from driftline.schemas.ids import event_id
 from driftline.streams.rulebook import RetrainAction, Rule, RuleBook, Snapshot
 
@@ -256,11 +257,15 @@ def _tick_width(window_ms: int) -> int:
 
 @dataclass
 class _ModelBatch:
-    """One model's part of a batch."""
+    """One model's part of a batch (labelled activity as columns)."""
 
     drifts: list[dict[str, Any]] = field(default_factory=list)
-    prediction_times: list[int] = field(default_factory=list)
-    joined: list[dict[str, Any]] = field(default_factory=list)
+    prediction_times: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    # per joined pair: outcome time, correct (-1 = none), error (NaN = none), squared error
+    joined_time: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    joined_correct: np.ndarray = field(default_factory=lambda: np.empty(0, np.int8))
+    joined_error: np.ndarray = field(default_factory=lambda: np.empty(0))
+    joined_squared: np.ndarray = field(default_factory=lambda: np.empty(0))
     stats: list[dict[str, Any]] = field(default_factory=list)
     clock: int = 0
     first: int | None = None
@@ -269,6 +274,11 @@ class _ModelBatch:
     def saw(self, time_ms: int) -> None:
         self.clock = max(self.clock, time_ms)
         self.first = time_ms if self.first is None else min(self.first, time_ms)
+
+    def saw_all(self, times: np.ndarray) -> None:
+        if len(times):
+            self.saw(int(times.max()))
+            self.saw(int(times.min()))
 
 
 class AlertEvaluator:
@@ -296,22 +306,23 @@ class AlertEvaluator:
         """
         if partitions is None:
             partitions = getattr(result, "partitions", None) or {}
-        rows = result.rows
         batches: dict[str, _ModelBatch] = defaultdict(_ModelBatch)
-        for p in rows.get("predictions", ()):
-            b = batches[p["model_id"]]
-            b.saw(int(p["event_time"]))
-            b.prediction_times.append(int(p["event_time"]))
-            b.model_version = p.get("model_version") or b.model_version
-        for o in rows.get("outcomes", ()):
-            batches[o["model_id"]].saw(int(o["event_time"]))
-        for j in rows.get("joined_labels", ()):
-            batches[j["model_id"]].joined.append(j)
+        for model_id, activity in result.activity.items():
+            b = batches[model_id]
+            b.saw_all(activity.prediction_times)
+            b.saw_all(activity.outcome_times)
+            b.prediction_times = activity.prediction_times
+            b.joined_time = activity.joined_time
+            b.joined_correct = activity.joined_correct
+            b.joined_error = activity.joined_error
+            b.joined_squared = activity.joined_squared
+            if len(activity.prediction_times):
+                b.model_version = activity.model_version or None
         for d in result.drift_events:
             b = batches[d["model_id"]]
             b.saw(int(d["detected_at"]))
             b.drifts.append(d)
-        for row in rows.get("detector_stats", ()):
+        for row in result.rows.get("detector_stats", ()):
             batches[row["model_id"]].stats.append(row)
         return self._run(batches, alert_states, partitions)
 
@@ -521,21 +532,28 @@ class _ModelRun:
                 state.ticks[width] = start // width * width
             buckets = state.buckets.setdefault(width, {})
 
-            def slot(time_ms: int, buckets: dict[int, list[float]] = buckets, w: int = width):
-                return buckets.setdefault(time_ms // w * w, [0.0] * 7)
-
-            for time_ms in batch.prediction_times:
-                slot(time_ms)[_N_PRED] += 1
-            for row in batch.joined:
-                sums = slot(int(row["outcome_time"]))
-                sums[_N_JOINED] += 1
-                if row.get("correct") is not None:
-                    sums[_N_CLASS] += 1
-                    sums[_N_CORRECT] += int(row["correct"])
-                elif row.get("error") is not None:
-                    sums[_N_REG] += 1
-                    sums[_SUM_ABS] += float(row["error"])
-                    sums[_SUM_SQ] += float(row.get("squared_error") or 0.0)
+            # one pass per column: sums per bucket, then added to the model's buckets
+            starts = np.concatenate([batch.prediction_times, batch.joined_time]) // width * width
+            if not len(starts):
+                continue
+            keys, where = np.unique(starts, return_inverse=True)
+            sums = np.zeros((len(keys), 7))
+            n_pred = len(batch.prediction_times)
+            p_where, j_where = where[:n_pred], where[n_pred:]
+            np.add.at(sums[:, _N_PRED], p_where, 1)
+            np.add.at(sums[:, _N_JOINED], j_where, 1)
+            classified = batch.joined_correct >= 0
+            np.add.at(sums[:, _N_CLASS], j_where[classified], 1)
+            np.add.at(sums[:, _N_CORRECT], j_where[classified], batch.joined_correct[classified])
+            regression = ~classified & ~np.isnan(batch.joined_error)
+            np.add.at(sums[:, _N_REG], j_where[regression], 1)
+            np.add.at(sums[:, _SUM_ABS], j_where[regression], batch.joined_error[regression])
+            squared = np.nan_to_num(batch.joined_squared[regression])
+            np.add.at(sums[:, _SUM_SQ], j_where[regression], squared)
+            for bucket_start, row in zip(keys.tolist(), sums.tolist(), strict=True):
+                bucket = buckets.setdefault(bucket_start, [0.0] * 7)
+                for i, value in enumerate(row):
+                    bucket[i] += value
         for width in list(state.buckets):
             if width not in widths:  # no rule uses this width any more
                 state.buckets.pop(width)

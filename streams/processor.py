@@ -1,9 +1,12 @@
-"""One batch of prediction and outcome messages in; rows, drift events, retraining requests and
-dead letters out.
+"""One batch of prediction and outcome messages in; columns, drift events, retraining requests
+and dead letters out.
 
-This is the worker's logic without faust: the agent hands it a Kafka batch and applies what
-comes back (ClickHouse rows, topic records, table writes). Everything here is deterministic in
-the input order, so replays and restarts give the same ids and the same detections.
+This is the worker's logic without Kafka: the input loop hands it a batch of messages and
+applies what comes back. A batch stays in columns from decode to ClickHouse insert: a
+``PredictionBatch`` record decodes straight into numpy/Arrow columns, single-event records of a
+model are gathered into the same columns, the join works on whole columns, the detector banks
+take one array per stream kind. Everything here is deterministic in the input order and does
+not depend on where a batch ends, so replays and restarts give the same ids and decisions.
 """
 
 from __future__ import annotations
@@ -14,26 +17,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from driftline.schemas import Codec, DecodeError, InvalidEvent, event_id, topics
+from driftline.schemas.columns import OutcomeColumns, PredictionColumns, RowError
 from driftline.schemas.validation import validate_outcome, validate_prediction
-from driftline.sinks.tables import joined_label
-from driftline.streams.join import DuplicateEvent, Entry, JoinBook
-from driftline.streams.kv import PartitionedKV
+from driftline.sinks.columns import outcome_insert_columns, prediction_insert_columns
+from driftline.streams.join import JoinState, OutcomePart, Pairs, PredictionPart
 from driftline.streams.state import (
     STREAM_ERROR,
     STREAM_FEATURE,
     STREAM_PREDICTION,
     DetectorSpec,
     ModelState,
+    PartitionState,
 )
 
-DUPLICATE = "duplicate"
+DUPLICATE = topics.DUPLICATE
+# DLQ header naming the row of a batch record that was refused (absent for single events).
+HEADER_SOURCE_ROW = "driftline.source.row"
 
 DEFAULT_SPECS: tuple[DetectorSpec, ...] = (
     DetectorSpec(STREAM_FEATURE, "ADWIN", {"delta": 0.002}),
     DetectorSpec(STREAM_PREDICTION, "ADWIN", {"delta": 0.002}),
     DetectorSpec(STREAM_ERROR, "ADWIN", {"delta": 0.002}),
 )
+PREDICTION_RECORDS = frozenset({topics.PREDICTION_EVENT, "PredictionBatch"})
 
 
 @dataclass(frozen=True)
@@ -47,21 +55,26 @@ class SourceMessage:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """An input we refuse, kept whole: original bytes plus why, and where it came from."""
+    """An input we refuse, kept whole: original bytes (or the refused row of a batch record,
+    encoded as a single event) plus why, and where it came from."""
 
     source: SourceMessage
     reason: str
     detail: str
     value: bytes | None = None  # defaults to the source message's bytes
+    row: int | None = None  # the row of a batch record
 
     def headers(self) -> list[tuple[str, bytes]]:
-        return [
+        headers = [
             (topics.HEADER_REASON, self.reason.encode()),
             (topics.HEADER_DETAIL, self.detail[:1000].encode()),
             (topics.HEADER_SOURCE_TOPIC, self.source.topic.encode()),
             (topics.HEADER_SOURCE_PARTITION, str(self.source.partition).encode()),
             (topics.HEADER_SOURCE_OFFSET, str(self.source.offset).encode()),
         ]
+        if self.row is not None:
+            headers.append((HEADER_SOURCE_ROW, str(self.row).encode()))
+        return headers
 
     @property
     def payload(self) -> bytes:
@@ -79,236 +92,430 @@ class ProcessorConfig:
 
 
 @dataclass
+class ModelActivity:
+    """What the alert evaluator needs of one model's part of a batch (columns)."""
+
+    model_version: str = ""
+    prediction_times: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    outcome_times: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    # per joined pair: outcome time, correct (-1 = none), error (NaN = none), squared error
+    joined_time: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    joined_correct: np.ndarray = field(default_factory=lambda: np.empty(0, np.int8))
+    joined_error: np.ndarray = field(default_factory=lambda: np.empty(0))
+    joined_squared: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def extend(self, other: ModelActivity) -> None:
+        self.model_version = other.model_version or self.model_version
+        for name in (
+            "prediction_times",
+            "outcome_times",
+            "joined_time",
+            "joined_correct",
+            "joined_error",
+            "joined_squared",
+        ):
+            setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)]))
+
+
+@dataclass
 class BatchResult:
+    # the high-volume tables as insert-ready columns (one dict per model and batch)
+    columns: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    # the low-volume tables as rows (drift_events, detector_stats, retraining_requests)
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     drift_events: list[dict[str, Any]] = field(default_factory=list)
     retraining: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     counters: Counter = field(default_factory=Counter)
-    # model -> the source partition its state belongs to (for state written after the batch)
+    # model -> the source partition its state belongs to
     partitions: dict[str, int] = field(default_factory=dict)
+    activity: dict[str, ModelActivity] = field(default_factory=dict)
+
+    def count(self, table: str) -> int:
+        """Rows for ``table`` in this result."""
+        if table in self.columns:
+            return sum(len(next(iter(c.values()))) for c in self.columns[table] if c)
+        return len(self.rows.get(table, ()))
+
+    def table_rows(self, table: str) -> list[dict[str, Any]]:
+        """Rows for ``table`` as dicts, columns included (tests and tools; not the hot path)."""
+        out: list[dict[str, Any]] = list(self.rows.get(table, ()))
+        for part in self.columns.get(table, ()):
+            names = list(part)
+            values = [_pylist(part[name]) for name in names]
+            out += [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+        return out
 
 
 @dataclass
-class _Inputs:
-    """Values a batch feeds one model's banks of one stream kind, in event order.
+class _ModelInput:
+    """One model's messages of a batch, in topic order: column parts, plus runs of single
+    events waiting to become a part."""
 
-    Kept as chunks per event (the rows of an event's values come from a cache keyed by its
-    feature names), so a 20-feature event costs a few appends, not 20."""
+    predictions: list[tuple[PredictionColumns, np.ndarray, np.ndarray]] = field(
+        default_factory=list
+    )  # (columns, source offset per row, row index in its record or -1)
+    outcomes: list[tuple[OutcomeColumns, np.ndarray, np.ndarray]] = field(default_factory=list)
+    single_predictions: list[tuple[dict[str, Any], int]] = field(default_factory=list)
+    single_outcomes: list[tuple[dict[str, Any], int]] = field(default_factory=list)
+    # source messages by offset (for dead letters), per topic
+    messages: dict[tuple[str, int], SourceMessage] = field(default_factory=dict)
 
-    row_chunks: list[np.ndarray] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    event_ids: list[str] = field(default_factory=list)
-    event_times: list[int] = field(default_factory=list)
-
-    def add(self, rows: np.ndarray, values: Iterable[float], source_id: str, time_ms: int) -> None:
-        self.row_chunks.append(rows)
-        self.values.extend(values)
-        self.sizes.append(len(rows))
-        self.event_ids.append(source_id)
-        self.event_times.append(time_ms)
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(stream rows, values, index of each value's event)."""
-        rows = np.concatenate(self.row_chunks)
-        values = np.asarray(self.values, dtype=np.float64)
-        events = np.repeat(np.arange(len(self.sizes)), self.sizes)
-        return rows, values, events
+    def seal(self, model_id: str) -> None:
+        if self.single_predictions:
+            records, offsets = zip(*self.single_predictions, strict=True)
+            cols = PredictionColumns.from_records(model_id, records)
+            self.predictions.append((cols, np.array(offsets), np.full(len(offsets), -1)))
+            self.single_predictions = []
+        if self.single_outcomes:
+            records, offsets = zip(*self.single_outcomes, strict=True)
+            cols = OutcomeColumns.from_records(model_id, records)
+            self.outcomes.append((cols, np.array(offsets), np.full(len(offsets), -1)))
+            self.single_outcomes = []
 
 
 class BatchProcessor:
-    """Applies batches to per-model state held in two partition-aware tables."""
+    """Applies batches to per-partition state (``states``: partition -> PartitionState)."""
 
     def __init__(
         self,
         codec: Codec,
         config: ProcessorConfig,
-        states: PartitionedKV,
-        join_table: PartitionedKV,
+        states: dict[int, PartitionState] | None = None,
     ) -> None:
         self.codec = codec
         self.config = config
-        self.states = states
-        self.join = JoinBook(join_table, config.join_ttl_ms, config.orphan_ttl_ms)
-        self._models: dict[str, ModelState] = {}
+        self.states: dict[int, PartitionState] = states if states is not None else {}
 
-    def forget(self) -> None:
-        """Drop cached model states (partitions were reassigned; the tables are the truth)."""
-        self._models.clear()
-        self.join = JoinBook(self.join.kv, self.config.join_ttl_ms, self.config.orphan_ttl_ms)
-
-    def _state(self, model_id: str) -> ModelState:
-        state = self._models.get(model_id)
+    def partition(self, partition: int) -> PartitionState:
+        state = self.states.get(partition)
         if state is None:
-            blob = self.states.get(model_id.encode())
-            if blob is not None:
-                state = ModelState.from_bytes(blob)
-            else:
-                state = ModelState(model_id, self.config.specs)
-            self._models[model_id] = state
+            state = self.states[partition] = PartitionState(partition)
         return state
 
     # -- the batch ---------------------------------------------------------------------------
     def process(self, messages: Iterable[SourceMessage]) -> BatchResult:
         result = BatchResult()
-        inputs: dict[tuple[str, str], _Inputs] = defaultdict(_Inputs)
-        touched: dict[str, int] = {}  # model -> partition
+        inputs: dict[tuple[int, str], _ModelInput] = {}
         for message in messages:
-            self._one(message, result, inputs, touched)
-        result.partitions = touched
-        for model_id, partition in touched.items():
-            state = self._models[model_id]
-            for kind in (STREAM_FEATURE, STREAM_PREDICTION, STREAM_ERROR):
-                batch = inputs.get((model_id, kind))
-                if batch is not None:
-                    self._detect(state, kind, batch, result)
-            expired = self.join.expire(
-                partition, model_id, state.prediction_clock_ms, state.outcome_clock_ms
-            )
-            for orphan in expired.orphans:
-                result.dead_letters.append(_orphan_letter(orphan, self.config.orphan_ttl_ms))
-            result.counters["unlabelled_expired"] += expired.unlabelled
-            self.states.put(partition, model_id.encode(), state.to_bytes())
+            part = self.partition(message.partition)
+            nxt = part.next_offsets.get(message.topic, 0)
+            if message.offset < nxt:
+                result.counters["replayed"] += 1  # already in the state (a redelivery)
+                continue
+            part.next_offsets[message.topic] = message.offset + 1
+            self._decode(message, inputs, result)
+        for (partition, model_id), model_input in inputs.items():
+            model_input.seal(model_id)
+            self._model(partition, model_id, model_input, result)
         return result
 
-    def _one(
+    def _decode(
         self,
         message: SourceMessage,
+        inputs: dict[tuple[int, str], _ModelInput],
         result: BatchResult,
-        inputs: dict[tuple[str, str], _Inputs],
-        touched: dict[str, int],
     ) -> None:
-        expected = topics.TOPIC_SCHEMAS.get(message.topic)
         try:
             if message.value is None:
                 raise DecodeError(topics.NOT_CONFLUENT_FRAMED, "null value (tombstone)")
-            kind, record = self.codec.decode(message.value, expected=expected)
-            if kind == topics.PREDICTION_EVENT:
-                validate_prediction(record)
+            name, decoded, row_errors = self.codec.decode_columns(message.value, message.topic)
+            if isinstance(decoded, dict):
+                if name == topics.PREDICTION_EVENT:
+                    validate_prediction(decoded)
+                else:
+                    validate_outcome(decoded)
+                model_id = decoded["model_id"]
             else:
-                validate_outcome(record)
+                model_id = decoded.model_id
         except (DecodeError, InvalidEvent) as exc:
-            result.dead_letters.append(DeadLetter(message, exc.reason, exc.detail))
-            result.counters["dead_letters"] += 1
+            self._dead(result, DeadLetter(message, exc.reason, exc.detail))
             return
-        model_id = record["model_id"]
         if self.config.known_models and model_id not in self.config.known_models:
-            result.dead_letters.append(
-                DeadLetter(message, topics.UNKNOWN_MODEL, f"model {model_id!r} is not registered")
-            )
-            result.counters["dead_letters"] += 1
+            detail = f"model {model_id!r} is not registered"
+            self._dead(result, DeadLetter(message, topics.UNKNOWN_MODEL, detail))
             return
-        state = self._state(model_id)
-        if state.applied(message.topic, message.partition, message.offset):
-            result.counters["replayed"] += 1  # applied before a crash; rows already landed
-            return
-        state.mark(message.topic, message.partition, message.offset)
-        touched[model_id] = message.partition
-        time_ms = int(record["event_time"])
-        state.clock_ms = max(state.clock_ms, time_ms)
-        if kind == topics.PREDICTION_EVENT:
-            state.prediction_clock_ms = max(state.prediction_clock_ms, time_ms)
-        else:
-            state.outcome_clock_ms = max(state.outcome_clock_ms, time_ms)
-        try:
-            if kind == topics.PREDICTION_EVENT:
-                self._prediction(message, record, state, result, inputs)
-            else:
-                self._outcome(message, record, state, result, inputs)
-        except DuplicateEvent as exc:
-            result.dead_letters.append(DeadLetter(message, DUPLICATE, str(exc)))
-            result.counters["duplicates"] += 1
-
-    def _prediction(
-        self,
-        message: SourceMessage,
-        record: dict[str, Any],
-        state: ModelState,
-        result: BatchResult,
-        inputs: dict[tuple[str, str], _Inputs],
-    ) -> None:
-        early = self.join.add_prediction(message.partition, record)  # raises on duplicates
-        result.counters["predictions"] += 1
-        result.rows["predictions"].append(record)
-        state.model_version = record["model_version"]
-        source_id, time_ms = record["event_id"], int(record["event_time"])
-        features = record["numeric_features"]
-        if features:
-            rows = state.stream_rows(STREAM_FEATURE, tuple(features))
-            inputs[(state.model_id, STREAM_FEATURE)].add(
-                rows, features.values(), source_id, time_ms
+        key = (message.partition, model_id)
+        model_input = inputs.get(key)
+        if model_input is None:
+            model_input = inputs[key] = _ModelInput()
+        model_input.messages[(message.topic, message.offset)] = message
+        prediction = name in PREDICTION_RECORDS
+        if isinstance(decoded, dict):
+            target = (
+                model_input.single_predictions if prediction else model_input.single_outcomes
             )
-        for name in ("prediction_score", "prediction_value"):
-            value = record.get(name)
-            if value is not None:
-                rows = state.stream_rows(STREAM_PREDICTION, (name.removeprefix("prediction_"),))
-                inputs[(state.model_id, STREAM_PREDICTION)].add(rows, (value,), source_id, time_ms)
-        if early is not None:
-            self._joined(record, early.body, state, result, inputs)
+            target.append((decoded, message.offset))
+            return
+        model_input.seal(model_id)  # singles before this record keep their place
+        n = len(decoded)
+        keep = np.ones(n, dtype=bool)
+        for error in row_errors:
+            keep[error.row] = False
+            self._dead(result, self._row_letter(message, decoded, error))
+        rows = np.flatnonzero(keep)
+        if len(rows) < n:
+            decoded = decoded.take(rows)
+        offsets = np.full(len(rows), message.offset)
+        target_parts = model_input.predictions if prediction else model_input.outcomes
+        target_parts.append((decoded, offsets, rows))
 
-    def _outcome(
-        self,
-        message: SourceMessage,
-        record: dict[str, Any],
-        state: ModelState,
-        result: BatchResult,
-        inputs: dict[tuple[str, str], _Inputs],
-    ) -> None:
-        prediction = self.join.add_outcome(
-            message.partition, message.offset, record, message.value or b""
+    def _row_letter(
+        self, message: SourceMessage, columns: Any, error: RowError
+    ) -> DeadLetter:
+        return DeadLetter(
+            message,
+            error.reason,
+            error.detail,
+            value=self._encode_row(columns, error.row),
+            row=error.row,
         )
-        result.counters["outcomes"] += 1
-        result.rows["outcomes"].append(record)
-        if prediction is None:
-            result.counters["outcomes_waiting"] += 1
-        else:
-            self._joined(prediction, record, state, result, inputs)
 
-    def _joined(
-        self,
-        prediction: dict[str, Any],
-        outcome: dict[str, Any],
-        state: ModelState,
-        result: BatchResult,
-        inputs: dict[tuple[str, str], _Inputs],
+    def _encode_row(self, columns: Any, row: int) -> bytes:
+        record = columns.take(np.array([row])).to_records()[0]
+        name = (
+            topics.PREDICTION_EVENT
+            if isinstance(columns, PredictionColumns)
+            else topics.OUTCOME_EVENT
+        )
+        try:
+            return self.codec.encode(name, record)
+        except Exception:  # a row too broken to re-encode: keep its text form
+            return repr(record).encode()
+
+    @staticmethod
+    def _dead(result: BatchResult, letter: DeadLetter) -> None:
+        result.dead_letters.append(letter)
+        result.counters["dead_letters"] += 1
+
+    # -- one model ---------------------------------------------------------------------------
+    def _model(
+        self, partition: int, model_id: str, inp: _ModelInput, result: BatchResult
     ) -> None:
-        row = joined_label(prediction, outcome)
-        result.rows["joined_labels"].append(row)
-        result.counters["joined"] += 1
-        if row["error"] is not None:
-            inputs[(state.model_id, STREAM_ERROR)].add(
-                state.stream_rows(STREAM_ERROR, ("error",)),
-                (row["error"],),
-                outcome["event_id"],
-                int(outcome["event_time"]),
+        part = self.partition(partition)
+        state = part.models.get(model_id)
+        if state is None:
+            state = part.models[model_id] = ModelState(model_id, self.config.specs)
+        join = part.joins.get(model_id)
+        if join is None:
+            join = part.joins[model_id] = JoinState(
+                self.config.join_ttl_ms, self.config.orphan_ttl_ms
             )
+        result.partitions[model_id] = partition
+        predictions, p_offsets, p_rows = _concat(PredictionColumns, model_id, inp.predictions)
+        outcomes, o_offsets, o_rows = _concat(OutcomeColumns, model_id, inp.outcomes)
+        p_part = _prediction_part(predictions)
+        o_part = _outcome_part(outcomes, o_offsets)
+        if len(predictions):
+            state.prediction_clock_ms = max(
+                state.prediction_clock_ms, int(p_part.event_time.max())
+            )
+            state.model_version = str(p_part.model_version[-1])
+        if len(outcomes):
+            state.outcome_clock_ms = max(state.outcome_clock_ms, int(o_part.event_time.max()))
+        state.clock_ms = max(state.clock_ms, state.prediction_clock_ms, state.outcome_clock_ms)
+
+        joined = join.apply(p_part, o_part)
+        prediction_ids = p_part.event_id
+        for i in joined.duplicate_predictions.tolist():
+            message = inp.messages[(topics.PREDICTIONS, int(p_offsets[i]))]
+            detail = f"prediction {p_part.event_id[i]} already seen"
+            self._duplicate(result, message, predictions, i, int(p_rows[i]), detail)
+        for i in joined.duplicate_outcomes.tolist():
+            message = inp.messages[(topics.OUTCOMES, int(o_offsets[i]))]
+            detail = f"prediction {o_part.prediction_id[i]} already has an outcome"
+            self._duplicate(result, message, outcomes, i, int(o_rows[i]), detail)
+        if len(joined.duplicate_predictions):
+            keep = _without(len(predictions), joined.duplicate_predictions)
+            predictions = predictions.take(keep)
+            prediction_ids = prediction_ids[keep]
+        if len(joined.duplicate_outcomes):
+            outcomes = outcomes.take(_without(len(outcomes), joined.duplicate_outcomes))
+
+        result.counters["predictions"] += len(predictions)
+        result.counters["outcomes"] += len(outcomes)
+        result.counters["outcomes_waiting"] += joined.waiting
+        result.counters["joined"] += len(joined.pairs)
+        if len(predictions):
+            result.columns["predictions"].append(prediction_insert_columns(predictions))
+        if len(outcomes):
+            result.columns["outcomes"].append(outcome_insert_columns(outcomes))
+        metrics = _pair_metrics(joined.pairs)
+        if len(joined.pairs):
+            result.columns["joined_labels"].append(_joined_columns(model_id, joined.pairs, metrics))
+        activity = ModelActivity(
+            model_version=state.model_version,
+            prediction_times=predictions.event_time,
+            outcome_times=outcomes.event_time,
+            joined_time=joined.pairs.outcome_time,
+            joined_correct=metrics["correct"],
+            joined_error=metrics["error"],
+            joined_squared=metrics["squared_error"],
+        )
+        result.activity[model_id] = activity
+
+        self._detect_features(state, predictions, prediction_ids, result)
+        self._detect_predictions(state, predictions, prediction_ids, result)
+        self._detect_errors(state, joined.pairs, metrics["error"], result)
+
+        orphans = join.expire(state.prediction_clock_ms, state.outcome_clock_ms)
+        for i in range(len(orphans.outcome_id)):
+            record = {
+                "event_id": orphans.outcome_id[i],
+                "prediction_id": orphans.prediction_id[i],
+                "model_id": model_id,
+                "event_time": int(orphans.outcome_time[i]),
+                "label": orphans.label[i],
+                "value": None if np.isnan(orphans.value[i]) else float(orphans.value[i]),
+            }
+            source = SourceMessage(
+                topics.OUTCOMES, partition, int(orphans.offset[i]), model_id.encode(), None
+            )
+            detail = (
+                f"no prediction {record['prediction_id']} within {self.config.orphan_ttl_ms} ms "
+                "of the outcome (the model's predictions moved past it)"
+            )
+            value = self.codec.encode(topics.OUTCOME_EVENT, record)
+            self._dead(result, DeadLetter(source, topics.ORPHAN_OUTCOME, detail, value))
+        result.counters["unlabelled_expired"] += orphans.unlabelled
+
+    def _duplicate(
+        self,
+        result: BatchResult,
+        message: SourceMessage,
+        columns: Any,
+        index: int,
+        row: int,
+        detail: str,
+    ) -> None:
+        result.counters["duplicates"] += 1
+        if row < 0:  # a single-event message: the original bytes
+            self._dead(result, DeadLetter(message, DUPLICATE, detail))
+        else:
+            value = self._encode_row(columns, index)
+            self._dead(result, DeadLetter(message, DUPLICATE, detail, value, row=row))
 
     # -- detection ---------------------------------------------------------------------------
-    def _detect(self, state: ModelState, kind: str, batch: _Inputs, result: BatchResult) -> None:
-        rows, values, value_events = batch.arrays()
+    def _detect_features(
+        self,
+        state: ModelState,
+        predictions: PredictionColumns,
+        event_ids: np.ndarray,
+        result: BatchResult,
+    ) -> None:
+        n, k = predictions.numeric.shape if len(predictions) else (0, 0)
+        if not n or not k:
+            return
+        rows = state.stream_rows(STREAM_FEATURE, tuple(predictions.numeric_names))
+        values = predictions.numeric.ravel()
+        present = ~np.isnan(values)
+        stream_rows = np.tile(rows, n)[present]
+        events = np.repeat(np.arange(n), k)[present]
+        self._detect(
+            state,
+            STREAM_FEATURE,
+            stream_rows,
+            values[present],
+            events,
+            event_ids,
+            predictions.event_time,
+            result,
+        )
+
+    def _detect_predictions(
+        self,
+        state: ModelState,
+        predictions: PredictionColumns,
+        event_ids: np.ndarray,
+        result: BatchResult,
+    ) -> None:
+        n = len(predictions)
+        if not n:
+            return
+        matrix = np.column_stack([predictions.prediction_score, predictions.prediction_value])
+        present = ~np.isnan(matrix)
+        if not present.any():
+            return
+        names = [("score", "value")[j] for j in range(2) if present[:, j].any()]
+        rows_by_name = dict(
+            zip(names, state.stream_rows(STREAM_PREDICTION, tuple(names)).tolist(), strict=True)
+        )
+        rows = np.array([rows_by_name.get("score", -1), rows_by_name.get("value", -1)])
+        mask = present.ravel()
+        self._detect(
+            state,
+            STREAM_PREDICTION,
+            np.tile(rows, n)[mask],
+            matrix.ravel()[mask],
+            np.repeat(np.arange(n), 2)[mask],
+            event_ids,
+            predictions.event_time,
+            result,
+        )
+
+    def _detect_errors(
+        self, state: ModelState, pairs: Pairs, errors: np.ndarray, result: BatchResult
+    ) -> None:
+        present = ~np.isnan(errors)
+        if not present.any():
+            return
+        (row,) = state.stream_rows(STREAM_ERROR, ("error",)).tolist()
+        events = np.flatnonzero(present)
+        self._detect(
+            state,
+            STREAM_ERROR,
+            np.full(len(events), row, dtype=np.int64),
+            errors[present],
+            np.arange(len(events)),
+            pairs.outcome_id[present],
+            pairs.outcome_time[present],
+            result,
+        )
+
+    def _detect(
+        self,
+        state: ModelState,
+        kind: str,
+        rows: np.ndarray,
+        values: np.ndarray,
+        value_events: np.ndarray,
+        event_ids: np.ndarray,
+        event_times: np.ndarray,
+        result: BatchResult,
+    ) -> None:
+        """Feed one stream kind's values (in event order) to its banks."""
         counts = state.counts[kind]
         names = state.stream_names(kind)
-        # rank of each value within its stream in this batch -> position in the whole stream
-        ranks = _ranks(rows)
-        batch_end = batch.event_times[-1]
-        touched_rows = np.unique(rows)
+        ranks = _ranks(rows)  # a value's rank within its stream in this batch
+        batch_end = int(event_times[value_events[-1]])
+        touched, per_stream = np.unique(rows, return_counts=True)
         for spec in state.specs_for(kind):
             bank = state.banks[spec.key]
-            before = {int(r): _estimate(bank, int(r)) for r in touched_rows}
             found = bank.update_many(rows, values)
             drift_rows = set()
-            for i, row in zip(found.drift.tolist(), found.drift_streams.tolist(), strict=True):
+            for j, (i, row) in enumerate(
+                zip(found.drift.tolist(), found.drift_streams.tolist(), strict=True)
+            ):
                 drift_rows.add(row)
-                position = counts[row] + int(ranks[i])
+                event = int(value_events[i])
+                before = float(found.drift_before_mean[j])
+                after = float(found.drift_after_mean[j])
                 drift = self._drift_event(
-                    state, spec, names[row], position, batch, int(value_events[i]), values[i]
+                    state,
+                    spec,
+                    names[row],
+                    counts[row] + int(ranks[i]),
+                    str(event_ids[event]),
+                    int(event_times[event]),
+                    float(values[i]),
+                    before,
+                    after,
                 )
                 result.drift_events.append(drift)
                 result.rows["drift_events"].append(drift)
                 if kind == STREAM_ERROR:
-                    self._maybe_retrain(state, drift, before[row], _estimate(bank, row), result)
-            for r in touched_rows.tolist():
+                    self._maybe_retrain(state, drift, before, after, result)
+            for r, n in zip(touched.tolist(), per_stream.tolist(), strict=True):
                 result.rows["detector_stats"].append(
                     {
                         "model_id": state.model_id,
@@ -316,15 +523,15 @@ class BatchProcessor:
                         "stream_name": names[r],
                         "detector": spec.detector,
                         "time": batch_end,
-                        "n_values": counts[r] + int(np.count_nonzero(rows == r)),
+                        "n_values": counts[r] + n,
                         "estimate": _estimate(bank, r),
                         "statistic": None,
                         "p_value": None,
                         "drift": int(r in drift_rows),
                     }
                 )
-        for r, n in zip(*np.unique(rows, return_counts=True), strict=True):
-            counts[int(r)] += int(n)
+        for r, n in zip(touched.tolist(), per_stream.tolist(), strict=True):
+            counts[r] += n
 
     def _drift_event(
         self,
@@ -332,10 +539,20 @@ class BatchProcessor:
         spec: DetectorSpec,
         stream_name: str,
         position: int,
-        batch: _Inputs,
-        event: int,
+        source_event_id: str,
+        detected_at: int,
         value: float,
+        before: float,
+        after: float,
     ) -> dict[str, Any]:
+        evidence = {
+            "value": repr(value),
+            "params": ",".join(f"{k}={v}" for k, v in sorted(spec.params.items())),
+        }
+        if not np.isnan(before):
+            evidence["mean_before"] = repr(before)
+        if not np.isnan(after):
+            evidence["mean_after"] = repr(after)
         return {
             "event_id": event_id(
                 "drift", state.model_id, spec.stream_kind, stream_name, spec.detector, str(position)
@@ -345,28 +562,29 @@ class BatchProcessor:
             "stream_kind": spec.stream_kind,
             "stream_name": stream_name,
             "detector": spec.detector,
-            "detected_at": batch.event_times[event],
+            "detected_at": detected_at,
             "position": position,
             "statistic": None,
             "p_value": None,
             "threshold": spec.params.get("delta"),
-            "evidence": {
-                "value": repr(float(value)),
-                "params": ",".join(f"{k}={v}" for k, v in sorted(spec.params.items())),
-            },
-            "source_event_id": batch.event_ids[event],
+            "evidence": evidence,
+            "source_event_id": source_event_id,
         }
 
     def _maybe_retrain(
         self,
         state: ModelState,
         drift: dict[str, Any],
-        error_before: float | None,
-        error_after: float | None,
+        error_before: float,
+        error_after: float,
         result: BatchResult,
     ) -> None:
-        """First policy: the error stream drifted upwards -> one request per model per cooldown."""
-        if error_before is not None and error_after is not None and error_after <= error_before:
+        """First policy: the error stream drifted upwards -> one request per model per cooldown.
+
+        ``error_before``/``error_after``: the detector's means on both sides of the cut it made
+        (not estimates at batch boundaries), so the decision depends on the event sequence only.
+        """
+        if not (np.isnan(error_before) or np.isnan(error_after)) and error_after <= error_before:
             return  # the model got better; nothing to retrain for
         now = int(drift["detected_at"])
         last = state.last_retraining_ms
@@ -393,6 +611,140 @@ class BatchProcessor:
         result.rows["retraining_requests"].append(request)
 
 
+# -- columns ------------------------------------------------------------------------------
+def _concat(cls: Any, model_id: str, parts: list[tuple[Any, np.ndarray, np.ndarray]]):
+    if not parts:
+        empty = cls.from_records(model_id, [])
+        return empty, np.empty(0, np.int64), np.empty(0, np.int64)
+    if len(parts) == 1:
+        return parts[0]
+    columns = cls.concat([p[0] for p in parts])
+    return (
+        columns,
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+    )
+
+
+def _pylist(values: Any) -> list[Any]:
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        out = values.to_pylist()
+        if pa.types.is_map(values.type):
+            out = [None if v is None else dict(v) for v in out]
+        return out
+    if isinstance(values, np.ndarray):
+        return values.tolist()
+    return list(values)
+
+
+def _strings(array: Any) -> np.ndarray:
+    """A string column as an object array of str (the join's dict keys)."""
+    if isinstance(array, pa.ChunkedArray | pa.Array):
+        return np.asarray(array.to_numpy(zero_copy_only=False), dtype=object)
+    return np.asarray(array, dtype=object)
+
+
+def _segments(columns: PredictionColumns) -> np.ndarray:
+    n = len(columns)
+    out = np.full(n, None, dtype=object)
+    if not columns.segments or not n:
+        return out
+    names = list(columns.segments)
+    values = [columns.segments[name].to_pylist() for name in names]
+    for i, row in enumerate(zip(*values, strict=True)):
+        seg = {name: v for name, v in zip(names, row, strict=True) if v is not None}
+        out[i] = seg or None
+    return out
+
+
+def _prediction_part(p: PredictionColumns) -> PredictionPart:
+    return PredictionPart(
+        event_id=_strings(p.event_id),
+        event_time=np.asarray(p.event_time, dtype=np.int64),
+        model_version=_strings(p.model_version),
+        label=_strings(p.prediction_label),
+        score=np.asarray(p.prediction_score, dtype=np.float64),
+        value=np.asarray(p.prediction_value, dtype=np.float64),
+        segments=_segments(p),
+    )
+
+
+def _outcome_part(o: OutcomeColumns, offsets: np.ndarray) -> OutcomePart:
+    return OutcomePart(
+        event_id=_strings(o.event_id),
+        prediction_id=_strings(o.prediction_id),
+        event_time=np.asarray(o.event_time, dtype=np.int64),
+        label=_strings(o.label),
+        value=np.asarray(o.value, dtype=np.float64),
+        offset=np.asarray(offsets, dtype=np.int64),
+    )
+
+
+def _without(n: int, drop: np.ndarray) -> np.ndarray:
+    keep = np.ones(n, dtype=bool)
+    keep[drop] = False
+    return np.flatnonzero(keep)
+
+
+def _pair_metrics(pairs: Pairs) -> dict[str, np.ndarray]:
+    """Classification (both labels present): correct 1/0 and the 0-1 loss as error.
+    Regression (both values present): the absolute error. Otherwise none (as
+    ``sinks.tables.joined_label``)."""
+    n = len(pairs)
+    has_labels = np.fromiter(
+        (a is not None and b is not None for a, b in zip(pairs.prediction_label, pairs.label, strict=True)),
+        dtype=bool,
+        count=n,
+    )
+    same = np.fromiter(
+        (a == b for a, b in zip(pairs.prediction_label, pairs.label, strict=True)),
+        dtype=bool,
+        count=n,
+    )
+    correct = np.where(has_labels, same.astype(np.int8), -1).astype(np.int8)
+    diff = pairs.prediction_value - pairs.value
+    regression = ~has_labels & np.isfinite(diff)
+    error = np.full(n, np.nan)
+    squared = np.full(n, np.nan)
+    error[has_labels] = 1.0 - same[has_labels]
+    squared[has_labels] = error[has_labels]
+    error[regression] = np.abs(diff[regression])
+    squared[regression] = diff[regression] ** 2
+    return {"correct": correct, "error": error, "squared_error": squared}
+
+
+def _nullable(values: np.ndarray) -> pa.Array:
+    return pa.array(values, mask=np.isnan(values), type=pa.float64())
+
+
+def _joined_columns(
+    model_id: str, pairs: Pairs, metrics: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    n = len(pairs)
+    correct = metrics["correct"]
+    return {
+        "prediction_id": pa.array(pairs.prediction_id, type=pa.string()),
+        "outcome_id": pa.array(pairs.outcome_id, type=pa.string()),
+        "model_id": pa.array([model_id] * n, type=pa.string()),
+        "model_version": pa.array(pairs.model_version, type=pa.string()),
+        "segments": pa.array(
+            [list(s.items()) if s else [] for s in pairs.segments],
+            type=pa.map_(pa.string(), pa.string()),
+        ),
+        "prediction_time": pairs.prediction_time,
+        "outcome_time": pairs.outcome_time,
+        "label_delay_ms": pairs.outcome_time - pairs.prediction_time,
+        "prediction_label": pa.array(pairs.prediction_label, type=pa.string()),
+        "prediction_score": _nullable(pairs.prediction_score),
+        "prediction_value": _nullable(pairs.prediction_value),
+        "label": pa.array(pairs.label, type=pa.string()),
+        "value": _nullable(pairs.value),
+        "correct": pa.array(correct.astype(np.uint8), mask=correct < 0, type=pa.uint8()),
+        "error": _nullable(metrics["error"]),
+        "squared_error": _nullable(metrics["squared_error"]),
+    }
+
+
 def _ranks(rows: np.ndarray) -> np.ndarray:
     """For each value, how many earlier values of the batch belong to the same stream."""
     order = np.argsort(rows, kind="stable")
@@ -410,20 +762,5 @@ def _estimate(bank: Any, row: int) -> float | None:
     return float(value) if value is not None else None
 
 
-def _fmt(value: float | None) -> str:
-    return "?" if value is None else f"{value:.4f}"
-
-
-def _orphan_letter(orphan: Entry, ttl_ms: int) -> DeadLetter:
-    source = SourceMessage(
-        topics.OUTCOMES,
-        int(orphan.body["source_partition"]),
-        int(orphan.body["source_offset"]),
-        orphan.body["model_id"].encode(),
-        orphan.raw,
-    )
-    detail = (
-        f"no prediction {orphan.body['prediction_id']} within {ttl_ms} ms "
-        f"of the outcome (the model's predictions moved past it)"
-    )
-    return DeadLetter(source, topics.ORPHAN_OUTCOME, detail)
+def _fmt(value: float) -> str:
+    return "?" if np.isnan(value) else f"{value:.4f}"

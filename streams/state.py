@@ -1,9 +1,10 @@
-"""Per-model monitoring state: detector banks, stream registry, offsets, join bookkeeping.
+"""Monitoring state: per model (detector banks, stream registry, clocks) and per input
+partition (its models, their joins and alert states, and the input offsets it has consumed).
 
-One ``ModelState`` per model lives in a changelog-backed table and is written once per batch.
-It carries the highest source offsets it has applied, so a batch replayed after a crash (the
-at-least-once half of our guarantee) is recognised and not applied twice: the detectors see
-every event exactly once and a restarted worker reproduces the uninterrupted run's detections.
+A ``PartitionState`` is the unit of recovery: the worker checkpoints it to a changelog topic
+(``streams/checkpoint.py``) together with the next input offsets, and a worker that takes the
+partition over restores it and seeks to those offsets. The detectors therefore see every event
+exactly once and a restarted worker reproduces the uninterrupted run's decisions.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import driftline.detectors  # noqa: F401  (registers every detector class)
 import numpy as np
 from driftline.detectors.bank import DetectorBank
 from driftline.detectors.base import REGISTRY, ChangeDetector
+from driftline.streams.join import JoinState
 
 STREAM_FEATURE = "FEATURE"
 STREAM_PREDICTION = "PREDICTION"
@@ -58,8 +60,6 @@ class ModelState:
     # values seen per (kind, row): the next value's 0-based position in its stream
     counts: dict[str, list[int]] = field(default_factory=dict)
     banks: dict[str, DetectorBank] = field(default_factory=dict)
-    # "topic:partition" -> highest offset applied
-    offsets: dict[str, int] = field(default_factory=dict)
     # largest event time seen (ms): the model's stream clock, used for TTLs and cooldowns,
     # so replays expire and cool down exactly as the original run did
     clock_ms: int = 0
@@ -78,16 +78,6 @@ class ModelState:
         for spec in self.specs:
             if spec.key not in self.banks:
                 self.banks[spec.key] = DetectorBank(spec.build(), 0)
-
-    # -- offsets -------------------------------------------------------------------------
-    def applied(self, topic: str, partition: int, offset: int) -> bool:
-        """True if this source message was already applied (a replay after a crash)."""
-        return offset <= self.offsets.get(f"{topic}:{partition}", -1)
-
-    def mark(self, topic: str, partition: int, offset: int) -> None:
-        key = f"{topic}:{partition}"
-        if offset > self.offsets.get(key, -1):
-            self.offsets[key] = offset
 
     # -- streams ---------------------------------------------------------------------------
     def stream_row(self, kind: str, name: str) -> int:
@@ -128,7 +118,6 @@ class ModelState:
             "specs": [[s.stream_kind, s.detector, s.params] for s in self.specs],
             "streams": self.streams,
             "counts": self.counts,
-            "offsets": self.offsets,
             "clock_ms": self.clock_ms,
             "prediction_clock_ms": self.prediction_clock_ms,
             "outcome_clock_ms": self.outcome_clock_ms,
@@ -138,21 +127,11 @@ class ModelState:
         }
         parts = [json.dumps(header, separators=(",", ":")).encode()]
         parts += [self.banks[key].to_state() for key in header["banks"]]
-        out = [_MAGIC, struct.pack("<I", len(parts))]
-        for part in parts:
-            out += [struct.pack("<Q", len(part)), part]
-        return b"".join(out)
+        return _frame(_MAGIC, parts)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ModelState:
-        if data[:4] != _MAGIC:
-            raise ValueError("not a driftline model state (bad magic bytes)")
-        (n_parts,) = struct.unpack_from("<I", data, 4)
-        pos, parts = 8, []
-        for _ in range(n_parts):
-            (size,) = struct.unpack_from("<Q", data, pos)
-            parts.append(data[pos + 8 : pos + 8 + size])
-            pos += 8 + size
+        parts = _unframe(_MAGIC, data)
         header = json.loads(parts[0])
         banks = {
             key: DetectorBank.from_state(blob)
@@ -164,10 +143,82 @@ class ModelState:
             streams=header["streams"],
             counts=header["counts"],
             banks=banks,
-            offsets=header["offsets"],
             clock_ms=header["clock_ms"],
             prediction_clock_ms=header["prediction_clock_ms"],
             outcome_clock_ms=header["outcome_clock_ms"],
             model_version=header["model_version"],
             last_retraining_ms=header["last_retraining_ms"],
         )
+
+
+_PARTITION_MAGIC = b"DLP1"
+
+
+@dataclass
+class PartitionState:
+    """Everything one input partition's events built up, and how far they have been read.
+
+    ``next_offsets``: input topic -> the offset of the first message not yet applied. Written
+    together with the state, so state and position can never disagree after a restore.
+    """
+
+    partition: int
+    models: dict[str, ModelState] = field(default_factory=dict)
+    joins: dict[str, JoinState] = field(default_factory=dict)
+    alerts: dict[str, bytes] = field(default_factory=dict)  # model -> AlertState bytes
+    next_offsets: dict[str, int] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        models = sorted(self.models)
+        joins = sorted(self.joins)
+        alerts = sorted(self.alerts)
+        header = {
+            "partition": self.partition,
+            "next_offsets": self.next_offsets,
+            "models": models,
+            "joins": joins,
+            "alerts": alerts,
+        }
+        parts = [json.dumps(header, separators=(",", ":")).encode()]
+        parts += [self.models[m].to_bytes() for m in models]
+        parts += [self.joins[m].to_bytes() for m in joins]
+        parts += [self.alerts[m] for m in alerts]
+        return _frame(_PARTITION_MAGIC, parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, join_ttl_ms: int, orphan_ttl_ms: int) -> PartitionState:
+        header, *parts = _unframe(_PARTITION_MAGIC, data)
+        meta = json.loads(header)
+        n_models, n_joins = len(meta["models"]), len(meta["joins"])
+        models = parts[:n_models]
+        joins = parts[n_models : n_models + n_joins]
+        alerts = parts[n_models + n_joins :]
+        return cls(
+            partition=meta["partition"],
+            models={m: ModelState.from_bytes(b) for m, b in zip(meta["models"], models, strict=True)},
+            joins={
+                m: JoinState.from_bytes(b, join_ttl_ms, orphan_ttl_ms)
+                for m, b in zip(meta["joins"], joins, strict=True)
+            },
+            alerts=dict(zip(meta["alerts"], alerts, strict=True)),
+            next_offsets=meta["next_offsets"],
+        )
+
+
+def _frame(magic: bytes, parts: list[bytes]) -> bytes:
+    out = [magic, struct.pack("<I", len(parts))]
+    for part in parts:
+        out += [struct.pack("<Q", len(part)), part]
+    return b"".join(out)
+
+
+def _unframe(magic: bytes, data: bytes) -> list[bytes]:
+    if data[: len(magic)] != magic:
+        raise ValueError(f"not a driftline state record (expected magic {magic!r})")
+    (n_parts,) = struct.unpack_from("<I", data, 4)
+    pos, parts = 8, []
+    for _ in range(n_parts):
+        (size,) = struct.unpack_from("<Q", data, pos)
+        parts.append(data[pos + 8 : pos + 8 + size])
+        pos += 8 + size
+    return parts

@@ -119,7 +119,7 @@ def fill_store(store: Store, *, n: int = 3000, now_ms: int | None = None) -> dic
     msgs = _messages([(churn_v1, 0, switch), (churn_v2, switch, n), (fraud, 0, n)])
 
     book, records = _rules(start)
-    processor = BatchProcessor(CODEC, ProcessorConfig(), MemoryKV(), MemoryKV())
+    processor = BatchProcessor(CODEC, ProcessorConfig())
     evaluator = AlertEvaluator(book)
     alert_states = MemoryKV()
     rows: dict[str, list] = defaultdict(list)
@@ -127,9 +127,10 @@ def fill_store(store: Store, *, n: int = 3000, now_ms: int | None = None) -> dic
         chunk = msgs[i : i + 500]
         result = processor.process(chunk)
         alerts = evaluator.evaluate(result, alert_states, model_partitions(chunk))
-        for by_table in (result.rows, alerts.rows):
-            for table, table_rows in by_table.items():
-                rows[table].extend(table_rows)
+        for table in {*result.rows, *result.columns}:
+            rows[table].extend(result.table_rows(table))
+        for table, table_rows in alerts.rows.items():
+            rows[table].extend(table_rows)
     rows["rule_versions"] = [audit_row(r, op="create" if r.version == 1 else "update")
                              for r in records]  # fmt: skip
     for table in EVENT_TABLES:

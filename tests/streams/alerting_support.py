@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from driftline.api.control_plane import Record, encode_value
 from driftline.api.models import RuleCreate, SilenceCreate, dump
-from driftline.streams.processor import BatchResult
+from driftline.streams.processor import BatchResult, ModelActivity
 from driftline.streams.rulebook import RuleBook
 
 T0 = 1_700_000_000_000
@@ -96,15 +97,21 @@ def batch(
     (what moves a model's clock when nothing drifts)."""
     result = BatchResult()
     result.drift_events.extend(drifts)
-    if clock is not None:
-        result.rows["predictions"].append(
-            {"event_id": f"p@{clock}", "model_id": model, "model_version": "1", "event_time": clock}
-        )
-    for row in joined or ():
-        result.rows["joined_labels"].append(row)
-        result.rows["outcomes"].append(
-            {"event_id": row["outcome_id"], "model_id": model, "event_time": row["outcome_time"]}
-        )
+    rows = list(joined or ())
+    if clock is None and not rows:
+        return result
+    correct = [r.get("correct") for r in rows]
+    result.activity[model] = ModelActivity(
+        model_version="1",
+        prediction_times=np.array([] if clock is None else [clock], dtype=np.int64),
+        outcome_times=np.array([r["outcome_time"] for r in rows], dtype=np.int64),
+        joined_time=np.array([r["outcome_time"] for r in rows], dtype=np.int64),
+        joined_correct=np.array([-1 if c is None else c for c in correct], dtype=np.int8),
+        joined_error=np.array([np.nan if r.get("error") is None else r["error"] for r in rows]),
+        joined_squared=np.array(
+            [np.nan if r.get("squared_error") is None else r["squared_error"] for r in rows]
+        ),
+    )
     return result
 
 

@@ -386,15 +386,16 @@ def _rulebook_for_the_synthetic_stream() -> RuleBook:
 
 def _alerts_for(batches, restart: bool) -> tuple[list[str], list[str], bytes]:
     from .test_processor import CODEC as PCODEC
+    from .test_processor import restarted
 
-    states, join, alert_states = MemoryKV(), MemoryKV(), MemoryKV()
+    alert_states = MemoryKV()
     book = _rulebook_for_the_synthetic_stream()
-    processor = BatchProcessor(PCODEC, ProcessorConfig(), states, join)
+    processor = BatchProcessor(PCODEC, ProcessorConfig())
     evaluator = AlertEvaluator(book)
     ids, retrain = [], []
     for chunk in batches:
-        if restart:  # a new worker: only the tables carry over
-            processor = BatchProcessor(PCODEC, ProcessorConfig(), states, join)
+        if restart:  # a new worker: only the checkpoints carry over
+            processor = restarted(processor, ProcessorConfig())
             evaluator = AlertEvaluator(book)
         result = processor.process(chunk)
         outcome = evaluator.evaluate(result, alert_states, model_partitions(chunk))

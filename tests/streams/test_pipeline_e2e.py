@@ -8,7 +8,6 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 from driftline.schemas import Codec, topics
-from driftline.streams.kv import MemoryKV
 from driftline.streams.processor import BatchProcessor, ProcessorConfig, SourceMessage
 from e2e_support import (
     decode_all,
@@ -112,7 +111,7 @@ def _expected_feature_drifts(stream: SyntheticStream, n: int) -> list[str]:
     """Feature drift ids of an uninterrupted in-process run (features depend on predictions
     only, so their order, and so the detections, are fixed by the topic's order)."""
     codec = Codec()
-    processor = BatchProcessor(codec, ProcessorConfig(), MemoryKV(), MemoryKV())
+    processor = BatchProcessor(codec, ProcessorConfig())
     messages = [
         SourceMessage(topics.PREDICTIONS, 0, i, b"", codec.encode("PredictionEvent", p))
         for i, (p, _) in enumerate(stream.events(n))

@@ -1,0 +1,197 @@
+"""Checkpoints of partition state on a compacted changelog topic.
+
+Partition ``p`` of the changelog holds the state of input partition ``p`` (predictions and
+outcomes are co-partitioned by model). A checkpoint is written as ``n`` chunk records
+(``c:<version>:<i>``, at most ``CHUNK_BYTES`` each, so any broker's default message size fits)
+followed by a manifest (``manifest``: version, chunk count, size). Only after the manifest of
+version ``v`` do the chunks of version ``v-1`` get tombstones, so compaction can drop them and
+a crash at any point leaves the previous complete checkpoint readable.
+
+Restoring reads a window at the end of the partition to find the latest manifest, then the
+chunks just before it (one producer writes them back to back, so they are contiguous); only if
+that fails does it scan the partition from its start. Restore time is proportional to the state,
+not to how long the topic has existed.
+
+This is the worker's own changelog rather than faust tables: the input topics are consumed by
+librdkafka's batch consumer (faust's per-message loop capped a worker at ~5k messages/s), so
+the component that owns the assignment owns the state that moves with it, as Kafka Streams
+and Quix Streams do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+log = logging.getLogger("driftline.checkpoint")
+
+CHUNK_BYTES = 512 * 1024
+MANIFEST = b"manifest"
+# Compaction soon after a segment closes, so old checkpoints do not pile up on disk.
+TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "segment.ms": "60000",
+    "min.cleanable.dirty.ratio": "0.1",
+    "delete.retention.ms": "60000",
+}
+
+
+def changelog_topic(app_id: str) -> str:
+    return f"{app_id}-state-changelog"
+
+
+def ensure_changelog(bootstrap: str, topic: str, partitions: int, replication: int = 1) -> None:
+    """Create the changelog topic if it is missing (same partition count as the inputs)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = admin.list_topics(timeout=10).topics
+    if topic in existing:
+        return
+    futures = admin.create_topics(
+        [NewTopic(topic, partitions, replication, config=dict(TOPIC_CONFIG))]
+    )
+    for future in futures.values():
+        try:
+            future.result(30)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+
+
+@dataclass(frozen=True)
+class Restored:
+    version: int  # 0: nothing was checkpointed yet
+    chunks: int
+    blob: bytes | None
+
+
+def _chunk_key(version: int, i: int) -> bytes:
+    return f"c:{version}:{i}".encode()
+
+
+class Checkpoints:
+    """Writes (through the worker's producer) and restores partition checkpoints."""
+
+    def __init__(self, bootstrap: str, topic: str, producer: Any) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.producer = producer  # streams.effects.RecordProducer
+        # partition -> (version, chunks) of the last checkpoint written or restored
+        self.last: dict[int, tuple[int, int]] = {}
+
+    def write(self, partition: int, blob: bytes) -> None:
+        """Queue checkpoint records for ``partition``; the caller flushes the producer."""
+        version, old_chunks = self.last.get(partition, (0, 0))
+        version += 1
+        n = max(1, math.ceil(len(blob) / CHUNK_BYTES))
+        for i in range(n):
+            chunk = blob[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES]
+            self.producer.produce(self.topic, _chunk_key(version, i), chunk, partition=partition)
+        manifest = json.dumps({"version": version, "chunks": n, "size": len(blob)}).encode()
+        self.producer.produce(self.topic, MANIFEST, manifest, partition=partition)
+        for i in range(old_chunks):
+            self.producer.produce(
+                self.topic, _chunk_key(version - 1, i), None, partition=partition
+            )
+        self.last[partition] = (version, n)
+
+    def forget(self) -> None:
+        self.last.clear()
+
+    def restore(self, partition: int, timeout: float = 60.0) -> bytes | None:
+        """The latest complete checkpoint of ``partition``, or None if there is none."""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"{self.topic}-restore",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "log_level": 3,
+            }
+        )
+        try:
+            restored = self._restore(consumer, partition, timeout)
+        finally:
+            consumer.close()
+        self.last[partition] = (restored.version, restored.chunks)
+        return restored.blob
+
+    def _restore(self, consumer: Consumer, partition: int, timeout: float) -> Restored:
+        tp = TopicPartition(self.topic, partition)
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        if high <= low:
+            return Restored(0, 0, None)
+        window = 64
+        while True:
+            start = max(low, high - window)
+            records = _read(consumer, self.topic, partition, start, high, timeout)
+            manifests = [(o, v) for o, k, v in records if k == MANIFEST and v is not None]
+            if manifests:
+                offset, value = manifests[-1]
+                meta = json.loads(value)
+                chunks = _read(
+                    consumer,
+                    self.topic,
+                    partition,
+                    offset - meta["chunks"],
+                    offset,
+                    timeout,
+                )
+                expected = [_chunk_key(meta["version"], i) for i in range(meta["chunks"])]
+                if [k for _, k, _ in chunks] == expected:
+                    blob = b"".join(v or b"" for _, _, v in chunks)
+                    if len(blob) == meta["size"]:
+                        return Restored(meta["version"], meta["chunks"], blob)
+                log.warning("checkpoint of partition %d not contiguous; scanning", partition)
+                return self._scan(consumer, partition, low, high, timeout)
+            if start == low:
+                return Restored(0, 0, None)
+            window *= 4
+
+    def _scan(
+        self, consumer: Consumer, partition: int, low: int, high: int, timeout: float
+    ) -> Restored:
+        latest: dict[bytes, bytes | None] = {}
+        for _, key, value in _read(consumer, self.topic, partition, low, high, timeout):
+            latest[key] = value
+        value = latest.get(MANIFEST)
+        if value is None:
+            return Restored(0, 0, None)
+        meta = json.loads(value)
+        parts = [latest.get(_chunk_key(meta["version"], i)) for i in range(meta["chunks"])]
+        if any(p is None for p in parts):
+            raise RuntimeError(
+                f"checkpoint {meta['version']} of {self.topic}[{partition}] is incomplete"
+            )
+        return Restored(meta["version"], meta["chunks"], b"".join(parts))  # type: ignore[arg-type]
+
+
+def _read(
+    consumer: Consumer, topic: str, partition: int, start: int, end: int, timeout: float
+) -> list[tuple[int, bytes, bytes | None]]:
+    """Records at offsets [start, end) of one partition: (offset, key, value)."""
+    if end <= start:
+        return []
+    consumer.assign([TopicPartition(topic, partition, start)])
+    out: list[tuple[int, bytes, bytes | None]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in consumer.consume(1000, 0.5):
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    return out
+                raise KafkaException(error)
+            if message.offset() >= end:
+                return out
+            out.append((message.offset(), message.key() or b"", message.value()))
+            if message.offset() + 1 >= end:
+                return out
+    raise TimeoutError(f"reading {topic}[{partition}] {start}..{end} took over {timeout} s")
