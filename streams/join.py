@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import pyarrow as pa
@@ -144,8 +145,10 @@ class JoinState:
         self._free = np.concatenate([self._free, slots])
 
     def _lookup(self, ids: np.ndarray) -> np.ndarray:
-        get = self.slots.get
-        return np.fromiter((get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+        # map() over the dict's own method keeps the loop in C (no Python frame per id)
+        return np.fromiter(
+            map(self.slots.get, ids, repeat(-1, len(ids))), dtype=np.int64, count=len(ids)
+        )
 
     def _tags(self, slots: np.ndarray) -> np.ndarray:
         """Tag of each looked-up slot (FREE where the id is unknown)."""
@@ -341,9 +344,8 @@ def _first_occurrences(ids: np.ndarray) -> np.ndarray:
     first = np.zeros(len(ids), dtype=bool)
     if len(ids):
         seen: dict[str, int] = {}
-        setdefault = seen.setdefault
         index = np.fromiter(
-            (setdefault(x, i) for i, x in enumerate(ids)), dtype=np.int64, count=len(ids)
+            map(seen.setdefault, ids, range(len(ids))), dtype=np.int64, count=len(ids)
         )
         first[index] = True
     return first

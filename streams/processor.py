@@ -407,15 +407,19 @@ class BatchProcessor:
         if not n or not k:
             return
         rows = state.stream_rows(STREAM_FEATURE, tuple(predictions.numeric_names))
-        values = predictions.numeric.ravel()
-        present = ~np.isnan(values)
-        stream_rows = np.tile(rows, n)[present]
-        events = np.repeat(np.arange(n), k)[present]
+        matrix = predictions.numeric
+        present = ~np.isnan(matrix)
+        values = matrix[present]  # row-major: event order, then feature order
+        stream_rows = np.broadcast_to(rows, (n, k))[present]
+        events = np.broadcast_to(np.arange(n)[:, None], (n, k))[present]
+        # a value's rank in its stream within the batch: present values above it in its column
+        ranks = (np.cumsum(present, axis=0) - 1)[present]
         self._detect(
             state,
             STREAM_FEATURE,
             stream_rows,
-            values[present],
+            values,
+            ranks,
             events,
             event_ids,
             predictions.event_time,
@@ -441,13 +445,13 @@ class BatchProcessor:
             zip(names, state.stream_rows(STREAM_PREDICTION, tuple(names)).tolist(), strict=True)
         )
         rows = np.array([rows_by_name.get("score", -1), rows_by_name.get("value", -1)])
-        mask = present.ravel()
         self._detect(
             state,
             STREAM_PREDICTION,
-            np.tile(rows, n)[mask],
-            matrix.ravel()[mask],
-            np.repeat(np.arange(n), 2)[mask],
+            np.broadcast_to(rows, (n, 2))[present],
+            matrix[present],
+            (np.cumsum(present, axis=0) - 1)[present],
+            np.broadcast_to(np.arange(n)[:, None], (n, 2))[present],
             event_ids,
             predictions.event_time,
             result,
@@ -467,6 +471,7 @@ class BatchProcessor:
             np.full(len(events), row, dtype=np.int64),
             errors[present],
             np.arange(len(events)),
+            np.arange(len(events)),
             pairs.outcome_id[present],
             pairs.outcome_time[present],
             result,
@@ -478,17 +483,20 @@ class BatchProcessor:
         kind: str,
         rows: np.ndarray,
         values: np.ndarray,
+        ranks: np.ndarray,
         value_events: np.ndarray,
         event_ids: np.ndarray,
         event_times: np.ndarray,
         result: BatchResult,
     ) -> None:
-        """Feed one stream kind's values (in event order) to its banks."""
+        """Feed one stream kind's values (in event order) to its banks. ``ranks``: each
+        value's rank within its stream in this batch (its position = count before + rank)."""
         counts = state.counts[kind]
         names = state.stream_names(kind)
-        ranks = _ranks(rows)  # a value's rank within its stream in this batch
         batch_end = int(event_times[value_events[-1]])
-        touched, per_stream = np.unique(rows, return_counts=True)
+        per_row = np.bincount(rows, minlength=len(names))
+        touched = np.flatnonzero(per_row)
+        per_stream = per_row[touched]
         for spec in state.specs_for(kind):
             bank = state.banks[spec.key]
             found = bank.update_many(rows, values)
@@ -691,16 +699,9 @@ def _pair_metrics(pairs: Pairs) -> dict[str, np.ndarray]:
     Regression (both values present): the absolute error. Otherwise none (as
     ``sinks.tables.joined_label``)."""
     n = len(pairs)
-    has_labels = np.fromiter(
-        (a is not None and b is not None for a, b in zip(pairs.prediction_label, pairs.label, strict=True)),
-        dtype=bool,
-        count=n,
-    )
-    same = np.fromiter(
-        (a == b for a, b in zip(pairs.prediction_label, pairs.label, strict=True)),
-        dtype=bool,
-        count=n,
-    )
+    # elementwise on object arrays: numpy's C loop, no Python frame per pair
+    has_labels = np.not_equal(pairs.prediction_label, None) & np.not_equal(pairs.label, None)
+    same = np.equal(pairs.prediction_label, pairs.label).astype(bool)
     correct = np.where(has_labels, same.astype(np.int8), -1).astype(np.int8)
     diff = pairs.prediction_value - pairs.value
     regression = ~has_labels & np.isfinite(diff)
@@ -711,6 +712,17 @@ def _pair_metrics(pairs: Pairs) -> dict[str, np.ndarray]:
     error[regression] = np.abs(diff[regression])
     squared[regression] = diff[regression] ** 2
     return {"correct": correct, "error": error, "squared_error": squared}
+
+
+_SEGMENT_MAP = pa.map_(pa.string(), pa.string())
+
+
+def _segment_maps(segments: np.ndarray) -> pa.Array:
+    if not segments.any():  # no segments at all (the common case): empty maps, no loop
+        offsets = pa.array(np.zeros(len(segments) + 1, dtype=np.int32))
+        empty = pa.array([], pa.string())
+        return pa.MapArray.from_arrays(offsets, empty, empty, type=_SEGMENT_MAP)
+    return pa.array([list(s.items()) if s else [] for s in segments], type=_SEGMENT_MAP)
 
 
 def _nullable(values: np.ndarray) -> pa.Array:
@@ -727,10 +739,7 @@ def _joined_columns(
         "outcome_id": pa.array(pairs.outcome_id, type=pa.string()),
         "model_id": pa.array([model_id] * n, type=pa.string()),
         "model_version": pa.array(pairs.model_version, type=pa.string()),
-        "segments": pa.array(
-            [list(s.items()) if s else [] for s in pairs.segments],
-            type=pa.map_(pa.string(), pa.string()),
-        ),
+        "segments": _segment_maps(pairs.segments),
         "prediction_time": pairs.prediction_time,
         "outcome_time": pairs.outcome_time,
         "label_delay_ms": pairs.outcome_time - pairs.prediction_time,
@@ -743,17 +752,6 @@ def _joined_columns(
         "error": _nullable(metrics["error"]),
         "squared_error": _nullable(metrics["squared_error"]),
     }
-
-
-def _ranks(rows: np.ndarray) -> np.ndarray:
-    """For each value, how many earlier values of the batch belong to the same stream."""
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = rows[order]
-    starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
-    group_start = np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
-    ranks = np.empty_like(rows)
-    ranks[order] = np.arange(len(rows)) - group_start
-    return ranks
 
 
 def _estimate(bank: Any, row: int) -> float | None:
