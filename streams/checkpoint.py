@@ -29,6 +29,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from driftline.sinks.resilience import backoff_delays
 
 log = logging.getLogger("driftline.checkpoint")
 
@@ -104,22 +105,47 @@ class Checkpoints:
     def forget(self) -> None:
         self.last.clear()
 
-    def restore(self, partition: int, timeout: float = 60.0) -> bytes | None:
-        """The latest complete checkpoint of ``partition``, or None if there is none."""
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"{self.topic}-restore",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "log_level": 3,
-            }
-        )
-        try:
-            restored = self._restore(consumer, partition, timeout)
-        finally:
-            consumer.close()
+    def restore(
+        self, partition: int, timeout: float = 60.0, wait_s: float = 240.0
+    ) -> bytes | None:
+        """The latest complete checkpoint of ``partition``, or None if there is none.
+
+        Right after a broker restart the group can assign partitions before the broker leads
+        the changelog's partitions again (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE,
+        timeouts): such errors are retried for up to ``wait_s`` (inside the input consumer's
+        ``max.poll.interval.ms``) instead of ending the input loop and the worker."""
+        delays = backoff_delays(0.2, 2.0)
+        deadline = time.monotonic() + wait_s
+        failed_at: float | None = None
+        while True:
+            consumer = Consumer(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "group.id": f"{self.topic}-restore",
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                    "fetch.max.bytes": 64 * 1024 * 1024,
+                    "log_level": 3,
+                }
+            )
+            try:
+                restored = self._restore(consumer, partition, timeout)
+                break
+            except (KafkaException, TimeoutError) as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                if failed_at is None:
+                    failed_at = time.monotonic()
+                    log.warning("restoring partition %d: %s; retrying", partition, exc)
+            finally:
+                consumer.close()
+            time.sleep(next(delays))
+        if failed_at is not None:
+            log.info(
+                "partition %d restored after %.1f s of retries",
+                partition,
+                time.monotonic() - failed_at,
+            )
         self.last[partition] = (restored.version, restored.chunks)
         return restored.blob
 

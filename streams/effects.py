@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 from confluent_kafka import TopicPartition
 from driftline.schemas import Codec, topics
 from driftline.sinks.base import Store, StoreError, StoreUnavailable
@@ -50,8 +52,12 @@ class Epoch:
     retraining: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     checkpoints: dict[int, bytes] = field(default_factory=dict)
-    # (topic, partition) -> (first offset of the epoch, next offset to read)
+    # (topic, partition) -> (first offset of the epoch, next offset read): what it covers
     offsets: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    # what may be committed: the checkpointed states' next offsets (outcomes still waiting
+    # for their predictions are read but not applied, so not committed)
+    commit_offsets: list[TopicPartition] = field(default_factory=list)
+    partitions: set[int] = field(default_factory=set)  # to checkpoint
     messages: int = 0
     counters: Counter = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
@@ -69,19 +75,51 @@ class Epoch:
         self.counters.update(result.counters)
         self.counters.update(alerts.counters)
         self.messages += n_messages
+        self.partitions |= result.touched
 
     def saw(self, topic: str, partition: int, offset: int) -> None:
         first, _ = self.offsets.get((topic, partition), (offset, offset))
         self.offsets[(topic, partition)] = (first, offset + 1)
+        self.partitions.add(partition)
 
     @property
     def empty(self) -> bool:
-        return not self.offsets
+        return not self.partitions
 
-    def token(self, table: str) -> str:
-        """Insert deduplication token: the same epoch retried is dropped by ClickHouse."""
-        ranges = sorted(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in self.offsets.items())
-        return hashlib.sha256(f"{table}|{'|'.join(ranges)}".encode()).hexdigest()[:32]
+
+
+def content_token(table: str, columns: dict[str, Any] | list[dict[str, Any]]) -> str:
+    """Insert deduplication token from the rows themselves: an insert retried after a lost
+    answer, or the same rows replayed, is dropped by ClickHouse, and rows that differ in
+    anything never share a token (a token from offsets alone could match a replayed epoch
+    whose content differs, and ClickHouse would drop rows never stored)."""
+    digest = hashlib.sha256(table.encode())
+    if isinstance(columns, list):
+        digest.update(repr(columns).encode())
+        return digest.hexdigest()[:32]
+    for name in sorted(columns):
+        digest.update(name.encode())
+        values = columns[name]
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if isinstance(values, pa.Array):
+            for array in (values, *_children(values)):
+                # buffers may be shared with other slices: the slice's place counts too
+                digest.update(f"{array.type}:{array.offset}:{len(array)}".encode())
+                for buffer in array.buffers():
+                    if buffer is not None:
+                        digest.update(memoryview(buffer))
+        elif isinstance(values, np.ndarray) and values.dtype != object:
+            digest.update(np.ascontiguousarray(values).data)
+        else:
+            digest.update(repr(list(values)).encode())
+    return digest.hexdigest()[:32]
+
+
+def _children(array: pa.Array) -> list[pa.Array]:
+    if isinstance(array, pa.MapArray):
+        return [array.keys, array.items]
+    return []
 
 
 class RecordProducer:
@@ -221,18 +259,17 @@ class EffectWriter(threading.Thread):
         for table, parts in epoch.columns.items():
             if parts:
                 columns = {name: concat_chunks([p[name] for p in parts]) for name in parts[0]}
+                token = content_token(table, columns)
                 self._retry_store(
-                    table, lambda t=table, c=columns: self.store.insert(
-                        t, c, dedup_token=epoch.token(t)
-                    )
+                    table,
+                    lambda t=table, c=columns, k=token: self.store.insert(t, c, dedup_token=k),
                 )
         for table, rows in epoch.rows.items():
             if rows:
+                token = content_token(table, rows)
                 self._retry_store(
                     table,
-                    lambda t=table, r=rows: self.store.insert_rows(
-                        t, r, dedup_token=epoch.token(t)
-                    ),
+                    lambda t=table, r=rows, k=token: self.store.insert_rows(t, r, dedup_token=k),
                 )
         self._check_abort()
         for drift in epoch.drift_events:
@@ -254,11 +291,8 @@ class EffectWriter(threading.Thread):
                 self.write_checkpoint(partition, blob)
             self._flush()
             self._check_abort()
-            offsets = [
-                TopicPartition(topic, partition, nxt)
-                for (topic, partition), (_, nxt) in sorted(epoch.offsets.items())
-            ]
-            self._retry("the consumer group's offset commit", lambda: self.commit(offsets))
+            if epoch.commit_offsets:
+                self.commit(epoch.commit_offsets)
 
     def _record(self, topic: str, model_id: str, schema: str, record: dict[str, Any]) -> None:
         self.producer.produce(topic, model_id.encode(), self.codec.encode(schema, record))

@@ -12,7 +12,7 @@ not depend on where a batch ends, so replays and restarts give the same ids and 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +129,8 @@ class BatchResult:
     counters: Counter = field(default_factory=Counter)
     # model -> the source partition its state belongs to
     partitions: dict[str, int] = field(default_factory=dict)
+    # partitions whose state this batch changed (to checkpoint)
+    touched: set[int] = field(default_factory=set)
     activity: dict[str, ModelActivity] = field(default_factory=dict)
 
     def count(self, table: str) -> int:
@@ -145,6 +147,19 @@ class BatchResult:
             values = [_pylist(part[name]) for name in names]
             out += [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
         return out
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """A decoded message (or its dead letter), ready to be applied in its turn."""
+
+    message: SourceMessage
+    model_id: str | None
+    letter: DeadLetter | None
+    name: str = ""
+    decoded: Any = None
+    row_errors: list[RowError] = field(default_factory=list)
+    max_time: int = 0  # the latest event time in it
 
 
 @dataclass
@@ -194,28 +209,76 @@ class BatchProcessor:
         return state
 
     # -- the batch ---------------------------------------------------------------------------
-    def process(self, messages: Iterable[SourceMessage]) -> BatchResult:
+    def process(
+        self,
+        messages: Iterable[SourceMessage],
+        caught_up: Callable[[int], bool] | None = None,
+    ) -> BatchResult:
+        """Apply a batch. ``caught_up(partition)``: whether the predictions of that partition
+        have been read to the end of the topic; while they have not, outcomes wait (in topic
+        order) until the model's predictions have reached their event time, so an outcome is
+        applied after its prediction however the two topics' fetches interleave (a worker
+        catching up a backlog may read outcomes far ahead). ``None``: always caught up."""
         result = BatchResult()
         inputs: dict[tuple[int, str], _ModelInput] = {}
+        touched: set[int] = set()
         for message in messages:
             part = self.partition(message.partition)
-            nxt = part.next_offsets.get(message.topic, 0)
-            if message.offset < nxt:
+            touched.add(message.partition)
+            if message.topic == topics.OUTCOMES:
+                last_held = part.held[-1].message.offset if part.held else -1
+                if message.offset < part.next_offsets.get(message.topic, 0) or (
+                    message.offset <= last_held
+                ):
+                    result.counters["replayed"] += 1
+                    continue
+                part.held.append(self._parse(message))
+                continue
+            if message.offset < part.next_offsets.get(message.topic, 0):
                 result.counters["replayed"] += 1  # already in the state (a redelivery)
                 continue
             part.next_offsets[message.topic] = message.offset + 1
-            self._decode(message, inputs, result)
+            self._add(self._parse(message), inputs, result)
+        for partition, part in self.states.items():
+            if part.held:
+                self._release(part, inputs, result, caught_up)
+                touched.add(partition)
+        result.touched = touched
+        result.counters["outcomes_held"] = sum(
+            len(self.states[p].held) for p in touched if p in self.states
+        )
         for (partition, model_id), model_input in inputs.items():
             model_input.seal(model_id)
             self._model(partition, model_id, model_input, result)
         return result
 
-    def _decode(
+    def holding(self) -> bool:
+        """True while outcome messages wait for their predictions (see ``process``)."""
+        return any(part.held for part in self.states.values())
+
+    def _release(
         self,
-        message: SourceMessage,
+        part: PartitionState,
         inputs: dict[tuple[int, str], _ModelInput],
         result: BatchResult,
+        caught_up: Callable[[int], bool] | None,
     ) -> None:
+        """Apply held outcome messages in topic order, up to the first that must wait."""
+        everything = caught_up is None or caught_up(part.partition)
+        released = 0
+        for held in part.held:
+            if not everything and held.model_id is not None:
+                clock = _prediction_clock(part, inputs, held.model_id)
+                if held.max_time > clock:
+                    break
+            self._add(held, inputs, result)
+            part.next_offsets[topics.OUTCOMES] = held.message.offset + 1
+            released += 1
+        del part.held[:released]
+
+    def _parse(self, message: SourceMessage) -> _Parsed:
+        """Decode and check one message; what is wrong with it as a whole becomes its
+        dead letter, applied in its turn."""
         try:
             if message.value is None:
                 raise DecodeError(topics.NOT_CONFLUENT_FRAMED, "null value (tombstone)")
@@ -226,15 +289,29 @@ class BatchProcessor:
                 else:
                     validate_outcome(decoded)
                 model_id = decoded["model_id"]
+                max_time = int(decoded["event_time"])
             else:
                 model_id = decoded.model_id
+                max_time = int(decoded.event_time.max()) if len(decoded) else 0
         except (DecodeError, InvalidEvent) as exc:
-            self._dead(result, DeadLetter(message, exc.reason, exc.detail))
-            return
+            return _Parsed(message, None, DeadLetter(message, exc.reason, exc.detail))
         if self.config.known_models and model_id not in self.config.known_models:
             detail = f"model {model_id!r} is not registered"
-            self._dead(result, DeadLetter(message, topics.UNKNOWN_MODEL, detail))
+            letter = DeadLetter(message, topics.UNKNOWN_MODEL, detail)
+            return _Parsed(message, None, letter)
+        return _Parsed(message, model_id, None, name, decoded, row_errors, max_time)
+
+    def _add(
+        self,
+        parsed: _Parsed,
+        inputs: dict[tuple[int, str], _ModelInput],
+        result: BatchResult,
+    ) -> None:
+        message = parsed.message
+        if parsed.letter is not None or parsed.model_id is None:
+            self._dead(result, parsed.letter)
             return
+        model_id, name, decoded = parsed.model_id, parsed.name, parsed.decoded
         key = (message.partition, model_id)
         model_input = inputs.get(key)
         if model_input is None:
@@ -250,7 +327,7 @@ class BatchProcessor:
         model_input.seal(model_id)  # singles before this record keep their place
         n = len(decoded)
         keep = np.ones(n, dtype=bool)
-        for error in row_errors:
+        for error in parsed.row_errors:
             keep[error.row] = False
             self._dead(result, self._row_letter(message, decoded, error))
         rows = np.flatnonzero(keep)
@@ -620,6 +697,22 @@ class BatchProcessor:
 
 
 # -- columns ------------------------------------------------------------------------------
+def _prediction_clock(
+    part: PartitionState, inputs: dict[tuple[int, str], _ModelInput], model_id: str
+) -> int:
+    """The model's prediction clock including this batch's predictions."""
+    state = part.models.get(model_id)
+    clock = state.prediction_clock_ms if state is not None else 0
+    model_input = inputs.get((part.partition, model_id))
+    if model_input is not None:
+        for columns, _, _ in model_input.predictions:
+            if len(columns):
+                clock = max(clock, int(columns.event_time.max()))
+        for record, _ in model_input.single_predictions:
+            clock = max(clock, int(record["event_time"]))
+    return clock
+
+
 def _concat(cls: Any, model_id: str, parts: list[tuple[Any, np.ndarray, np.ndarray]]):
     if not parts:
         empty = cls.from_records(model_id, [])

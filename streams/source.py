@@ -190,9 +190,9 @@ class InputLoop(threading.Thread):
                 )
             )
             self._epoch.saw(message.topic(), message.partition(), message.offset())
-        if batch:
+        if batch or self.processor.holding():
             started = time.perf_counter()
-            result = self.processor.process(batch)
+            result = self.processor.process(batch, self._predictions_caught_up)
             alerts = self.evaluator.evaluate(result, self.alert_states)
             self._epoch.add(result, alerts, len(batch))
             self.stats.process_seconds += time.perf_counter() - started
@@ -215,6 +215,20 @@ class InputLoop(threading.Thread):
             time.monotonic() - self._last_submit >= self.config.commit_interval_s
         ):
             self._submit()
+
+    def _predictions_caught_up(self, partition: int) -> bool:
+        """Whether this worker has read partition ``partition`` of the predictions topic to
+        its end (by the high watermark of the latest fetch)."""
+        tp = TopicPartition(topics.PREDICTIONS, partition)
+        try:
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+        except Exception:  # noqa: BLE001 - unknown: do not hold outcomes on a guess
+            return True
+        if high < 0:
+            return True
+        state = self.processor.states.get(partition)
+        position = state.next_offsets.get(topics.PREDICTIONS, 0) if state else 0
+        return position >= high
 
     def _submit(self, block_s: float | None = None) -> None:
         """Checkpoint the touched partitions and hand the epoch to the writer. While the
@@ -246,10 +260,14 @@ class InputLoop(threading.Thread):
         self._last_submit = time.monotonic()
 
     def _checkpoint(self, epoch: Epoch) -> None:
-        for partition in sorted({p for _, p in epoch.offsets}):
+        for partition in sorted(epoch.partitions):
             state = self.processor.states.get(partition)
             if state is not None:
                 epoch.checkpoints[partition] = state.to_bytes()
+                epoch.commit_offsets += [
+                    TopicPartition(topic, partition, offset)
+                    for topic, offset in sorted(state.next_offsets.items())
+                ]
 
     # -- rebalances --------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

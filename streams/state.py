@@ -167,6 +167,9 @@ class PartitionState:
     joins: dict[str, JoinState] = field(default_factory=dict)
     alerts: dict[str, bytes] = field(default_factory=dict)  # model -> AlertState bytes
     next_offsets: dict[str, int] = field(default_factory=dict)
+    # outcome messages read but not applied yet (waiting for their predictions; in memory
+    # only: ``next_offsets`` stops before them, so a restore reads them again)
+    held: list[Any] = field(default_factory=list, repr=False)
 
     def to_bytes(self) -> bytes:
         models = sorted(self.models)

@@ -327,3 +327,63 @@ def test_singles_and_batch_records_interleave_in_topic_order():
         d["event_id"] for d in features
     ]
     assert result.count("joined_labels") == reference.count("joined_labels")
+
+
+# -- outcomes read ahead of their predictions ---------------------------------------------------
+
+
+def _variable_delay_streams(n: int, seed: int = 21) -> tuple[list, list]:
+    """Predictions in order, and outcomes in the order their labels become known (random
+    delays of 1..80 steps, so outcome order is not prediction order)."""
+    stream = SyntheticStream("late", n_features=2, seed=seed, change_at=n // 2)
+    rng = np.random.default_rng(seed)
+    pairs = list(stream.events(n))
+    delays = rng.integers(1, 80, n)
+    outcomes = []
+    for i, (p, o) in enumerate(pairs):
+        outcomes.append((i + delays[i], dict(o, event_time=p["event_time"] + delays[i] * 10)))
+    outcomes.sort(key=lambda item: item[0])
+    return pairs, outcomes
+
+
+def test_outcomes_read_ahead_wait_for_their_predictions_and_decide_the_same():
+    n = 3000
+    pairs, outcomes = _variable_delay_streams(n)
+    pred_msgs = [
+        SourceMessage(topics.PREDICTIONS, 0, i, b"l", CODEC.encode("PredictionEvent", p))
+        for i, (p, _) in enumerate(pairs)
+    ]
+    out_msgs = [
+        SourceMessage(topics.OUTCOMES, 0, i, b"l", CODEC.encode("OutcomeEvent", o))
+        for i, (_, o) in enumerate(outcomes)
+    ]
+    # live: each outcome is read right after the prediction step its label became known at
+    live, j = [], 0
+    for i, message in enumerate(pred_msgs):
+        live.append(message)
+        while j < len(outcomes) and outcomes[j][0] <= i:
+            live.append(out_msgs[j])
+            j += 1
+    live += out_msgs[j:]
+    (reference,) = run([live])
+    assert any(d["stream_kind"] == "ERROR" for d in reference.drift_events)
+
+    # catching up: every outcome is fetched before the predictions, in small batches
+    processor = BatchProcessor(CODEC, ProcessorConfig())
+
+    def caught_up(partition: int) -> bool:
+        state = processor.states[partition]
+        return state.next_offsets.get(topics.PREDICTIONS, 0) >= n
+
+    behind = out_msgs + pred_msgs
+    results = [
+        processor.process(behind[k : k + 400], caught_up) for k in range(0, len(behind), 400)
+    ]
+    assert results[0].counters["outcomes_held"] == 400  # nothing applied before predictions
+    assert not processor.holding()
+    assert drift_ids(results) == drift_ids([reference])
+    assert sum(r.count("joined_labels") for r in results) == n
+    # the held outcomes were never committed: the checkpoint stops before them
+    first = BatchProcessor(CODEC, ProcessorConfig())
+    first.process(behind[:400], lambda p: False)
+    assert topics.OUTCOMES not in first.states[0].next_offsets
