@@ -97,6 +97,7 @@ class InputLoop(threading.Thread):
         # commit from another thread hangs while this one is inside consume())
         self._to_commit: list[list[TopicPartition]] = []
         self._commit_lock = threading.Lock()
+        self._stash: list[SourceMessage] = []  # fetched while paused, for the next epoch
         self.consumer = Consumer(
             {
                 "bootstrap.servers": config.bootstrap,
@@ -145,7 +146,9 @@ class InputLoop(threading.Thread):
         """Clean stop: write what was processed (bounded wait), then leave the group so the
         partitions move at once instead of after a session timeout."""
         if not self._epoch.empty:
-            self._submit(block_s=10.0)
+            # in an outage what was not written is replayed by the next owner
+            with contextlib.suppress(TimeoutError):
+                self._submit(block_s=10.0)
         if not self.writer.wait_idle(15.0):
             log.warning("stopping with an epoch not written; it will be replayed")
             self.writer.abort()
@@ -174,22 +177,9 @@ class InputLoop(threading.Thread):
         messages = self.consumer.consume(
             self.config.batch_max_events, self.config.batch_max_seconds
         )
-        batch = []
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                self._on_error(error)
-                continue
-            batch.append(
-                SourceMessage(
-                    message.topic(),
-                    message.partition(),
-                    message.offset(),
-                    message.key(),
-                    message.value(),
-                )
-            )
-            self._epoch.saw(message.topic(), message.partition(), message.offset())
+        batch, self._stash = [*self._stash, *self._source(messages)], []
+        for message in batch:
+            self._epoch.saw(message.topic, message.partition, message.offset)
         if batch or self.processor.holding():
             started = time.perf_counter()
             result = self.processor.process(batch, self._predictions_caught_up)
@@ -246,10 +236,9 @@ class InputLoop(threading.Thread):
                     self.consumer.pause(paused)
                 if self.writer.error is not None:
                     raise RuntimeError("writing effects failed") from self.writer.error
-                # serves rebalance callbacks and heartbeats; returns nothing while paused
-                for message in self.consumer.consume(100, 0.2):
-                    if message.error() is None:
-                        raise RuntimeError("a paused consumer returned a message")
+                # serves rebalance callbacks and heartbeats; a message fetched before the
+                # pause is kept for the next epoch (its position is already past it)
+                self._stash += self._source(self.consumer.consume(100, 0.2))
                 if self._epoch is not epoch:  # a revocation gave the epoch up meanwhile
                     return
         finally:
@@ -258,6 +247,24 @@ class InputLoop(threading.Thread):
         self.stats.epochs += 1
         self._epoch = Epoch()
         self._last_submit = time.monotonic()
+
+    def _source(self, messages: list[Any]) -> list[SourceMessage]:
+        out = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._on_error(error)
+                continue
+            out.append(
+                SourceMessage(
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                    message.key(),
+                    message.value(),
+                )
+            )
+        return out
 
     def _checkpoint(self, epoch: Epoch) -> None:
         for partition in sorted(epoch.partitions):
@@ -312,6 +319,7 @@ class InputLoop(threading.Thread):
     def _forget(self) -> None:
         with self._commit_lock:
             self._to_commit = []
+        self._stash = []
         self.processor.states.clear()
         self.checkpoints.forget()
         self._epoch = Epoch()
