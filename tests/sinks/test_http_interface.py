@@ -519,6 +519,48 @@ def test_a_body_cut_short_is_not_inserted(
     assert http.post("/", params={"database": db}, content="SELECT count() FROM t").text == "0\n"
 
 
+def test_a_chunked_body_without_its_last_chunk_is_not_inserted(
+    server: ServerHandle, http: httpx.Client, db: str
+) -> None:
+    http.post("/", params={"database": db}, content="CREATE TABLE t (a UInt8) ENGINE = Memory")
+    auth = base64.b64encode(b"rw:rw-secret").decode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            f"POST /?database={db}&query=INSERT%20INTO%20t%20FORMAT%20CSV HTTP/1.1\r\n"
+            f"Host: x\r\nAuthorization: Basic {auth}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "4\r\n1\n2\n\r\n".encode()
+        )
+        sock.shutdown(socket.SHUT_WR)  # no terminating 0-size chunk
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400")
+    assert http.post("/", params={"database": db}, content="SELECT count() FROM t").text == "0\n"
+
+
+def test_an_oversized_body_is_refused_before_it_is_sent(store: EmbeddedStore) -> None:
+    """With Expect: 100-continue the 413 comes instead of the go-ahead."""
+    small = serve_store(store, "127.0.0.1", 0, USERS, max_body_bytes=1024)
+    try:
+        with socket.create_connection(("127.0.0.1", small.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 413") and b"Code: 229." in reply
+    finally:
+        small.stop()
+
+
+def test_methods(http: httpx.Client) -> None:
+    assert http.head("/ping").status_code == 200
+    assert_ch_error(http.put("/", content="SELECT 1"), 48, 501)
+    still_serving(http)
+
+
 def test_oversized_bodies_get_413(store: EmbeddedStore) -> None:
     small = serve_store(store, "127.0.0.1", 0, USERS, max_body_bytes=1024)
     try:
