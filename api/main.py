@@ -102,7 +102,7 @@ def create_app(
     app.state.control_plane = control_plane
     app.state.store = store
     app.state.store_readiness = StoreReadiness(store) if store is not None else None
-    app.state.metrics = metrics = Metrics()
+    app.state.metrics = metrics = Metrics(control_plane)
 
     if store is not None and config.create_tables:
         try:
@@ -147,32 +147,6 @@ def create_app(
         ]
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
-    def rules_by_state() -> list[tuple[dict[str, str], float]]:
-        enabled = sum(r.data.get("enabled", True) for r in control_plane.list("rule"))
-        total = control_plane.count("rule")
-        return [({"state": "enabled"}, enabled), ({"state": "disabled"}, total - enabled)]
-
-    metrics.gauges.update(
-        {
-            "driftline_api_rules": ("Alert rules on the control plane.", rules_by_state),
-            "driftline_api_silences": (
-                "Silences on the control plane.",
-                lambda: [({}, control_plane.count("silence"))],
-            ),
-            "driftline_api_subscriptions": (
-                "Subscriptions on the control plane.",
-                lambda: [({}, control_plane.count("subscription"))],
-            ),
-            "driftline_api_control_plane_lag": (
-                "Control-plane records not yet applied to the API's view.",
-                lambda: [({}, control_plane.lag())],
-            ),
-            "driftline_api_control_plane_ready": (
-                "1 when the control-plane view has caught up with the topic.",
-                lambda: [({}, float(control_plane.ready()))],
-            ),
-        }
-    )
     # Outermost first: metrics see the 413s of the body limit too.
     app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, paths=lambda: templates)

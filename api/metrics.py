@@ -1,83 +1,105 @@
-"""Prometheus text exposition, written by hand (no extra dependency): request counts and
-latency histograms by route template and status, plus gauges read at scrape time."""
+"""The API's Prometheus metrics, on ``prometheus_client``: request counts and latency histograms
+by route template and status, counters the routes bump, and control-plane gauges read at scrape
+time. Each app owns a ``CollectorRegistry``, so several apps in one process (tests) never share
+or clash on a series."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["Metrics", "MetricsMiddleware"]
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from .control_plane import BaseControlPlane
+
+__all__ = ["COUNTERS", "Metrics", "MetricsMiddleware"]
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+# Counters a route may bump with ``Metrics.inc(name)``: declared up front so each is exposed
+# (at 0) before its first event, which is what rate() and alerting on it need.
+COUNTERS = {"driftline_api_audit_failures_total": "Audit rows the store refused."}
 
-def _labels(**labels: str) -> str:
-    def esc(v: str) -> str:
-        return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
-    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in labels.items()) + "}"
+class ControlPlaneCollector(Collector):
+    """Gauges read from the control plane at scrape time (a snapshot, not a running tally)."""
+
+    def __init__(self, control_plane: BaseControlPlane) -> None:
+        self.control_plane = control_plane
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Given, so registering does not call collect() (and the control plane) to learn names.
+        return self._families(with_samples=False)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        return self._families(with_samples=True)
+
+    def _families(self, with_samples: bool) -> Iterator[GaugeMetricFamily]:
+        cp = self.control_plane
+        rules = GaugeMetricFamily(
+            "driftline_api_rules", "Alert rules on the control plane.", labels=["state"]
+        )
+        if with_samples:
+            enabled = sum(r.data.get("enabled", True) for r in cp.list("rule"))
+            rules.add_metric(["enabled"], enabled)
+            rules.add_metric(["disabled"], cp.count("rule") - enabled)
+        yield rules
+        unlabelled: list[tuple[str, str, Callable[[], float]]] = [
+            ("driftline_api_silences", "Silences on the control plane.",
+             lambda: cp.count("silence")),
+            ("driftline_api_subscriptions", "Subscriptions on the control plane.",
+             lambda: cp.count("subscription")),
+            ("driftline_api_control_plane_lag",
+             "Control-plane records not yet applied to the API's view.", cp.lag),
+            ("driftline_api_control_plane_ready",
+             "1 when the control-plane view has caught up with the topic.",
+             lambda: float(cp.ready())),
+        ]  # fmt: skip
+        for name, help_text, read in unlabelled:
+            yield GaugeMetricFamily(name, help_text, value=read() if with_samples else None)
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, str, str], int] = defaultdict(int)
-        self.latency_buckets: dict[tuple[str, str], list[int]] = {}
-        self.latency_sum: dict[tuple[str, str], float] = defaultdict(float)
-        self.latency_count: dict[tuple[str, str], int] = defaultdict(int)
-        self.counters: dict[str, int] = defaultdict(int)
-        # name -> (help, callable returning [(labels, value)])
-        self.gauges: dict[str, tuple[str, Callable[[], list[tuple[dict[str, str], float]]]]] = {}
+    """One app's metrics, in a registry of its own (``registry``)."""
+
+    def __init__(self, control_plane: BaseControlPlane) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "driftline_api_requests_total",
+            "HTTP requests by method, route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "driftline_api_request_duration_seconds",
+            "HTTP request latency.",
+            ["method", "route"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.counters = {
+            name: Counter(name, help_text, registry=self.registry)
+            for name, help_text in COUNTERS.items()
+        }
+        self.registry.register(ControlPlaneCollector(control_plane))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self.requests[(method, route, str(status))] += 1
-            key = (method, route)
-            buckets = self.latency_buckets.setdefault(key, [0] * len(BUCKETS))
-            for i, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    buckets[i] += 1
-            self.latency_sum[key] += seconds
-            self.latency_count[key] += 1
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
 
     def inc(self, name: str) -> None:
-        with self._lock:
-            self.counters[name] += 1
+        """Bump a counter declared in ``COUNTERS`` (an undeclared name is a KeyError)."""
+        self.counters[name].inc()
 
-    def render(self) -> str:
-        out = [
-            "# HELP driftline_api_requests_total HTTP requests by method, route and status.",
-            "# TYPE driftline_api_requests_total counter",
-        ]
-        with self._lock:
-            for (method, route, status), n in sorted(self.requests.items()):
-                out.append(
-                    f"driftline_api_requests_total{_labels(method=method, route=route, status=status)} {n}"
-                )
-            out += [
-                "# HELP driftline_api_request_duration_seconds HTTP request latency.",
-                "# TYPE driftline_api_request_duration_seconds histogram",
-            ]
-            name = "driftline_api_request_duration_seconds"
-            for (method, route), buckets in sorted(self.latency_buckets.items()):
-                for bound, n in zip(BUCKETS, buckets, strict=True):
-                    lb = _labels(method=method, route=route, le=repr(bound))
-                    out.append(f"{name}_bucket{lb} {n}")
-                count = self.latency_count[(method, route)]
-                out.append(f"{name}_bucket{_labels(method=method, route=route, le='+Inf')} {count}")
-                out.append(f"{name}_sum{_labels(method=method, route=route)} "
-                           f"{self.latency_sum[(method, route)]:.6f}")  # fmt: skip
-                out.append(f"{name}_count{_labels(method=method, route=route)} {count}")
-            for counter, n in sorted(self.counters.items()):
-                out += [f"# TYPE {counter} counter", f"{counter} {n}"]
-        for gauge, (help_text, read) in sorted(self.gauges.items()):
-            out += [f"# HELP {gauge} {help_text}", f"# TYPE {gauge} gauge"]
-            for labels, value in read():
-                out.append(f"{gauge}{_labels(**labels) if labels else ''} {value:g}")
-        return "\n".join(out) + "\n"
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition (body, content type) in the format the scraper's ``Accept`` asks for:
+        OpenMetrics or Prometheus text, text format 0.0.4 when it names neither."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
 
 
 class MetricsMiddleware:

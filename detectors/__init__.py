@@ -1,5 +1,5 @@
 """driftline.detectors: online change detectors (exact against river), banks of them, and
-reference-vs-current window tests. numpy and Numba only.
+reference-vs-current window tests. numpy and Numba, plus scipy for p-values of distributions.
 """
 
 from .adwin import ADWIN

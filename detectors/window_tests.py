@@ -17,10 +17,10 @@ give verdicts that flip on noise.
 default. Numeric bins come from the reference's quantiles (plus an underflow and an overflow
 bin), so a current window can be kept as counts: see :mod:`driftline.detectors.histogram`.
 
-The KS p-value follows ``scipy.stats.ks_2samp(method="auto")``: the exact null distribution when
-both windows have at most 10,000 values (Hodges' lattice-path counts), otherwise the one-sample
-Kolmogorov distribution of ``round(n*m/(n+m))`` values (Simard & L'Ecuyer's choice of method).
-No scipy at run time: the special functions needed are written here.
+KS equals ``scipy.stats.ks_2samp(method="auto")``: the exact null distribution when both windows
+have at most 10,000 values, otherwise the one-sample Kolmogorov distribution of
+``round(n*m/(n+m))`` values (see :mod:`driftline.detectors._ks` for what runs in Numba and what
+in scipy). The χ² p-value is ``scipy.special.chdtrc``.
 
 Example
 -------
@@ -47,20 +47,20 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit
 
+from . import _ks
+
 __all__ = [
     "DEFAULT_MIN_SAMPLES",
     "DISTANCE_TESTS",
     "P_VALUE_TESTS",
     "TestChoice",
     "WindowTestResult",
-    "chi2_sf",
     "chisquare",
     "chisquare_counts",
     "choose_test",
     "jensen_shannon",
     "jensen_shannon_categorical",
     "jensen_shannon_counts",
-    "kolmogorov_sf",
     "ks_2samp",
     "ks_2samp_sorted",
     "psi",
@@ -81,7 +81,7 @@ PSI_EPSILON = 1e-4
 # column does not divide by zero.
 WASSERSTEIN_MIN_STD = 1e-3
 # scipy's ks_2samp(method="auto") is exact up to this window size.
-KS_EXACT_MAX_N = 10_000
+KS_EXACT_MAX_N = _ks.MAX_EXACT_N
 
 P_VALUE_TESTS = {"ks": 0.05, "chisquare": 0.05, "z": 0.05}
 DISTANCE_TESTS = {"psi": 0.1, "jensenshannon": 0.1, "wasserstein": 0.1}
@@ -353,7 +353,14 @@ def chisquare_counts(
     # 0/0 cannot happen (a category is listed because one side has it); x/0 is +inf.
     statistic = float(np.sum(terms))
     dof = ref.shape[0] - 1
-    p_value = 1.0 if dof == 0 else chi2_sf(statistic, dof)
+    if dof == 0:
+        p_value = 1.0
+    else:
+        # scipy.special is imported here, not at the top: it adds ~0.3 s to importing
+        # driftline.detectors, which most users of the detectors never need.
+        from scipy.special import chdtrc
+
+        p_value = float(chdtrc(dof, statistic))  # what scipy.stats.chi2.sf computes
     return WindowTestResult(
         "chisquare", statistic, p_value, threshold, p_value < threshold, n_ref, n_cur
     )
@@ -570,257 +577,6 @@ def run_test(
 # -- Kolmogorov–Smirnov ------------------------------------------------------------------------
 
 
-@njit(cache=True)
-def _ks_max_gap(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Largest ECDF gaps (a above b, b above a) of two sorted samples, by one merge walk.
-
-    The ECDFs are evaluated right after every distinct value, as scipy does with
-    ``searchsorted(side="right")``, with the same ``i / n`` arithmetic.
-    """
-    na, nb = a.shape[0], b.shape[0]
-    i = j = 0
-    up = 0.0
-    down = 0.0
-    while i < na or j < nb:
-        x = a[i] if j >= nb or (i < na and a[i] <= b[j]) else b[j]
-        while i < na and a[i] <= x:
-            i += 1
-        while j < nb and b[j] <= x:
-            j += 1
-        gap = i / na - j / nb
-        if gap > up:
-            up = gap
-        if -gap > down:
-            down = -gap
-    return up, down
-
-
-@njit(cache=True)
-def _ks_exact_equal(n: int, h: int) -> float:
-    """P(D >= h/n) for two samples of size n: the alternating reflection series,
-    2 * sum_k (-1)^(k+1) C(2n, n - k h) / C(2n, n), evaluated as nested ratios
-    A0 (1 - A1 (1 - A2 (...))) with A_k = C(2n, n-(k+1)h) / C(2n, n-kh), so no binomial
-    coefficient is ever formed and the cancellation of the raw sum is avoided."""
-    total = 0.0
-    k = n // h
-    while k >= 0:
-        ratio = 1.0
-        for j in range(h):
-            ratio = ratio * (n - k * h - j) / (n + k * h + j + 1)
-        total = ratio * (1.0 - total)
-        k -= 1
-    return 2.0 * total
-
-
-@njit(cache=True)
-def _ks_exact_unequal(m: int, n: int, g: int, h: int) -> float:
-    """P(D >= d) for sizes m, n by Hodges' inside method, carrying 1 - p (Viehmann 2021).
-
-    Lattice paths from (0, 0) to (m, n) step right or up; a path "stays inside" while every
-    point satisfies |x n / g - y m / g| < h. Q(x, y) = share of paths to (x, y) that have
-    left the band obeys Q(x, y) = (x Q(x-1, y) + y Q(x, y-1)) / (x + y) inside and Q = 1
-    outside, and Q(m, n) is the p-value. One column is kept; only its band is visited.
-    """
-    if m < n:
-        m, n = n, m
-    mg, ng = m // g, n // g
-    col = np.ones(n + 1)
-    top = min(int(math.ceil(h / mg)), n + 1)
-    col[:top] = 0.0
-    for x in range(1, m + 1):
-        lo = max(int(math.floor((ng * x - h) / mg)) + 1, 0)
-        lo = min(lo, n)
-        hi = min(int(math.ceil((ng * x + h) / mg)), n + 1)
-        if hi <= lo:
-            return 1.0
-        below = 0.0 if lo == 0 else 1.0
-        for y in range(lo, hi):
-            below = (col[y] * x + below * y) / (x + y)
-            col[y] = below
-    return col[n]
-
-
-def _log_factorial_over_power(n: int) -> float:
-    """log(n! / n^n)."""
-    return math.lgamma(n + 1.0) - n * math.log(n)
-
-
-def _smirnov_sf(n: int, d: float) -> float:
-    """P(D+_n >= d), one-sided one-sample KS, by the Birnbaum–Tingey sum in log space."""
-    if d <= 0.0:
-        return 1.0
-    if d >= 1.0:
-        return 0.0
-    jmax = int(math.floor(n * (1.0 - d)))
-    j = np.arange(0, jmax + 1, dtype=np.float64)
-    p = d + j / n
-    q = 1.0 - p
-    keep = q > 0.0  # a term with 1 - d - j/n = 0 is 0 (n - j > 0 there)
-    j, p, q = j[keep], p[keep], q[keep]
-    lgam = np.vectorize(math.lgamma, otypes=[np.float64])
-    logs = (
-        math.lgamma(n + 1.0)
-        - lgam(j + 1.0)
-        - lgam(n - j + 1.0)
-        + (j - 1.0) * np.log(p)
-        + (n - j) * np.log(q)
-    )
-    if logs.size == 0:
-        return 0.0
-    top = float(logs.max())
-    return min(1.0, d * math.exp(top) * float(np.sum(np.exp(logs - top))))
-
-
-def _kolmogorov_cdf_durbin(n: int, d: float) -> float:
-    """P(D_n < d), exact, by Durbin's matrix (Marsaglia, Tsang & Wang 2003)."""
-    nd = n * d
-    if nd <= 0.5:
-        return 0.0
-    k = int(math.ceil(nd))
-    h = k - nd
-    size = 2 * k - 1
-    powers = np.arange(1, size + 1, dtype=np.float64)
-    inv_fact = np.empty(size)  # 1/0!, 1/1!, ... 1/(size-1)!
-    first = np.empty(size)  # first column: (1 - h^i) / i!
-    f = 1.0
-    for i in range(size):
-        inv_fact[i] = f
-        f /= i + 1
-        first[i] = (1.0 - h ** powers[i]) * f
-    corner = (1.0 + max(2.0 * h - 1.0, 0.0) ** size - 2.0 * h**size) * f
-    first[-1] = corner
-    matrix = np.zeros((size, size))
-    for col in range(1, size):
-        matrix[col - 1 :, col] = inv_fact[: size - col + 1]
-    matrix[:, 0] = first
-    matrix[-1, :] = first[::-1]
-
-    # Square-and-multiply, pulling powers of two out so nothing overflows.
-    result = np.eye(size)
-    exponent = 0
-    base_exponent = 0
-    power = n
-    while power > 0:
-        if power & 1:
-            result = result @ matrix
-            exponent += base_exponent
-        power >>= 1
-        if power:
-            matrix = matrix @ matrix
-            base_exponent *= 2
-            scale = abs(matrix[k - 1, k - 1])
-            if scale > 2.0**128:
-                matrix /= 2.0**128
-                base_exponent += 128
-        mag = abs(result[k - 1, k - 1])
-        if mag > 2.0**128:
-            result /= 2.0**128
-            exponent += 128
-    value = result[k - 1, k - 1]
-    if value <= 0.0:
-        return 0.0
-    log_p = math.log(value) + exponent * math.log(2.0) + _log_factorial_over_power(n)
-    return min(1.0, math.exp(log_p))
-
-
-def _kolmogorov_cdf_pelz_good(n: int, x: float) -> float:
-    """Pelz–Good (1976) expansion of P(D_n <= x), for large n and small n x^2."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    z = math.sqrt(n) * x
-    z2, z3, z4, z6 = z * z, z**3, z**4, z**6
-    pi2, pi4, pi6 = math.pi**2, math.pi**4, math.pi**6
-    log_q = -pi2 / 8.0 / z2
-    if log_q < -708.0:
-        return 0.0
-    q = math.exp(log_q)
-    k1a, k1b = -z2, pi2 / 4.0
-    k2a, k2b, k2c = (
-        6.0 * z6 + 2.0 * z4,
-        (2.0 * z4 - 5.0 * z2) * pi2 / 4.0,
-        pi4 * (1.0 - 2.0 * z2) / 16.0,
-    )
-    k3d = pi6 * (5.0 - 30.0 * z2) / 64.0
-    k3c = pi4 * (-60.0 * z2 + 212.0 * z4) / 16.0
-    k3b = pi2 * (135.0 * z4 - 96.0 * z6) / 4.0
-    k3a = -30.0 * z6 - 90.0 * z**8
-    # Sums over odd m = 2k - 1 of c(m) q^(m^2), in Horner form over q^(8k).
-    terms = np.zeros(4)
-    kmax = int(math.ceil(16.0 * z / math.pi))
-    for k in range(kmax, 0, -1):
-        m = 2.0 * k - 1.0
-        m2 = m * m
-        coeffs = np.array(
-            [
-                1.0,
-                k1a + k1b * m2,
-                k2a + k2b * m2 + k2c * m2 * m2,
-                k3a + k3b * m2 + k3c * m2 * m2 + k3d * m2**3,
-            ]
-        )
-        terms = terms * q ** (8.0 * k) + coeffs
-    terms *= q * math.sqrt(2.0 * math.pi)
-    terms /= np.array([z, 6.0 * z4, 72.0 * z**7, 6480.0 * z**10])
-    # Sums over all k of k^2 q'^(k^2) with q' = exp(-pi^2 / (2 z^2)).
-    q_all = math.exp(-pi2 / 2.0 / z2)
-    ks = np.arange(kmax, 0, -1, dtype=np.float64)
-    weights = ks**2 * q_all ** (ks**2)
-    terms[2] += np.sum(weights) * pi2 * math.sqrt(2.0 * math.pi) / (-36.0 * z3)
-    root3z = math.sqrt(3.0) * z
-    terms[3] += (
-        np.sum((root3z + math.pi * ks) * (root3z - math.pi * ks) * weights)
-        * pi2
-        * math.sqrt(2.0 * math.pi)
-        / (216.0 * z6)
-    )
-    terms /= float(n) ** (np.arange(4) / 2.0)
-    return float(np.sum(terms))
-
-
-def kolmogorov_sf(n: int, x: float) -> float:
-    """P(D_n >= x) for the two-sided one-sample KS statistic (``scipy.stats.kstwo.sf``).
-
-    Method by region, after Simard & L'Ecuyer (2011) as scipy chooses: closed forms at the
-    extremes (Ruben–Gambino), twice the one-sided tail when that is exact or accurate
-    (x >= 0.5, or n x^2 large), Durbin's matrix for small n or small n x^1.5, else Pelz–Good.
-
-    >>> round(kolmogorov_sf(100, 0.1), 6)
-    0.252693
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if x >= 1.0:
-        return 0.0
-    if x <= 0.0:
-        return 1.0
-    t = n * x
-    if t <= 1.0:
-        if t <= 0.5:
-            return 1.0
-        cdf = math.exp(_log_factorial_over_power(n) + n * math.log(2.0 * t - 1.0))
-        return min(max(1.0 - cdf, 0.0), 1.0)
-    if t >= n - 1:
-        return min(2.0 * (1.0 - x) ** n, 1.0)
-    if x >= 0.5:
-        return min(2.0 * _smirnov_sf(n, x), 1.0)
-    nx2 = t * x
-    if n <= 140:
-        if nx2 <= 4.0:
-            return min(max(1.0 - _kolmogorov_cdf_durbin(n, x), 0.0), 1.0)
-        return min(2.0 * _smirnov_sf(n, x), 1.0)
-    if nx2 >= 370.0:
-        return 0.0
-    if nx2 >= 2.2:
-        return min(2.0 * _smirnov_sf(n, x), 1.0)
-    if n <= 100_000 and n * x**1.5 <= 1.4:
-        cdf = _kolmogorov_cdf_durbin(n, x)
-    else:
-        cdf = _kolmogorov_cdf_pelz_good(n, x)
-    return min(max(1.0 - cdf, 0.0), 1.0)
-
-
 def ks_2samp_sorted(
     reference_sorted: np.ndarray,
     current_sorted: np.ndarray,
@@ -832,26 +588,8 @@ def ks_2samp_sorted(
     n1, n2 = reference_sorted.shape[0], current_sorted.shape[0]
     if _too_few(n1, n2, min_samples):
         return _insufficient("ks", threshold, n1, n2)
-    up, down = _ks_max_gap(reference_sorted, current_sorted)
-    d = down if down > up else up
-    p_value = None
-    if max(n1, n2) <= KS_EXACT_MAX_N:
-        g = math.gcd(n1, n2)
-        lcm = (n1 // g) * n2
-        h = int(round(d * lcm))
-        d = h / lcm  # scipy reports the statistic snapped to the lattice
-        if h == 0:
-            p_value = 1.0
-        else:
-            with np.errstate(all="ignore"):
-                p = _ks_exact_equal(n1, h) if n1 == n2 else _ks_exact_unequal(n1, n2, g, h)
-            if math.isfinite(p) and 0.0 <= p <= 1.0:
-                p_value = p
-    if p_value is None:
-        m, n = sorted((float(n1), float(n2)), reverse=True)
-        p_value = kolmogorov_sf(int(round(m * n / (m + n))), d)
-    p_value = min(max(p_value, 0.0), 1.0)
-    return WindowTestResult("ks", float(d), p_value, threshold, p_value < threshold, n1, n2)
+    d, p_value = _ks.ks_2samp_sorted(reference_sorted, current_sorted)
+    return WindowTestResult("ks", d, p_value, threshold, p_value < threshold, n1, n2)
 
 
 def ks_2samp(
@@ -868,51 +606,3 @@ def ks_2samp(
     ref = np.sort(_values(reference, "reference"))
     cur = np.sort(_values(current, "current"))
     return ks_2samp_sorted(ref, cur, threshold, min_samples)
-
-
-# -- χ² distribution ---------------------------------------------------------------------------
-
-
-def _gamma_q(a: float, x: float) -> float:
-    """Regularised upper incomplete gamma Q(a, x): series below a + 1, continued fraction
-    (modified Lentz) above, each where it converges fast and keeps relative precision."""
-    if x <= 0.0:
-        return 1.0
-    if math.isinf(x):
-        return 0.0
-    log_prefix = a * math.log(x) - x - math.lgamma(a)
-    if x < a + 1.0:
-        term = total = 1.0 / a
-        ap = a
-        for _ in range(10_000):
-            ap += 1.0
-            term *= x / ap
-            total += term
-            if abs(term) < abs(total) * 1e-16:
-                break
-        return max(0.0, 1.0 - total * math.exp(log_prefix))
-    tiny = 1e-300
-    b = x + 1.0 - a
-    c = 1.0 / tiny
-    d = 1.0 / b
-    frac = d
-    for i in range(1, 10_000):
-        an = -i * (i - a)
-        b += 2.0
-        d = an * d + b
-        d = tiny if abs(d) < tiny else d
-        c = b + an / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        delta = d * c
-        frac *= delta
-        if abs(delta - 1.0) < 1e-16:
-            break
-    return min(1.0, math.exp(log_prefix) * frac)
-
-
-def chi2_sf(statistic: float, dof: int) -> float:
-    """P(X >= statistic) for X ~ χ²(dof) (``scipy.stats.chi2.sf``)."""
-    if dof < 1:
-        raise ValueError(f"dof must be >= 1, got {dof}")
-    return _gamma_q(dof / 2.0, statistic / 2.0)

@@ -40,8 +40,7 @@ def ready(request: Request, control_plane: ControlPlaneDep) -> Response:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def metrics(request: Request) -> PlainTextResponse:
-    """Prometheus text exposition format 0.0.4."""
-    return PlainTextResponse(
-        request.app.state.metrics.render(), media_type="text/plain; version=0.0.4"
-    )
+def metrics(request: Request) -> Response:
+    """Prometheus exposition: text format 0.0.4, or OpenMetrics when the scraper asks for it."""
+    body, content_type = request.app.state.metrics.render(request.headers.get("accept"))
+    return Response(body, media_type=content_type)

@@ -44,7 +44,7 @@ def test_ks_matches_scipy(n1: int, n2: int, shift: float) -> None:
     ours = wt.ks_2samp(ref, cur, min_samples=1)
     theirs = stats.ks_2samp(ref, cur)
     assert ours.statistic == theirs.statistic
-    assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-7, abs=1e-300)
+    assert ours.p_value == theirs.pvalue
     assert ours.drift == (theirs.pvalue < 0.05)
     assert (ours.test, ours.threshold, ours.n_reference, ours.n_current) == ("ks", 0.05, n1, n2)
 
@@ -56,7 +56,7 @@ def test_ks_with_ties_matches_scipy(n1: int, n2: int) -> None:
     cur = g.integers(1, 7, n2).astype(float)
     ours, theirs = wt.ks_2samp(ref, cur, min_samples=1), stats.ks_2samp(ref, cur)
     assert ours.statistic == theirs.statistic
-    assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-7, abs=1e-300)
+    assert ours.p_value == theirs.pvalue
 
 
 def test_ks_edge_samples() -> None:
@@ -70,19 +70,19 @@ def test_ks_edge_samples() -> None:
     )
 
 
-@pytest.mark.parametrize("n", [1, 3, 10, 80, 140, 141, 400, 2_000, 50_000, 150_000])
-@pytest.mark.parametrize("x", [0.002, 0.02, 0.05, 0.1, 0.25, 0.5, 0.7, 0.97])
-def test_kolmogorov_sf_matches_kstwo(n: int, x: float) -> None:
-    assert wt.kolmogorov_sf(n, x) == pytest.approx(stats.kstwo.sf(x, n), rel=1e-8, abs=1e-300)
-
-
 # -- χ², z ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dof", [1, 2, 3, 7, 40])
-@pytest.mark.parametrize("x", [0.0, 0.05, 1.0, 3.5, 12.0, 80.0, 900.0])
-def test_chi2_sf_matches_scipy(dof: int, x: float) -> None:
-    assert wt.chi2_sf(x, dof) == pytest.approx(stats.chi2.sf(x, dof), rel=1e-10, abs=1e-300)
+@pytest.mark.parametrize("shift", [0.0, 0.05, 0.3, 0.9])
+def test_chisquare_p_value_is_scipys_chi2(dof: int, shift: float) -> None:
+    g = rng(dof)
+    shares = np.full(dof + 1, 1.0 / (dof + 1))
+    tilted = shares * np.linspace(1.0 - shift, 1.0 + shift, dof + 1)
+    ref = g.multinomial(5000, shares).astype(float)
+    cur = g.multinomial(3000, tilted / tilted.sum()).astype(float)
+    result = wt.chisquare_counts(ref, cur)
+    assert result.p_value == stats.chi2.sf(result.statistic, dof)
 
 
 @pytest.mark.parametrize("n_current", [40, 300, 5000])
@@ -285,7 +285,7 @@ def test_numeric_window_ks_is_exact_below_capacity() -> None:
     feed(window, cur, 2)
     ours, theirs = window.ks(), stats.ks_2samp(ref, cur)
     assert ours.statistic == theirs.statistic
-    assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-7)
+    assert ours.p_value == theirs.pvalue
     assert window.test().test == "ks"  # reference <= 1000 values
 
 
@@ -420,7 +420,7 @@ def test_ks_matches_scipy_on_arbitrary_samples(ref: list[float], cur: list[float
     ours = wt.ks_2samp(ref, cur, min_samples=1)
     theirs = stats.ks_2samp(ref, cur)
     assert ours.statistic == theirs.statistic
-    assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-9, abs=1e-300)
+    assert ours.p_value == theirs.pvalue
 
 
 @settings(max_examples=40, deadline=None)

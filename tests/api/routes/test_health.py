@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from api_factories import drift_rule
 from conftest import auth
 from driftline.api import ApiConfig, ControlPlane, InMemoryControlPlane, create_app
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def test_health_and_ready(app) -> None:  # type: ignore[no-untyped-def]
@@ -31,12 +30,12 @@ def test_metrics_exposition(app, tokens: dict[str, str]) -> None:  # type: ignor
     client.get("/v1/rules/r-does-not-exist")
     TestClient(app).get("/v1/rules")  # 401
     text = TestClient(app).get("/metrics").text
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
 
     def sample(name: str, **labels: str) -> float:
-        inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        match = re.search(rf"^{re.escape(name)}\{{{re.escape(inner)}\}} (\S+)$", text, re.M)
-        assert match, (name, labels, text)
-        return float(match[1])
+        found = [s.value for s in samples if s.name == name and s.labels == labels]
+        assert len(found) == 1, (name, labels, text)
+        return found[0]
 
     # Routes are templates, not raw paths (bounded label cardinality).
     assert (
@@ -71,9 +70,25 @@ def test_metrics_exposition(app, tokens: dict[str, str]) -> None:  # type: ignor
         == 1
     )
     assert sample("driftline_api_rules", state="enabled") >= 1
-    assert "driftline_api_control_plane_lag 0" in text
-    assert "driftline_api_control_plane_ready 1" in text
+    assert sample("driftline_api_control_plane_lag") == 0
+    assert sample("driftline_api_control_plane_ready") == 1
+    assert sample("driftline_api_audit_failures_total") == 0  # exposed before any failure
     assert "# TYPE driftline_api_request_duration_seconds histogram" in text
+
+
+def test_metrics_are_per_app_and_speak_openmetrics_when_asked() -> None:
+    one = TestClient(create_app(ApiConfig(), control_plane=InMemoryControlPlane()))
+    two = TestClient(create_app(ApiConfig(), control_plane=InMemoryControlPlane()))
+    one.get("/health")
+    plain = one.get("/metrics")
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert 'driftline_api_requests_total{method="GET",route="/health",status="200"} 1.0' in (
+        plain.text
+    )
+    open_metrics = two.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert open_metrics.text.endswith("# EOF\n")
+    assert 'route="/health"' not in open_metrics.text  # the other app's request
 
 
 def test_openapi_is_versioned_and_documents_auth() -> None:
