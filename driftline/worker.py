@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import signal
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from driftline.admin import ensure_topics
 from driftline.schemas import Codec, ConfluentRegistry
@@ -100,7 +102,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    status = _StartupStatus.serve(settings)
     try:
+        status.waiting_for = f"the Kafka broker at {settings.kafka_bootstrap}"
         if not wait_until(
             lambda: ensure_topics(
                 settings.kafka_bootstrap,
@@ -114,10 +118,12 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
             stop=stop,
         ):
             return 0
+        status.waiting_for = f"ClickHouse ({_redacted(settings.clickhouse_url or 'embedded')})"
         store = open_migrated_store(settings, stop)
     except SystemExit:
         return 0
     finally:
+        status.close()  # faust's web server takes the port over
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     endpoint = None
@@ -135,3 +141,64 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
         if endpoint is not None:
             endpoint.stop()
         store.close()
+
+
+class _StartupStatus:
+    """``/health``, ``/ready`` and ``/metrics`` while the worker waits for its broker and store
+    at start: faust's web server only runs once both are there, and until then an orchestrator
+    should see a live worker that is not ready and what it waits for (``/ready``: 503 with
+    ``waiting_for``), not a refused connection."""
+
+    def __init__(self, server: ThreadingHTTPServer | None = None) -> None:
+        self.server = server
+        self.waiting_for: str | None = None
+
+    @classmethod
+    def serve(cls, settings: Settings) -> _StartupStatus:
+        if not settings.worker_web_port:
+            return cls()
+        status = cls()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                path = self.path.split("?", 1)[0]
+                body = json.dumps(
+                    {"alive": True, "ready": False, "waiting_for": status.waiting_for,
+                     "assigned_partitions": []}
+                ).encode()  # fmt: skip
+                kind = "application/json"
+                if path == "/health":
+                    code = 200
+                elif path == "/ready":
+                    code = 503
+                elif path == "/metrics":
+                    code, kind = 200, "text/plain; version=0.0.4"
+                    body = b"driftline_worker_ready 0.0\n"
+                else:
+                    code, body = 404, b"{}"
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass  # probes every second would flood the worker's log
+
+        try:
+            status.server = ThreadingHTTPServer(
+                (settings.worker_web_host, settings.worker_web_port), Handler
+            )
+        except OSError as exc:  # faust reports the port itself when it binds
+            log.warning("no status page while starting: %s", exc)
+            return status
+        threading.Thread(
+            target=status.server.serve_forever, name="driftline-startup-web", daemon=True
+        ).start()
+        return status
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None

@@ -253,16 +253,11 @@ class _Collector:
 
     def collect(self) -> Any:
         status = self.worker.status()
-        stats = self.worker.source.stats
-        yield GaugeMetricFamily("driftline_worker_ready", "1 when consuming", value=status["ready"])
-        messages = CounterMetricFamily(
-            "driftline_worker_messages", "Input messages processed", value=stats.messages
-        )
-        yield messages
-        yield CounterMetricFamily(
-            "driftline_worker_epochs_committed",
-            "Epochs whose effects landed and whose offsets were committed",
-            value=self.worker.writer.committed_epochs,
+        source, writer = self.worker.source, self.worker.writer
+        stats = source.stats
+        yield GaugeMetricFamily(
+            "driftline_worker_ready", "1 while consuming (not waiting for the store or broker)",
+            value=float(status["ready"]),
         )
         yield GaugeMetricFamily(
             "driftline_worker_outage_seconds",
@@ -274,4 +269,51 @@ class _Collector:
             "Input partitions assigned to this worker",
             value=len(stats.assigned),
         )
-
+        yield CounterMetricFamily(
+            "driftline_worker_messages", "Input messages processed", value=stats.messages
+        )
+        events = CounterMetricFamily(
+            "driftline_worker_events", "Events applied, by kind", labels=["kind"]
+        )
+        for kind in ("predictions", "outcomes", "joined", "duplicates", "replayed"):
+            events.add_metric([kind], stats.counters.get(kind, 0))
+        yield events
+        letters = CounterMetricFamily(
+            "driftline_worker_dead_letters", "Records sent to the DLQ, by reason", labels=["reason"]
+        )
+        for reason, n in sorted(stats.dead_letters.items()):
+            letters.add_metric([reason], n)
+        yield letters
+        drifts = CounterMetricFamily(
+            "driftline_worker_drift_events", "Drift events, by stream kind", labels=["stream_kind"]
+        )
+        for kind, n in sorted(stats.drifts.items()):
+            drifts.add_metric([kind], n)
+        yield drifts
+        if stats.last_drift_at is not None:
+            yield GaugeMetricFamily(
+                "driftline_worker_last_drift_timestamp_seconds",
+                "Wall-clock time of the latest drift event",
+                value=stats.last_drift_at,
+            )
+        seconds = CounterMetricFamily(
+            "driftline_worker_busy_seconds",
+            "Time spent processing batches and writing epochs",
+            labels=["stage"],
+        )
+        seconds.add_metric(["process"], stats.process_seconds)
+        seconds.add_metric(["write"], writer.write_seconds)
+        yield seconds
+        yield CounterMetricFamily(
+            "driftline_worker_epochs_committed",
+            "Epochs whose effects landed and whose offsets were committed",
+            value=writer.committed_epochs,
+        )
+        lag = GaugeMetricFamily(
+            "driftline_worker_consumer_lag",
+            "Messages not yet applied per assigned input partition",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), n in sorted(source.lag().items()):
+            lag.add_metric([topic, str(partition)], n)
+        yield lag

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ from driftline.streams.alerting import AlertEvaluator
 from driftline.streams.checkpoint import Checkpoints
 from driftline.streams.effects import EffectWriter, Epoch
 from driftline.streams.kv import PartitionAlerts
-from driftline.streams.processor import BatchProcessor, SourceMessage
+from driftline.streams.processor import BatchProcessor, BatchResult, SourceMessage
 from driftline.streams.state import PartitionState
 
 log = logging.getLogger("driftline.worker")
@@ -66,6 +67,17 @@ class SourceStats:
     started: float = field(default_factory=time.monotonic)
     assigned: tuple[int, ...] = ()
     last_error: str | None = None
+    counters: Counter = field(default_factory=Counter)  # the processor's, summed
+    dead_letters: Counter = field(default_factory=Counter)  # by reason
+    drifts: Counter = field(default_factory=Counter)  # by stream kind
+    last_drift_at: float | None = None  # wall clock (epoch seconds)
+
+    def add(self, result: BatchResult) -> None:
+        self.counters.update(result.counters)
+        self.dead_letters.update(letter.reason for letter in result.dead_letters)
+        self.drifts.update(d["stream_kind"] for d in result.drift_events)
+        if result.drift_events:
+            self.last_drift_at = time.time()
 
 
 class InputLoop(threading.Thread):
@@ -87,6 +99,7 @@ class InputLoop(threading.Thread):
         self.restore_state = restore_state
         self.alert_states = PartitionAlerts(processor.states)
         self.stats = SourceStats()
+        self._lag: dict[tuple[str, int], int] = {}  # see lag()
         self.stopping = threading.Event()
         self.stopped = threading.Event()
         self.error: BaseException | None = None
@@ -188,6 +201,7 @@ class InputLoop(threading.Thread):
             self.stats.process_seconds += time.perf_counter() - started
             self.stats.messages += len(batch)
             self.stats.batches += 1
+            self.stats.add(result)
             for drift in result.drift_events:
                 log.info(
                     "drift: model=%s %s/%s detector=%s position=%d",
@@ -201,10 +215,36 @@ class InputLoop(threading.Thread):
                 log.info(
                     "retraining requested: model=%s %s", request["model_id"], request["reason"]
                 )
+        self._lag = self._measure_lag()
         if not self._epoch.empty and (
             time.monotonic() - self._last_submit >= self.config.commit_interval_s
         ):
             self._submit()
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages not yet applied per assigned (topic, partition), as of the input thread's
+        latest ``consume()``. Safe from any thread: a scrape must not touch the consumer, whose
+        calls from another thread block until this thread's ``consume()`` returns (a
+        ``/metrics`` request hung faust's event loop, and with it SIGTERM, that way)."""
+        return dict(self._lag)
+
+    def _measure_lag(self) -> dict[tuple[str, int], int]:
+        """By the cached high watermarks of the latest fetches (no broker round trip); only
+        on the input thread."""
+        out: dict[tuple[str, int], int] = {}
+        for partition in self.stats.assigned:
+            state = self.processor.states.get(partition)
+            for topic in INPUTS:
+                try:
+                    _, high = self.consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition), cached=True
+                    )
+                except Exception:  # noqa: BLE001 - not known yet
+                    continue
+                if high >= 0:
+                    position = state.next_offsets.get(topic, 0) if state else 0
+                    out[(topic, partition)] = max(0, high - position)
+        return out
 
     def _predictions_caught_up(self, partition: int) -> bool:
         """Whether this worker has read partition ``partition`` of the predictions topic to

@@ -26,8 +26,8 @@ def worker_env(bootstrap: str, data_dir: Path, app_id: str, **extra: str) -> dic
         DRIFTLINE_WORKER_ID=app_id,
         DRIFTLINE_WORKER_WEB_PORT="0",
         DRIFTLINE_BATCH_MAX_SECONDS="0.2",
-        **extra,
     )
+    env.update(extra)
     return env
 
 

@@ -240,3 +240,62 @@ def test_pipeline_on_a_clickhouse_server_through_the_http_interface(fresh_kafka,
             client.command("TRUNCATE TABLE predictions")
     finally:
         stop_worker(server)
+
+
+def test_worker_health_readiness_and_metrics_while_it_processes(fresh_kafka, tmp_path):
+    """/health, /ready and /metrics of a worker scraped while it consumes a real broker's
+    traffic (Prometheus text, parsed with prometheus_client's own parser)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from driftline.local_kafka import free_port
+
+    bootstrap = fresh_kafka.bootstrap
+    ensure_topics(bootstrap, 4)
+    stream = SyntheticStream("observed", n_features=3, seed=31, change_at=2000)
+    publish(bootstrap, stream, 4000, outcome_lag=LAG)
+    _produce_raw(bootstrap, topics.PREDICTIONS, b"observed", [b"garbage"])
+    port = free_port()
+    app_id = f"worker-{uuid.uuid4().hex[:8]}"
+    env = worker_env(
+        bootstrap, tmp_path / "data", app_id, DRIFTLINE_WORKER_WEB_PORT=str(port)
+    )
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    base = f"http://127.0.0.1:{port}"
+
+    def scrape() -> dict[str, dict[tuple, float]]:
+        text = httpx.get(f"{base}/metrics", timeout=5).text
+        out: dict[str, dict[tuple, float]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = tuple(sorted(sample.labels.items()))
+                out.setdefault(sample.name, {})[key] = sample.value
+        return out
+
+    def served() -> bool:
+        try:
+            return httpx.get(f"{base}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(served, 120, "the worker's web server", worker, log)
+        wait_for(lambda: lag(bootstrap, app_id) == 0, 240, "the worker to catch up", worker, log)
+        ready = httpx.get(f"{base}/ready", timeout=5)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["assigned_partitions"] == [0, 1, 2, 3]
+        metrics = scrape()
+        assert metrics["driftline_worker_ready"][()] == 1.0
+        assert metrics["driftline_worker_messages_total"][()] >= 2 * 4000 - LAG + 1
+        assert metrics["driftline_worker_events_total"][(("kind", "predictions"),)] == 4000
+        assert metrics["driftline_worker_events_total"][(("kind", "joined"),)] == 4000 - LAG
+        reasons = metrics["driftline_worker_dead_letters_total"]
+        assert reasons == {(("reason", "not_confluent_framed"),): 1.0}
+        assert metrics["driftline_worker_drift_events_total"][(("stream_kind", "FEATURE"),)] >= 1
+        assert metrics["driftline_worker_last_drift_timestamp_seconds"][()] > 0
+        lags = metrics["driftline_worker_consumer_lag"]
+        assert len(lags) == 8 and set(lags.values()) == {0.0}
+        assert metrics["driftline_worker_epochs_committed_total"][()] >= 1
+    finally:
+        assert stop_worker(worker) in (0, -signal.SIGTERM), log.read_text()[-3000:]
