@@ -9,7 +9,7 @@ demo: setup
 
 test: setup
 	.venv/bin/ruff check .
-	.venv/bin/python -m pytest -q -ra
+	.venv/bin/python -m pytest -q -ra --durations=15
 
 lint: setup
 	.venv/bin/ruff check .
