@@ -123,7 +123,7 @@ class Worker:
         )
         self.metrics = CollectorRegistry()
         self.metrics.register(_Collector(self))
-        self._last_report = (time.monotonic(), 0)
+        self._last_report = (time.monotonic(), 0, 0)
         self._routes()
         self.app.timer(10.0)(self._report)
         self.app.task(self._watch)
@@ -213,9 +213,10 @@ class Worker:
     async def _report(self) -> None:
         stats = self.source.stats
         now = time.monotonic()
-        then, before = self._last_report
-        self._last_report = (now, stats.messages)
-        if stats.messages == before and self.writer.outage is None:
+        then, before, epochs_before = self._last_report
+        self._last_report = (now, stats.messages, self.writer.committed_epochs)
+        idle = stats.messages == before and self.writer.committed_epochs == epochs_before
+        if idle and self.writer.outage is None:
             return
         log.info(
             "processed %d messages (%.0f/s over the last %.0f s; %.1f s processing, %.1f s "

@@ -175,6 +175,7 @@ class _ModelInput:
     single_outcomes: list[tuple[dict[str, Any], int]] = field(default_factory=list)
     # source messages by offset (for dead letters), per topic
     messages: dict[tuple[str, int], SourceMessage] = field(default_factory=dict)
+    latest_prediction_ms: int = 0  # the latest prediction event time of this batch
 
     def seal(self, model_id: str) -> None:
         if self.single_predictions:
@@ -266,9 +267,14 @@ class BatchProcessor:
         """Apply held outcome messages in topic order, up to the first that must wait."""
         everything = caught_up is None or caught_up(part.partition)
         released = 0
+        clocks: dict[str, int] = {}  # releasing outcomes does not move prediction clocks
         for held in part.held:
             if not everything and held.model_id is not None:
-                clock = _prediction_clock(part, inputs, held.model_id)
+                clock = clocks.get(held.model_id)
+                if clock is None:
+                    clock = clocks[held.model_id] = _prediction_clock(
+                        part, inputs, held.model_id
+                    )
                 if held.max_time > clock:
                     break
             self._add(held, inputs, result)
@@ -318,6 +324,10 @@ class BatchProcessor:
             model_input = inputs[key] = _ModelInput()
         model_input.messages[(message.topic, message.offset)] = message
         prediction = name in PREDICTION_RECORDS
+        if prediction:
+            model_input.latest_prediction_ms = max(
+                model_input.latest_prediction_ms, parsed.max_time
+            )
         if isinstance(decoded, dict):
             target = (
                 model_input.single_predictions if prediction else model_input.single_outcomes
@@ -705,11 +715,7 @@ def _prediction_clock(
     clock = state.prediction_clock_ms if state is not None else 0
     model_input = inputs.get((part.partition, model_id))
     if model_input is not None:
-        for columns, _, _ in model_input.predictions:
-            if len(columns):
-                clock = max(clock, int(columns.event_time.max()))
-        for record, _ in model_input.single_predictions:
-            clock = max(clock, int(record["event_time"]))
+        clock = max(clock, model_input.latest_prediction_ms)
     return clock
 
 

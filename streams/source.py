@@ -55,6 +55,10 @@ class SourceConfig:
     max_poll_interval_ms: int = 300_000
     # Topics created (or re-created after a broker restart) are seen within seconds.
     metadata_refresh_ms: int = 5000
+    # Outcomes read ahead of their predictions wait at most this long (wall clock) for the
+    # predictions partition to look caught up.
+    max_hold_s: float = 30.0
+    max_held: int = 20_000  # held outcome messages per partition before its outcomes pause
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,6 +115,8 @@ class InputLoop(threading.Thread):
         self._to_commit: list[list[TopicPartition]] = []
         self._commit_lock = threading.Lock()
         self._stash: list[SourceMessage] = []  # fetched while paused, for the next epoch
+        self._holding_since: dict[int, float] = {}  # partition -> when outcomes began to wait
+        self._held_paused: dict[int, TopicPartition] = {}  # outcomes paused while held
         self.consumer = Consumer(
             {
                 "bootstrap.servers": config.bootstrap,
@@ -202,6 +208,7 @@ class InputLoop(threading.Thread):
             self.stats.messages += len(batch)
             self.stats.batches += 1
             self.stats.add(result)
+            self._bound_held()
             for drift in result.drift_events:
                 log.info(
                     "drift: model=%s %s/%s detector=%s position=%d",
@@ -246,19 +253,43 @@ class InputLoop(threading.Thread):
                     out[(topic, partition)] = max(0, high - position)
         return out
 
+    def _bound_held(self) -> None:
+        """Outcomes held for their predictions stay in memory: past ``max_held`` messages
+        on a partition its outcomes are paused until the predictions catch up."""
+        for partition, state in self.processor.states.items():
+            held = len(state.held)
+            if not held:
+                self._holding_since.pop(partition, None)
+            if held > self.config.max_held and partition not in self._held_paused:
+                tp = TopicPartition(topics.OUTCOMES, partition)
+                self.consumer.pause([tp])
+                self._held_paused[partition] = tp
+            elif held < self.config.max_held // 10 and partition in self._held_paused:
+                self.consumer.resume([self._held_paused.pop(partition)])
+
     def _predictions_caught_up(self, partition: int) -> bool:
         """Whether this worker has read partition ``partition`` of the predictions topic to
-        its end (by the high watermark of the latest fetch)."""
+        its end: the consumer's position (which steps over transaction markers) against the
+        high watermark of the latest fetch. Outcomes held longer than ``max_hold_s`` are
+        released anyway: a liveness bound for a predictions partition that looks behind
+        forever (e.g. a stale watermark)."""
+        now = time.monotonic()
+        since = self._holding_since.setdefault(partition, now)
+        if now - since > self.config.max_hold_s:
+            self._holding_since.pop(partition, None)
+            return True
         tp = TopicPartition(topics.PREDICTIONS, partition)
         try:
             _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            (position,) = self.consumer.position([tp])
         except Exception:  # noqa: BLE001 - unknown: do not hold outcomes on a guess
             return True
-        if high < 0:
+        if high < 0 or position.offset < 0:
             return True
-        state = self.processor.states.get(partition)
-        position = state.next_offsets.get(topics.PREDICTIONS, 0) if state else 0
-        return position >= high
+        caught_up = position.offset >= high
+        if caught_up:
+            self._holding_since.pop(partition, None)
+        return caught_up
 
     def _submit(self, block_s: float | None = None) -> None:
         """Checkpoint the touched partitions and hand the epoch to the writer. While the
@@ -284,6 +315,8 @@ class InputLoop(threading.Thread):
         finally:
             if paused:
                 self.consumer.resume(self.consumer.assignment())
+                if self._held_paused:  # still waiting for their predictions
+                    self.consumer.pause(list(self._held_paused.values()))
         self.stats.epochs += 1
         self._epoch = Epoch()
         self._last_submit = time.monotonic()
@@ -360,6 +393,8 @@ class InputLoop(threading.Thread):
         with self._commit_lock:
             self._to_commit = []
         self._stash = []
+        self._holding_since.clear()
+        self._held_paused.clear()  # a new assignment starts unpaused
         self.processor.states.clear()
         self.checkpoints.forget()
         self._epoch = Epoch()
