@@ -38,38 +38,44 @@ def test_models_spread_over_every_partition():
 
 def test_pipeline_benchmark_end_to_end(tmp_path, capsys):
     bench = _load_benchmark()
-    n, lag = 2000, 50
+    n, warm = 2000, 200
     config = bench.Config(
-        events=n,
-        outcome_lag=lag,
-        variants=[],
-        faust_seconds=5.0,
-        latency_seconds=4.0,
-        settle_seconds=2.0,
+        predictions=n,
+        rows_per_record=250,
+        warmup=warm,
+        profile_predictions=1000,
+        faust_seconds=2.0,
+        latency_seconds=2.0,
+        settle_seconds=1.0,
+        sdk_calls=500,
         workdir=tmp_path,
         out=tmp_path / "pipeline.md",
     )
     results = bench.run(config)
 
-    assert (results.n_predictions, results.n_outcomes) == (n, n - lag)
-    assert results.produced.delivered == 2 * n - lag
-    assert len(results.produced.per_partition) == 2 * config.partitions  # every partition fed
-    assert results.raw.messages == results.raw_decode.messages == 2 * n - lag
-    assert results.worker.caught_up
-    assert results.latency.produced == results.latency_predictions + results.latency_outcomes
-    assert results.latency.drift_points > 0
-    # every message of both phases landed once in ClickHouse, every outcome joined
-    predictions = n + results.latency_predictions
-    outcomes = n - lag + results.latency_outcomes
-    assert results.stored == {
-        "predictions": predictions,
-        "outcomes": outcomes,
-        "joined_labels": outcomes,
-    }
+    a, b = results.worker_a, results.worker_b
+    assert (a.predictions, b.predictions) == (n, n)
+    assert a.messages == 2 * (n // 4 // 250) * 4  # a record of 250 rows per model and topic
+    assert b.messages == 2 * n
+    # the worker's ClickHouse after each backlog and after the latency phase: every message
+    # landed once, every outcome joined
+    assert a.stored == dict.fromkeys(("predictions", "outcomes", "joined_labels"), 2 * warm + n)
+    assert b.stored == dict.fromkeys(a.stored, 2 * warm + 2 * n)
+    lat = results.latency
+    assert lat.outcomes == lat.predictions and lat.drift_points > 0
+    assert results.stored == results.expected
+    assert results.stored == {k: v + lat.predictions for k, v in b.stored.items()}
+    assert results.raw_a.messages == a.messages and results.raw_b.messages == b.messages
+    assert results.floor.detail["stored"] == {"predictions": n, "outcomes": n}
+    peer = results.peer.detail
+    assert peer["predictions"] == peer["outcomes"] == peer["joined"] == n
+    assert peer["stored"] == {"predictions": n, "labels": n}
+    assert results.faust.committed > 0  # (its rate needs two commits: none in a tiny run)
+    assert [p.predictions for p in results.profiles] == [1000, 1025]  # first half of each
 
     table = bench.render(results)
     print(table)
-    assert "| measurement | driftline | ceiling | ratio | target |" in table
-    assert "produce → DriftEvent" in table
-    assert f"{2 * n - lag:,} messages" in table
+    assert "| measurement | predictions/s | vs | ratio | target |" in table
+    assert "produce (`log_prediction`) → DriftEvent" in table
+    assert f"{n:,} predictions" in table
     assert "cores" in capsys.readouterr().out
