@@ -313,7 +313,7 @@ class EffectWriter(threading.Thread):
         action: Callable[[], Any],
         retry_on: tuple[type[BaseException], ...] = (Exception,),
     ) -> None:
-        delays = backoff_delays(0.2, 5.0)
+        delays = backoff_delays(0.1, 2.0)  # caps the recovery after an outage
         last_log = 0.0
         while True:
             self._check_abort()
