@@ -32,7 +32,8 @@ import pyarrow as pa
 
 FREE, PENDING, EARLY, JOINED = 0, 1, 2, 3
 
-# Per-slot columns: (name, dtype). Object columns hold str/None (or a dict for segments).
+# Per-slot columns: (name, dtype). Object columns hold str or None. Segments are columns too,
+# one per segment name (``JoinState.segments``), added as names appear.
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("tag", "i1"),
     ("expires_at", "i8"),
@@ -42,7 +43,6 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("p_label", "O"),
     ("p_score", "f8"),
     ("p_value", "f8"),
-    ("p_segments", "O"),
     ("o_id", "O"),
     ("o_time", "i8"),
     ("o_label", "O"),
@@ -62,7 +62,7 @@ class PredictionPart:
     label: np.ndarray  # object (str | None)
     score: np.ndarray  # float64, NaN = null
     value: np.ndarray  # float64, NaN = null
-    segments: np.ndarray  # object (dict | None)
+    segments: dict[str, np.ndarray]  # segment name -> object (str | None) per prediction
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class Pairs:
     prediction_label: np.ndarray
     prediction_score: np.ndarray
     prediction_value: np.ndarray
-    segments: np.ndarray
+    segments: dict[str, np.ndarray]  # segment name -> value per pair (None: absent)
     outcome_id: np.ndarray
     outcome_time: np.ndarray
     label: np.ndarray
@@ -122,6 +122,7 @@ class JoinState:
         self.orphan_ttl_ms = orphan_ttl_ms
         self.slots: dict[str, int] = {}
         self.cols: dict[str, np.ndarray] = {n: np.empty(0, dtype=t) for n, t in _COLUMNS}
+        self.segments: dict[str, np.ndarray] = {}  # segment name -> value per slot
         self._free = np.empty(0, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -135,13 +136,23 @@ class JoinState:
             for name, dtype in _COLUMNS:
                 extra = np.full(grow, _FILL[dtype], dtype=dtype)
                 self.cols[name] = np.concatenate([self.cols[name], extra])
+            for name, values in self.segments.items():
+                self.segments[name] = np.concatenate([values, np.full(grow, None, object)])
             self._free = np.concatenate([self._free, np.arange(size, size + grow)])
         slots, self._free = self._free[:n], self._free[n:]
         return slots
 
+    def _segment_column(self, name: str) -> np.ndarray:
+        column = self.segments.get(name)
+        if column is None:
+            column = self.segments[name] = np.full(len(self.cols["tag"]), None, object)
+        return column
+
     def _release(self, slots: np.ndarray) -> None:
         for name, dtype in _COLUMNS:
             self.cols[name][slots] = _FILL[dtype]
+        for column in self.segments.values():
+            column[slots] = None
         self._free = np.concatenate([self._free, slots])
 
     def _lookup(self, ids: np.ndarray) -> np.ndarray:
@@ -207,7 +218,9 @@ class JoinState:
         c["p_label"][slots] = p.label[rows]
         c["p_score"][slots] = p.score[rows]
         c["p_value"][slots] = p.value[rows]
-        c["p_segments"][slots] = p.segments[rows]
+        for name in p.segments.keys() | self.segments.keys():
+            values = p.segments.get(name)
+            self._segment_column(name)[slots] = None if values is None else values[rows]
 
     def _mark_joined(self, slots: np.ndarray) -> None:
         self.cols["tag"][slots] = JOINED  # expires like the prediction would have
@@ -227,7 +240,10 @@ class JoinState:
         """Joined pairs from (state slots, batch rows, the batch's outcomes or None when the
         outcome waited in the state)."""
         c = self.cols
-        columns: dict[str, list[np.ndarray]] = {f: [] for f in Pairs.__dataclass_fields__}
+        columns: dict[str, list[np.ndarray]] = {
+            f: [] for f in Pairs.__dataclass_fields__ if f != "segments"
+        }
+        segments: dict[str, list[np.ndarray]] = {name: [] for name in self.segments}
         for slots, rows, outcomes in parts:
             columns["prediction_id"].append(c["id"][slots])
             columns["prediction_time"].append(c["p_time"][slots])
@@ -235,7 +251,8 @@ class JoinState:
             columns["prediction_label"].append(c["p_label"][slots])
             columns["prediction_score"].append(c["p_score"][slots])
             columns["prediction_value"].append(c["p_value"][slots])
-            columns["segments"].append(c["p_segments"][slots])
+            for name, chunks in segments.items():
+                chunks.append(self.segments[name][slots])
             if outcomes is None:
                 columns["outcome_id"].append(c["o_id"][slots])
                 columns["outcome_time"].append(c["o_time"][slots])
@@ -250,8 +267,10 @@ class JoinState:
                 columns["value"].append(outcomes.value[rows])
         # JOINED slots keep only what duplicate detection and expiry need
         for slots, _, _ in parts:
-            for name in ("p_version", "p_label", "p_segments"):
+            for name in ("p_version", "p_label"):
                 c[name][slots] = None
+            for column in self.segments.values():
+                column[slots] = None
         empty = {"i8": np.empty(0, np.int64), "f8": np.empty(0), "O": np.empty(0, object)}
         kinds = {
             "prediction_time": "i8",
@@ -264,7 +283,12 @@ class JoinState:
             **{
                 name: np.concatenate(chunks) if chunks else empty[kinds.get(name, "O")]
                 for name, chunks in columns.items()
-            }
+            },
+            segments={
+                name: np.concatenate(chunks)
+                for name, chunks in segments.items()
+                if chunks
+            },
         )
 
     # -- expiry ------------------------------------------------------------------------------
@@ -301,15 +325,9 @@ class JoinState:
         c = {name: self.cols[name][live] for name, _ in _COLUMNS}
         arrays = {}
         for name, dtype in _COLUMNS:
-            if name == "p_segments":
-                arrays[name] = pa.array(
-                    [None if s is None else list(s.items()) for s in c[name]],
-                    type=pa.map_(pa.string(), pa.string()),
-                )
-            elif dtype == "O":
-                arrays[name] = pa.array(c[name], type=pa.string())
-            else:
-                arrays[name] = pa.array(c[name])
+            arrays[name] = pa.array(c[name], type=pa.string() if dtype == "O" else None)
+        for name, column in self.segments.items():
+            arrays[f"segment:{name}"] = pa.array(column[live], type=pa.string())
         table = pa.table(arrays)
         sink = io.BytesIO()
         with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -326,15 +344,15 @@ class JoinState:
         slots = state._allocate(n)
         for name, dtype in _COLUMNS:
             column = table.column(name)
-            if name == "p_segments":
-                values = np.array(
-                    [None if v is None else dict(v) for v in column.to_pylist()], dtype=object
-                )
-            elif dtype == "O":
+            if dtype == "O":
                 values = np.array(column.to_pylist(), dtype=object)
             else:
                 values = column.to_numpy()
             state.cols[name][slots] = values
+        for name in table.column_names:
+            if name.startswith("segment:"):
+                values = np.array(table.column(name).to_pylist(), dtype=object)
+                state._segment_column(name.removeprefix("segment:"))[slots] = values
         state.slots = dict(zip(state.cols["id"][slots].tolist(), slots.tolist(), strict=True))
         return state
 

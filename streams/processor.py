@@ -751,17 +751,8 @@ def _strings(array: Any) -> np.ndarray:
     return np.asarray(array, dtype=object)
 
 
-def _segments(columns: PredictionColumns) -> np.ndarray:
-    n = len(columns)
-    out = np.full(n, None, dtype=object)
-    if not columns.segments or not n:
-        return out
-    names = list(columns.segments)
-    values = [columns.segments[name].to_pylist() for name in names]
-    for i, row in enumerate(zip(*values, strict=True)):
-        seg = {name: v for name, v in zip(names, row, strict=True) if v is not None}
-        out[i] = seg or None
-    return out
+def _segments(columns: PredictionColumns) -> dict[str, np.ndarray]:
+    return {name: _strings(values) for name, values in columns.segments.items()}
 
 
 def _prediction_part(p: PredictionColumns) -> PredictionPart:
@@ -816,12 +807,25 @@ def _pair_metrics(pairs: Pairs) -> dict[str, np.ndarray]:
 _SEGMENT_MAP = pa.map_(pa.string(), pa.string())
 
 
-def _segment_maps(segments: np.ndarray) -> pa.Array:
-    if not segments.any():  # no segments at all (the common case): empty maps, no loop
-        offsets = pa.array(np.zeros(len(segments) + 1, dtype=np.int32))
+def _segment_maps(segments: dict[str, np.ndarray], n: int) -> pa.Array:
+    """Map(String, String) per pair from one column per segment name (absent: None),
+    built from flat arrays: no Python work per pair."""
+    names = sorted(segments)
+    if not names:
+        offsets = pa.array(np.zeros(n + 1, dtype=np.int32))
         empty = pa.array([], pa.string())
         return pa.MapArray.from_arrays(offsets, empty, empty, type=_SEGMENT_MAP)
-    return pa.array([list(s.items()) if s else [] for s in segments], type=_SEGMENT_MAP)
+    values = np.column_stack([segments[name] for name in names])  # (n, k) object
+    present = np.not_equal(values, None)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(present.sum(axis=1), out=offsets[1:])
+    keys = np.broadcast_to(np.array(names, dtype=object), values.shape)[present]
+    return pa.MapArray.from_arrays(
+        pa.array(offsets),
+        pa.array(keys, type=pa.string()),
+        pa.array(values[present], type=pa.string()),
+        type=_SEGMENT_MAP,
+    )
 
 
 def _nullable(values: np.ndarray) -> pa.Array:
@@ -838,7 +842,7 @@ def _joined_columns(
         "outcome_id": pa.array(pairs.outcome_id, type=pa.string()),
         "model_id": pa.array([model_id] * n, type=pa.string()),
         "model_version": pa.array(pairs.model_version, type=pa.string()),
-        "segments": _segment_maps(pairs.segments),
+        "segments": _segment_maps(pairs.segments, n),
         "prediction_time": pairs.prediction_time,
         "outcome_time": pairs.outcome_time,
         "label_delay_ms": pairs.outcome_time - pairs.prediction_time,
