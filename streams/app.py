@@ -26,7 +26,7 @@ from driftline.sinks.resilience import quiet_kafka_config
 from driftline.streams.alerting import AlertEvaluator
 from driftline.streams.checkpoint import Checkpoints, changelog_topic, ensure_changelog
 from driftline.streams.effects import EffectWriter, RecordProducer
-from driftline.streams.processor import BatchProcessor, ProcessorConfig
+from driftline.streams.processor import BatchProcessor, ProcessorConfig, warm_up
 from driftline.streams.rulebook import ControlPlaneFollower, RuleBook
 from driftline.streams.source import InputLoop, SourceConfig
 from driftline.streams.state import PartitionState
@@ -153,6 +153,9 @@ class Worker:
                 return
 
     def _start_data_path(self) -> None:
+        started = time.monotonic()
+        warm_up(self.codec, self.config.processor)
+        log.info("kernels and decoders loaded in %.1f s", time.monotonic() - started)
         ensure_changelog(
             self.config.bootstrap,
             changelog_topic(self.config.app_id),

@@ -706,6 +706,58 @@ class BatchProcessor:
         result.rows["retraining_requests"].append(request)
 
 
+def warm_up(codec: Codec, config: ProcessorConfig) -> None:
+    """Run a few synthetic events of both layouts through a throwaway processor, so Numba's
+    cached kernels and the decoders are loaded before the first real batch (otherwise the
+    first batch after a start or a rebalance pays ~1-2 s of loading)."""
+    predictions = [
+        {
+            "event_id": f"warm-up-{i}",
+            "model_id": "__warm_up__",
+            "model_version": "0",
+            "event_time": 1_000 + i,
+            "numeric_features": {"x": float(i)},
+            "categorical_features": {},
+            "segments": {"s": "a"},
+            "prediction_label": "a",
+            "prediction_score": 0.5,
+            "prediction_value": None,
+            "probabilities": None,
+        }
+        for i in range(4)
+    ]
+    outcomes = [
+        {
+            "event_id": f"warm-up-o{i}",
+            "prediction_id": p["event_id"],
+            "model_id": "__warm_up__",
+            "event_time": 2_000 + i,
+            "label": "b",
+            "value": None,
+        }
+        for i, p in enumerate(predictions)
+    ]
+    batch = [
+        codec.encode_columns(PredictionColumns.from_records("__warm_up__", predictions[:2])),
+        codec.encode(topics.PREDICTION_EVENT, predictions[2]),
+        codec.encode(topics.PREDICTION_EVENT, predictions[3]),
+    ]
+    messages = [
+        SourceMessage(topics.PREDICTIONS, 0, i, b"", value) for i, value in enumerate(batch)
+    ]
+    messages += [
+        SourceMessage(topics.OUTCOMES, 0, 0, b"", codec.encode_columns(
+            OutcomeColumns.from_records("__warm_up__", outcomes[:2])
+        )),
+        SourceMessage(topics.OUTCOMES, 0, 1, b"", codec.encode(topics.OUTCOME_EVENT, outcomes[2])),
+    ]  # fmt: skip
+    processor = BatchProcessor(codec, config)
+    processor.process(messages)
+    PartitionState.from_bytes(
+        processor.states[0].to_bytes(), config.join_ttl_ms, config.orphan_ttl_ms
+    )
+
+
 # -- columns ------------------------------------------------------------------------------
 def _prediction_clock(
     part: PartitionState, inputs: dict[tuple[int, str], _ModelInput], model_id: str
