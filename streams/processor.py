@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from driftline.schemas import Codec, DecodeError, InvalidEvent, event_id, topics
+from driftline.schemas import Codec, DecodeError, InvalidEvent, event_id, singlepath, topics
 from driftline.schemas.columns import OutcomeColumns, PredictionColumns, RowError
 from driftline.schemas.validation import validate_outcome, validate_prediction
 from driftline.sinks.columns import outcome_insert_columns, prediction_insert_columns
@@ -179,15 +179,45 @@ class _ModelInput:
 
     def seal(self, model_id: str) -> None:
         if self.single_predictions:
-            records, offsets = zip(*self.single_predictions, strict=True)
-            cols = PredictionColumns.from_records(model_id, records)
-            self.predictions.append((cols, np.array(offsets), np.full(len(offsets), -1)))
+            cols, offsets = _singles(PredictionColumns, model_id, self.single_predictions)
+            self.predictions.append((cols, offsets, np.full(len(offsets), -1)))
             self.single_predictions = []
         if self.single_outcomes:
-            records, offsets = zip(*self.single_outcomes, strict=True)
-            cols = OutcomeColumns.from_records(model_id, records)
-            self.outcomes.append((cols, np.array(offsets), np.full(len(offsets), -1)))
+            cols, offsets = _singles(OutcomeColumns, model_id, self.single_outcomes)
+            self.outcomes.append((cols, offsets, np.full(len(offsets), -1)))
             self.single_outcomes = []
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A single-event message decoded in bulk (schemas.singlepath): row ``row`` of ``columns``."""
+
+    columns: Any
+    row: int
+
+
+def _singles(cls: Any, model_id: str, singles: list[tuple[Any, int]]) -> tuple[Any, np.ndarray]:
+    """Columns of a run of single events in order: rows taken from bulk-decoded columns, dicts
+    (decoded one by one) through ``from_records``."""
+    parts = []
+    i = 0
+    while i < len(singles):
+        first = singles[i][0]
+        j = i + 1
+        if isinstance(first, _Row):
+            while j < len(singles) and isinstance(singles[j][0], _Row) and (
+                singles[j][0].columns is first.columns
+            ):
+                j += 1
+            rows = np.fromiter((r.row for r, _ in singles[i:j]), np.int64, count=j - i)
+            parts.append(first.columns.take(rows))
+        else:
+            while j < len(singles) and not isinstance(singles[j][0], _Row):
+                j += 1
+            parts.append(cls.from_records(model_id, [r for r, _ in singles[i:j]]))
+        i = j
+    columns = parts[0] if len(parts) == 1 else cls.concat(parts)
+    return columns, np.fromiter((o for _, o in singles), np.int64, count=len(singles))
 
 
 class BatchProcessor:
@@ -202,6 +232,7 @@ class BatchProcessor:
         self.codec = codec
         self.config = config
         self.states: dict[int, PartitionState] = states if states is not None else {}
+        self._bulk: dict[int, tuple[Any, int, Any]] = {}
 
     def partition(self, partition: int) -> PartitionState:
         state = self.states.get(partition)
@@ -223,6 +254,8 @@ class BatchProcessor:
         result = BatchResult()
         inputs: dict[tuple[int, str], _ModelInput] = {}
         touched: set[int] = set()
+        messages = list(messages)
+        self._bulk = self._decode_singles(messages)
         for message in messages:
             part = self.partition(message.partition)
             touched.add(message.partition)
@@ -282,9 +315,46 @@ class BatchProcessor:
             released += 1
         del part.held[:released]
 
+    def _decode_singles(self, messages: list[SourceMessage]) -> dict[int, tuple[Any, int, Any]]:
+        """Single-event records of the batch decoded together into columns (a Numba kernel,
+        ~8x faster than one by one); id(message) -> (columns, row, row error or None).
+        Messages it does not take are decoded one by one by ``_parse``."""
+        out: dict[int, tuple[Any, int, Any]] = {}
+        for topic, decode in (
+            (topics.PREDICTIONS, singlepath.decode_predictions),
+            (topics.OUTCOMES, singlepath.decode_outcomes),
+        ):
+            chosen = [m for m in messages if m.topic == topic and m.value]
+            if len(chosen) < 2:
+                continue
+            runs, _ = decode([m.value for m in chosen], self.codec)
+            for run in runs:
+                errors = {e.row: e for e in run.row_errors}
+                for row, index in enumerate(run.indices.tolist()):
+                    out[id(chosen[index])] = (run.columns, row, errors.get(row))
+        return out
+
     def _parse(self, message: SourceMessage) -> _Parsed:
         """Decode and check one message; what is wrong with it as a whole becomes its
         dead letter, applied in its turn."""
+        bulk = self._bulk.get(id(message))
+        if bulk is not None:
+            columns, row, error = bulk
+            if error is not None:
+                return _Parsed(message, None, DeadLetter(message, error.reason, error.detail))
+            model_id = columns.model_id
+            if self.config.known_models and model_id not in self.config.known_models:
+                detail = f"model {model_id!r} is not registered"
+                return _Parsed(message, None, DeadLetter(message, topics.UNKNOWN_MODEL, detail))
+            name = (
+                topics.PREDICTION_EVENT
+                if isinstance(columns, PredictionColumns)
+                else topics.OUTCOME_EVENT
+            )
+            return _Parsed(
+                message, model_id, None, name, _Row(columns, row), [],
+                int(columns.event_time[row]),
+            )  # fmt: skip
         try:
             if message.value is None:
                 raise DecodeError(topics.NOT_CONFLUENT_FRAMED, "null value (tombstone)")
@@ -328,7 +398,7 @@ class BatchProcessor:
             model_input.latest_prediction_ms = max(
                 model_input.latest_prediction_ms, parsed.max_time
             )
-        if isinstance(decoded, dict):
+        if isinstance(decoded, dict | _Row):
             target = (
                 model_input.single_predictions if prediction else model_input.single_outcomes
             )
