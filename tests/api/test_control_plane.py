@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from conftest import auth
 from driftline.api import ControlPlane, InMemoryControlPlane
 from driftline.api.control_plane import MUST_NOT_EXIST, NotFound, VersionConflict
 from driftline.schemas import topics
@@ -132,7 +133,6 @@ def test_in_memory_control_plane_applies_the_same_rules() -> None:
 
 def test_a_write_the_view_never_sees_is_a_503(control_plane: ControlPlane, tokens) -> None:  # type: ignore[no-untyped-def]
     from api_factories import drift_rule
-    from conftest import auth
     from driftline.api import ApiConfig, create_app
     from fastapi.testclient import TestClient
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 # Test helpers beside this file (faults_support) import by name from the test modules here.
-sys.path.insert(0, str(Path(__file__).parent))
+# Appended, not prepended: tests/api imports its own conftest by name, which a folder put
+# first on sys.path would shadow.
+sys.path.append(str(Path(__file__).parent))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

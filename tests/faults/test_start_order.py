@@ -101,10 +101,16 @@ def test_workers_started_before_broker_and_store_wait_then_process_everything(tm
         )
         print(f"started before broker and store; {figures}")
 
-        # the partitions are shared (range assignment over two members: two each)
-        assigned = [w.get("/ready")[1]["assigned_partitions"] for w in workers]
-        assert sorted(p for ps in assigned for p in ps) == [0, 1, 2, 3], assigned
-        assert all(len(ps) == 2 for ps in assigned), assigned
+        # the partitions are shared (range assignment over two members: two each); the topics
+        # were created after the workers subscribed, so each worker's metadata refresh (5 s)
+        # may trigger one more rebalance: wait for the assignment to settle
+        def split_two_and_two() -> bool:
+            assigned = [w.get("/ready")[1]["assigned_partitions"] for w in workers]
+            return sorted(p for ps in assigned for p in ps) == [0, 1, 2, 3] and all(
+                len(ps) == 2 for ps in assigned
+            )
+
+        _eventually(split_two_and_two, 60, "two partitions each", workers)
         for worker in workers:
             status, metrics = worker.get("/metrics")
             assert status == 200 and "driftline_worker_messages" in metrics
