@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 from confluent_kafka import TopicPartition
 from driftline.schemas import Codec, topics
-from driftline.sinks.base import Store, StoreError, StoreUnavailable
+from driftline.sinks.base import Store, StoreUnavailable
 from driftline.sinks.resilience import backoff_delays
 from driftline.sinks.writer import concat_chunks
 from driftline.streams.alerting import AlertOutcome
@@ -52,8 +52,6 @@ class Epoch:
     retraining: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     checkpoints: dict[int, bytes] = field(default_factory=dict)
-    # (topic, partition) -> (first offset of the epoch, next offset read): what it covers
-    offsets: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     # what may be committed: the checkpointed states' next offsets (outcomes still waiting
     # for their predictions are read but not applied, so not committed)
     commit_offsets: list[TopicPartition] = field(default_factory=list)
@@ -77,9 +75,7 @@ class Epoch:
         self.messages += n_messages
         self.partitions |= result.touched
 
-    def saw(self, topic: str, partition: int, offset: int) -> None:
-        first, _ = self.offsets.get((topic, partition), (offset, offset))
-        self.offsets[(topic, partition)] = (first, offset + 1)
+    def saw(self, partition: int) -> None:
         self.partitions.add(partition)
 
     @property
@@ -305,23 +301,14 @@ class EffectWriter(threading.Thread):
         """Insert until it lands; a store outage is waited out for as long as it lasts.
         Errors that retrying cannot fix (``StoreError`` that is not ``StoreUnavailable``)
         propagate and stop the worker: nothing of the epoch is committed."""
-        self._retry(f"ClickHouse ({table} insert)", insert, retry_on=(StoreUnavailable,))
-
-    def _retry(
-        self,
-        what: str,
-        action: Callable[[], Any],
-        retry_on: tuple[type[BaseException], ...] = (Exception,),
-    ) -> None:
+        what = f"ClickHouse ({table} insert)"
         delays = backoff_delays(0.1, 2.0)  # caps the recovery after an outage
         last_log = 0.0
         while True:
             self._check_abort()
             try:
-                action()
-            except retry_on as exc:
-                if isinstance(exc, StoreError) and not isinstance(exc, StoreUnavailable):
-                    raise
+                insert()
+            except StoreUnavailable as exc:
                 now = time.monotonic()
                 if self.outage is None:
                     self.outage, self.outage_since = what, now

@@ -198,7 +198,7 @@ class InputLoop(threading.Thread):
         )
         batch, self._stash = [*self._stash, *self._source(messages)], []
         for message in batch:
-            self._epoch.saw(message.topic, message.partition, message.offset)
+            self._epoch.saw(message.partition)
         if batch or self.processor.holding():
             started = time.perf_counter()
             result = self.processor.process(batch, self._predictions_caught_up)
