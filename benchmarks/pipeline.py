@@ -1228,7 +1228,7 @@ class Config:
     outcome_lag: int = 50
     rows_per_record: int = 1000
     warmup: int = 4000  # predictions per layout before the measured backlogs
-    batch: tuple[int, float] = (5000, 0.5)  # the worker's defaults (settings.py)
+    batch: tuple[int, float] = (5000, 0.1)  # the worker's defaults (settings.py)
     profile_predictions: int = 40_000  # per layout, for the in-process profile
     peer_seconds: float = 120.0  # the plain consumer stops after this long
     faust_seconds: float = 15.0

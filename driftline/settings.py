@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     # faust's web server (its /health and stats): loopback unless an operator opens it up.
     worker_web_host: str = "127.0.0.1"
     batch_max_events: int = 5000
-    batch_max_seconds: float = Field(0.5, gt=0)
+    batch_max_seconds: float = Field(0.1, gt=0)
     # How often a worker lands what it processed and commits its input offsets (an epoch):
     # larger means bigger ClickHouse inserts and fewer checkpoints, and more to replay after
     # a crash.

@@ -45,7 +45,7 @@ class WorkerConfig:
     replication: int = 1
     datadir: str = ".driftline/faust"
     batch_max_events: int = 5000
-    batch_max_seconds: float = 0.5
+    batch_max_seconds: float = 0.1
     commit_interval_s: float = 1.0
     session_timeout_ms: int = 6000
     web_host: str = "127.0.0.1"

@@ -82,6 +82,11 @@ class Epoch:
     def empty(self) -> bool:
         return not self.partitions
 
+    @property
+    def urgent(self) -> bool:
+        """Holds records a person or a service waits for (drift, alerts, retraining)."""
+        return bool(self.drift_events or self.alerts or self.retraining)
+
 
 
 def content_token(table: str, columns: dict[str, Any] | list[dict[str, Any]]) -> str:

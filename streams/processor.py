@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -44,8 +44,10 @@ DEFAULT_SPECS: tuple[DetectorSpec, ...] = (
 PREDICTION_RECORDS = frozenset({topics.PREDICTION_EVENT, "PredictionBatch"})
 
 
-@dataclass(frozen=True)
-class SourceMessage:
+class SourceMessage(NamedTuple):
+    """One input message as the processor sees it (a tuple: one is made per message, and
+    single-event records are per-message bound)."""
+
     topic: str
     partition: int
     offset: int
@@ -149,7 +151,10 @@ class BatchResult:
         return out
 
 
-@dataclass(frozen=True)
+_NO_ERRORS: list[RowError] = []  # shared, never mutated
+
+
+@dataclass(slots=True)
 class _Parsed:
     """A decoded message (or its dead letter), ready to be applied in its turn."""
 
@@ -171,53 +176,64 @@ class _ModelInput:
         default_factory=list
     )  # (columns, source offset per row, row index in its record or -1)
     outcomes: list[tuple[OutcomeColumns, np.ndarray, np.ndarray]] = field(default_factory=list)
-    single_predictions: list[tuple[dict[str, Any], int]] = field(default_factory=list)
-    single_outcomes: list[tuple[dict[str, Any], int]] = field(default_factory=list)
+    # single events not yet sealed into a part: a _Row or a dict each, and its offset
+    single_predictions: list[Any] = field(default_factory=list)
+    single_prediction_offsets: list[int] = field(default_factory=list)
+    single_outcomes: list[Any] = field(default_factory=list)
+    single_outcome_offsets: list[int] = field(default_factory=list)
     # source messages by offset (for dead letters), per topic
     messages: dict[tuple[str, int], SourceMessage] = field(default_factory=dict)
     latest_prediction_ms: int = 0  # the latest prediction event time of this batch
 
     def seal(self, model_id: str) -> None:
         if self.single_predictions:
-            cols, offsets = _singles(PredictionColumns, model_id, self.single_predictions)
+            cols, offsets = _singles(
+                PredictionColumns, model_id, self.single_predictions,
+                self.single_prediction_offsets,
+            )  # fmt: skip
             self.predictions.append((cols, offsets, np.full(len(offsets), -1)))
-            self.single_predictions = []
+            self.single_predictions, self.single_prediction_offsets = [], []
         if self.single_outcomes:
-            cols, offsets = _singles(OutcomeColumns, model_id, self.single_outcomes)
+            cols, offsets = _singles(
+                OutcomeColumns, model_id, self.single_outcomes, self.single_outcome_offsets
+            )
             self.outcomes.append((cols, offsets, np.full(len(offsets), -1)))
-            self.single_outcomes = []
+            self.single_outcomes, self.single_outcome_offsets = [], []
 
 
-@dataclass(frozen=True)
-class _Row:
-    """A single-event message decoded in bulk (schemas.singlepath): row ``row`` of ``columns``."""
+class _Row(NamedTuple):
+    """A single-event message decoded in bulk (schemas.singlepath): row ``row`` of ``columns``.
+    (A tuple: one is made per message, and the single-event path is per-message bound.)"""
 
     columns: Any
     row: int
 
 
-def _singles(cls: Any, model_id: str, singles: list[tuple[Any, int]]) -> tuple[Any, np.ndarray]:
-    """Columns of a run of single events in order: rows taken from bulk-decoded columns, dicts
-    (decoded one by one) through ``from_records``."""
+def _singles(
+    cls: Any, model_id: str, sources: list[Any], offsets: list[int]
+) -> tuple[Any, np.ndarray]:
+    """Columns of a run of single events in order: ``sources[i]`` is a ``_Row`` of bulk-decoded
+    columns (consecutive rows of one columns object become one ``take``) or a dict decoded
+    one by one (consecutive dicts go through ``from_records`` together)."""
     parts = []
-    i = 0
-    while i < len(singles):
-        first = singles[i][0]
+    i, n = 0, len(sources)
+    while i < n:
+        first = sources[i]
         j = i + 1
-        if isinstance(first, _Row):
-            while j < len(singles) and isinstance(singles[j][0], _Row) and (
-                singles[j][0].columns is first.columns
-            ):
+        if type(first) is _Row:
+            columns = first.columns
+            rows = [first.row]
+            while j < n and type(sources[j]) is _Row and sources[j].columns is columns:
+                rows.append(sources[j].row)
                 j += 1
-            rows = np.fromiter((r.row for r, _ in singles[i:j]), np.int64, count=j - i)
-            parts.append(first.columns.take(rows))
+            parts.append(columns.take(np.array(rows, dtype=np.int64)))
         else:
-            while j < len(singles) and not isinstance(singles[j][0], _Row):
+            while j < n and type(sources[j]) is not _Row:
                 j += 1
-            parts.append(cls.from_records(model_id, [r for r, _ in singles[i:j]]))
+            parts.append(cls.from_records(model_id, sources[i:j]))
         i = j
     columns = parts[0] if len(parts) == 1 else cls.concat(parts)
-    return columns, np.fromiter((o for _, o in singles), np.int64, count=len(singles))
+    return columns, np.array(offsets, dtype=np.int64)
 
 
 class BatchProcessor:
@@ -319,10 +335,10 @@ class BatchProcessor:
         """Single-event records of the batch decoded together into columns (a Numba kernel,
         ~8x faster than one by one); id(message) -> (columns, row, row error or None).
         Messages it does not take are decoded one by one by ``_parse``."""
-        out: dict[int, tuple[Any, int, Any]] = {}
-        for topic, decode in (
-            (topics.PREDICTIONS, singlepath.decode_predictions),
-            (topics.OUTCOMES, singlepath.decode_outcomes),
+        out: dict[int, tuple[Any, int, Any, str, int]] = {}
+        for topic, decode, name in (
+            (topics.PREDICTIONS, singlepath.decode_predictions, topics.PREDICTION_EVENT),
+            (topics.OUTCOMES, singlepath.decode_outcomes, topics.OUTCOME_EVENT),
         ):
             chosen = [m for m in messages if m.topic == topic and m.value]
             if len(chosen) < 2:
@@ -330,8 +346,10 @@ class BatchProcessor:
             runs, _ = decode([m.value for m in chosen], self.codec)
             for run in runs:
                 errors = {e.row: e for e in run.row_errors}
+                columns = run.columns
+                times = columns.event_time.tolist()
                 for row, index in enumerate(run.indices.tolist()):
-                    out[id(chosen[index])] = (run.columns, row, errors.get(row))
+                    out[id(chosen[index])] = (columns, row, errors.get(row), name, times[row])
         return out
 
     def _parse(self, message: SourceMessage) -> _Parsed:
@@ -339,22 +357,14 @@ class BatchProcessor:
         dead letter, applied in its turn."""
         bulk = self._bulk.get(id(message))
         if bulk is not None:
-            columns, row, error = bulk
+            columns, row, error, name, event_time = bulk
             if error is not None:
                 return _Parsed(message, None, DeadLetter(message, error.reason, error.detail))
             model_id = columns.model_id
             if self.config.known_models and model_id not in self.config.known_models:
                 detail = f"model {model_id!r} is not registered"
                 return _Parsed(message, None, DeadLetter(message, topics.UNKNOWN_MODEL, detail))
-            name = (
-                topics.PREDICTION_EVENT
-                if isinstance(columns, PredictionColumns)
-                else topics.OUTCOME_EVENT
-            )
-            return _Parsed(
-                message, model_id, None, name, _Row(columns, row), [],
-                int(columns.event_time[row]),
-            )  # fmt: skip
+            return _Parsed(message, model_id, None, name, _Row(columns, row), _NO_ERRORS, event_time)
         try:
             if message.value is None:
                 raise DecodeError(topics.NOT_CONFLUENT_FRAMED, "null value (tombstone)")
@@ -398,11 +408,13 @@ class BatchProcessor:
             model_input.latest_prediction_ms = max(
                 model_input.latest_prediction_ms, parsed.max_time
             )
-        if isinstance(decoded, dict | _Row):
-            target = (
-                model_input.single_predictions if prediction else model_input.single_outcomes
-            )
-            target.append((decoded, message.offset))
+        if type(decoded) is _Row or isinstance(decoded, dict):
+            if prediction:
+                model_input.single_predictions.append(decoded)
+                model_input.single_prediction_offsets.append(message.offset)
+            else:
+                model_input.single_outcomes.append(decoded)
+                model_input.single_outcome_offsets.append(message.offset)
             return
         model_input.seal(model_id)  # singles before this record keep their place
         n = len(decoded)

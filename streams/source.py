@@ -46,7 +46,9 @@ class SourceConfig:
     bootstrap: str
     group_id: str
     batch_max_events: int = 5000
-    batch_max_seconds: float = 0.5
+    # librdkafka's consume() waits this long for a batch that is not full: with a backlog
+    # batches fill at once, at a trickle it bounds the delay before a record is processed.
+    batch_max_seconds: float = 0.1
     commit_interval_s: float = 1.0
     # Monitoring wants a dead worker's partitions moved within seconds, not a minute: the
     # broker's minimum session timeout (6 s by default) with heartbeats well inside it.
@@ -225,6 +227,9 @@ class InputLoop(threading.Thread):
         self._lag = self._measure_lag()
         if not self._epoch.empty and (
             time.monotonic() - self._last_submit >= self.config.commit_interval_s
+            # somebody waits for a drift, alert or retraining record: land it now unless
+            # the writer is still busy (then the interval applies, as for any epoch)
+            or (self._epoch.urgent and not self.writer.busy())
         ):
             self._submit()
 
