@@ -236,6 +236,26 @@ def _singles(
     return columns, np.array(offsets, dtype=np.int64)
 
 
+@dataclass
+class _Bulk:
+    """A batch's single events decoded in bulk, by place in the batch: ``run_of`` the run
+    (one model's rows, ``runs``) or -1 where one-by-one decoding applies, ``row_of`` the row
+    in it, ``bad`` rows to dead-letter (``errors``)."""
+
+    runs: list[singlepath.DecodedRun]
+    names: list[str]  # record name per run
+    run_of: np.ndarray
+    row_of: np.ndarray
+    bad: np.ndarray
+    errors: dict[int, RowError]
+
+    @classmethod
+    def empty(cls, n: int) -> _Bulk:
+        return cls(
+            [], [], np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, bool), {}
+        )
+
+
 class BatchProcessor:
     """Applies batches to per-partition state (``states``: partition -> PartitionState)."""
 
@@ -270,9 +290,14 @@ class BatchProcessor:
         result = BatchResult()
         inputs: dict[tuple[int, str], _ModelInput] = {}
         touched: set[int] = set()
-        messages = list(messages)
+        messages = self._messages = list(messages)
         self._bulk = self._decode_singles(messages)
-        for message in messages:
+        # model inputs are applied in the order of their first message (as one by one would)
+        order: dict[tuple[int, str], int] = {}
+        in_columns = self._predictions_in_columns(messages, inputs, order, result, touched)
+        for index, message in enumerate(messages):
+            if message.partition in in_columns and message.topic == topics.PREDICTIONS:
+                continue
             part = self.partition(message.partition)
             touched.add(message.partition)
             if message.topic == topics.OUTCOMES:
@@ -282,22 +307,23 @@ class BatchProcessor:
                 ):
                     result.counters["replayed"] += 1
                     continue
-                part.held.append(self._parse(message))
+                part.held.append(self._parse(message, index))
                 continue
             if message.offset < part.next_offsets.get(message.topic, 0):
                 result.counters["replayed"] += 1  # already in the state (a redelivery)
                 continue
             part.next_offsets[message.topic] = message.offset + 1
-            self._add(self._parse(message), inputs, result)
+            self._add(self._parse(message, index), inputs, result, order, index)
         for partition, part in self.states.items():
             if part.held:
-                self._release(part, inputs, result, caught_up)
+                self._release(part, inputs, result, order, caught_up)
                 touched.add(partition)
         result.touched = touched
         result.counters["outcomes_held"] = sum(
             len(self.states[p].held) for p in touched if p in self.states
         )
-        for (partition, model_id), model_input in inputs.items():
+        for partition, model_id in sorted(inputs, key=order.__getitem__):
+            model_input = inputs[(partition, model_id)]
             model_input.seal(model_id)
             self._model(partition, model_id, model_input, result)
         return result
@@ -311,6 +337,7 @@ class BatchProcessor:
         part: PartitionState,
         inputs: dict[tuple[int, str], _ModelInput],
         result: BatchResult,
+        order: dict[tuple[int, str], int],
         caught_up: Callable[[int], bool] | None,
     ) -> None:
         """Apply held outcome messages in topic order, up to the first that must wait."""
@@ -326,45 +353,128 @@ class BatchProcessor:
                     )
                 if held.max_time > clock:
                     break
-            self._add(held, inputs, result)
+            self._add(held, inputs, result, order, len(self._messages))
             part.next_offsets[topics.OUTCOMES] = held.message.offset + 1
             released += 1
         del part.held[:released]
 
-    def _decode_singles(self, messages: list[SourceMessage]) -> dict[int, tuple[Any, int, Any]]:
+    def _decode_singles(self, messages: list[SourceMessage]) -> _Bulk:
         """Single-event records of the batch decoded together into columns (a Numba kernel,
-        ~8x faster than one by one); id(message) -> (columns, row, row error or None).
-        Messages it does not take are decoded one by one by ``_parse``."""
-        out: dict[int, tuple[Any, int, Any, str, int]] = {}
+        ~8x faster than one by one), indexed by the messages' places in the batch. Messages
+        it does not take are decoded one by one by ``_parse``."""
+        bulk = _Bulk.empty(len(messages))
         for topic, decode, name in (
             (topics.PREDICTIONS, singlepath.decode_predictions, topics.PREDICTION_EVENT),
             (topics.OUTCOMES, singlepath.decode_outcomes, topics.OUTCOME_EVENT),
         ):
-            chosen = [m for m in messages if m.topic == topic and m.value]
+            chosen = [i for i, m in enumerate(messages) if m.topic == topic and m.value]
             if len(chosen) < 2:
                 continue
-            runs, _ = decode([m.value for m in chosen], self.codec)
+            runs, _ = decode([messages[i].value for i in chosen], self.codec)
+            places = np.array(chosen, dtype=np.int64)
             for run in runs:
-                errors = {e.row: e for e in run.row_errors}
-                columns = run.columns
-                times = columns.event_time.tolist()
-                for row, index in enumerate(run.indices.tolist()):
-                    out[id(chosen[index])] = (columns, row, errors.get(row), name, times[row])
-        return out
+                at = places[run.indices]
+                bulk.run_of[at] = len(bulk.runs)
+                bulk.row_of[at] = np.arange(len(at))
+                for error in run.row_errors:
+                    bulk.bad[at[error.row]] = True
+                    bulk.errors[int(at[error.row])] = error
+                bulk.runs.append(run)
+                bulk.names.append(name)
+        return bulk
 
-    def _parse(self, message: SourceMessage) -> _Parsed:
+    def _predictions_in_columns(
+        self,
+        messages: list[SourceMessage],
+        inputs: dict[tuple[int, str], _ModelInput],
+        order: dict[tuple[int, str], int],
+        result: BatchResult,
+        touched: set[int],
+    ) -> set[int]:
+        """The common case of single events without a message at a time: a partition whose
+        prediction messages in this batch were all decoded in bulk, without a bad row, of
+        known models, in offset order, is applied as one column part per model (what the
+        per-message path would build, ~3x cheaper). Returns the partitions it applied."""
+        by_partition: dict[int, list[int]] = defaultdict(list)
+        for index, message in enumerate(messages):
+            if message.topic == topics.PREDICTIONS:
+                by_partition[message.partition].append(index)
+        bulk, known = self._bulk, self.config.known_models
+        done: set[int] = set()
+        for partition, places in by_partition.items():
+            at = np.array(places, dtype=np.int64)
+            runs = bulk.run_of[at]
+            if (runs < 0).any() or bulk.bad[at].any():
+                continue
+            offsets = np.array([messages[i].offset for i in places], dtype=np.int64)
+            if (np.diff(offsets) <= 0).any():
+                continue
+            run_numbers, first = np.unique(runs, return_index=True)
+            run_numbers = run_numbers[np.argsort(first)]
+            if known and any(bulk.runs[r].columns.model_id not in known for r in run_numbers):
+                continue
+            done.add(partition)
+            touched.add(partition)
+            part = self.partition(partition)
+            skip = int(np.searchsorted(offsets, part.next_offsets.get(topics.PREDICTIONS, 0)))
+            if skip:
+                result.counters["replayed"] += skip  # already in the state (a redelivery)
+            if skip == len(offsets):
+                continue
+            part.next_offsets[topics.PREDICTIONS] = int(offsets[-1]) + 1
+            at, runs, offsets = at[skip:], runs[skip:], offsets[skip:]
+            for r in run_numbers.tolist():
+                mine = runs == r
+                if not mine.any():
+                    continue
+                columns = bulk.runs[r].columns
+                rows = bulk.row_of[at[mine]]
+                if not (len(rows) == len(columns) and rows[-1] == len(rows) - 1):
+                    columns = columns.take(rows)
+                key = (partition, columns.model_id)
+                model_input = inputs.get(key)
+                if model_input is None:
+                    model_input = inputs[key] = _ModelInput()
+                    order[key] = int(at[mine][0])
+                model_input.latest_prediction_ms = max(
+                    model_input.latest_prediction_ms, int(columns.event_time.max())
+                )
+                model_input.predictions.append(
+                    (columns, offsets[mine], np.full(len(rows), -1, dtype=np.int64))
+                )
+        return done
+
+    def _source_message(
+        self, model_input: _ModelInput, topic: str, partition: int, offset: int
+    ) -> SourceMessage:
+        """The message a row came from (for its dead letter; rare, so a scan is fine)."""
+        message = model_input.messages.get((topic, offset))
+        if message is not None:
+            return message
+        for message in self._messages:
+            if message.offset == offset and message.topic == topic and (
+                message.partition == partition
+            ):
+                return message
+        raise KeyError((topic, partition, offset))
+
+    def _parse(self, message: SourceMessage, index: int) -> _Parsed:
         """Decode and check one message; what is wrong with it as a whole becomes its
         dead letter, applied in its turn."""
-        bulk = self._bulk.get(id(message))
-        if bulk is not None:
-            columns, row, error, name, event_time = bulk
+        run = int(self._bulk.run_of[index])
+        if run >= 0:
+            columns, row = self._bulk.runs[run].columns, int(self._bulk.row_of[index])
+            error = self._bulk.errors.get(index)
             if error is not None:
                 return _Parsed(message, None, DeadLetter(message, error.reason, error.detail))
             model_id = columns.model_id
             if self.config.known_models and model_id not in self.config.known_models:
                 detail = f"model {model_id!r} is not registered"
                 return _Parsed(message, None, DeadLetter(message, topics.UNKNOWN_MODEL, detail))
-            return _Parsed(message, model_id, None, name, _Row(columns, row), _NO_ERRORS, event_time)
+            return _Parsed(
+                message, model_id, None, self._bulk.names[run], _Row(columns, row), _NO_ERRORS,
+                int(columns.event_time[row]),
+            )  # fmt: skip
         try:
             if message.value is None:
                 raise DecodeError(topics.NOT_CONFLUENT_FRAMED, "null value (tombstone)")
@@ -392,6 +502,8 @@ class BatchProcessor:
         parsed: _Parsed,
         inputs: dict[tuple[int, str], _ModelInput],
         result: BatchResult,
+        order: dict[tuple[int, str], int],
+        index: int,
     ) -> None:
         message = parsed.message
         if parsed.letter is not None or parsed.model_id is None:
@@ -402,6 +514,7 @@ class BatchProcessor:
         model_input = inputs.get(key)
         if model_input is None:
             model_input = inputs[key] = _ModelInput()
+            order[key] = index
         model_input.messages[(message.topic, message.offset)] = message
         prediction = name in PREDICTION_RECORDS
         if prediction:
@@ -487,11 +600,11 @@ class BatchProcessor:
         joined = join.apply(p_part, o_part)
         prediction_ids = p_part.event_id
         for i in joined.duplicate_predictions.tolist():
-            message = inp.messages[(topics.PREDICTIONS, int(p_offsets[i]))]
+            message = self._source_message(inp, topics.PREDICTIONS, partition, int(p_offsets[i]))
             detail = f"prediction {p_part.event_id[i]} already seen"
             self._duplicate(result, message, predictions, i, int(p_rows[i]), detail)
         for i in joined.duplicate_outcomes.tolist():
-            message = inp.messages[(topics.OUTCOMES, int(o_offsets[i]))]
+            message = self._source_message(inp, topics.OUTCOMES, partition, int(o_offsets[i]))
             detail = f"prediction {o_part.prediction_id[i]} already has an outcome"
             self._duplicate(result, message, outcomes, i, int(o_rows[i]), detail)
         if len(joined.duplicate_predictions):
