@@ -1592,7 +1592,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--models", type=int, default=4)
     parser.add_argument("--rows-per-record", type=int, default=1000)
-    parser.add_argument("--batch", type=_batch, default=(5000, 0.5), help="EVENTS:SECONDS")
+    parser.add_argument("--batch", type=_batch, default=(5000, 0.1), help="EVENTS:SECONDS")
     parser.add_argument("--faust-seconds", type=float, default=15.0)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--compression", default="lz4")
