@@ -1,38 +1,32 @@
 """The control plane: every rule, silence, subscription, API key and acknowledgement as the
 latest record per key on one compacted Kafka topic (``driftline.rules.v1``).
 
-Record format (the rule evaluator in the workers reads the same topic; docs/api.md has it too):
-
-* key: ``<kind>:<id>`` in UTF-8, kind one of ``rule``, ``silence``, ``subscription``,
-  ``apikey``, ``ack``.
-* value: UTF-8 JSON object ``{"kind", "id", "version", "created_at", "updated_at",
-  "updated_by", "data"}``; ``version`` starts at 1 and grows by one per write of the key, times
-  are RFC 3339 UTC, ``data`` is the entity (for a rule: the ``RuleCreate`` fields, ``for`` by
-  its alias).
-* tombstone (null value) when the entity is deleted.
-* headers on every record, tombstones included (who deleted what is not in a null value):
-  ``driftline.kind``, ``driftline.version``, ``driftline.updated_by``, ``driftline.op``
-  (``upsert`` | ``delete``).
-
-A reader builds its view by reading every partition from the beginning and applying, in
-offset order per key: a tombstone removes the key; a value replaces the current one only if its
-``version`` is greater (so a record from a writer that lost a race is ignored, see
-:meth:`ControlPlane.put`).
+The record format, the reader's rule ("higher version wins") and the follower that keeps a
+view current are the contract every reader shares: :mod:`driftline.schemas.control_plane`.
+This module is the writer's side: versioned writes with optimistic concurrency and
+read-your-writes, over that view (docs/api.md).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
+from driftline.schemas.control_plane import (
+    KINDS,
+    CompactedTopicFollower,
+    ControlPlaneError,
+    Record,
+    Unavailable,
+    VersionedView,
+    decode_value,
+    encode_value,
+    now_iso,
+    record_headers,
+)
 from driftline.schemas.topics import RULES
 from driftline.sinks.resilience import quiet_kafka_config
 
@@ -53,14 +47,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KINDS: Final = ("rule", "silence", "subscription", "apikey", "ack")
 #: ``expect`` value for creates: the key must not exist yet.
 MUST_NOT_EXIST: Final = 0
 DEFAULT_RULES_TOPIC: Final = RULES
-
-
-class ControlPlaneError(RuntimeError):
-    pass
 
 
 class VersionConflict(ControlPlaneError):
@@ -75,79 +64,11 @@ class NotFound(ControlPlaneError):
     pass
 
 
-class Unavailable(ControlPlaneError):
-    """The broker did not take the write, or the view did not see it, in time."""
-
-
-@dataclass(frozen=True)
-class Record:
-    kind: str
-    id: str
-    version: int
-    created_at: str
-    updated_at: str
-    updated_by: str
-    data: dict[str, Any]
-    partition: int = -1
-    offset: int = -1
-
-    @property
-    def key(self) -> str:
-        return f"{self.kind}:{self.id}"
-
-    def value(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "id": self.id,
-            "version": self.version,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "updated_by": self.updated_by,
-            "data": self.data,
-        }
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def encode_value(record: Record) -> bytes:
-    return json.dumps(record.value(), separators=(",", ":"), sort_keys=True).encode()
-
-
-def decode_value(key: str, value: bytes, partition: int = -1, offset: int = -1) -> Record:
-    kind, sep, ident = key.partition(":")
-    obj = json.loads(value)
-    if not sep or obj.get("kind") != kind or obj.get("id") != ident:
-        raise ValueError(f"record key {key!r} does not match its value")
-    return Record(
-        kind=kind,
-        id=ident,
-        version=int(obj["version"]),
-        created_at=str(obj["created_at"]),
-        updated_at=str(obj["updated_at"]),
-        updated_by=str(obj["updated_by"]),
-        data=dict(obj["data"]),
-        partition=partition,
-        offset=offset,
-    )
-
-
-def _headers(kind: str, version: int, actor: str, op: str) -> list[tuple[str, bytes]]:
-    return [
-        ("driftline.kind", kind.encode()),
-        ("driftline.version", str(version).encode()),
-        ("driftline.updated_by", actor.encode()),
-        ("driftline.op", op.encode()),
-    ]
-
-
 class BaseControlPlane(ABC):
     """The in-memory view and the optimistic-concurrency checks; subclasses move the bytes."""
 
     def __init__(self) -> None:
-        self._view: dict[str, Record] = {}
-        self._cond = threading.Condition()
+        self.view = VersionedView()
         # One write at a time: the version check and the write's read-back form one step.
         self._write_lock = threading.Lock()
         self.listeners: list[Callable[[str, Record | None], None]] = []
@@ -155,14 +76,10 @@ class BaseControlPlane(ABC):
     # -- reading ----------------------------------------------------------------------------
 
     def get(self, kind: str, ident: str) -> Record | None:
-        with self._cond:
-            return self._view.get(f"{kind}:{ident}")
+        return self.view.get(kind, ident)
 
     def list(self, kind: str) -> list[Record]:
-        prefix = f"{kind}:"
-        with self._cond:
-            records = [r for k, r in self._view.items() if k.startswith(prefix)]
-        return sorted(records, key=lambda r: (r.created_at, r.id))
+        return self.view.list(kind)
 
     def count(self, kind: str) -> int:
         return len(self.list(kind))
@@ -183,27 +100,11 @@ class BaseControlPlane(ABC):
     def close(self) -> None:
         """Stop reading and release the clients."""
 
-    # -- applying records (the reader's rule, shared with the workers) ----------------------
+    # -- applying records (the shared reader's rule) ----------------------------------------
 
     def _apply(self, key: str, value: bytes | None, partition: int, offset: int) -> None:
-        if value is None:
-            with self._cond:
-                self._view.pop(key, None)
-            self._notify(key, None)
-            return
-        try:
-            record = decode_value(key, value, partition, offset)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("skipping malformed control-plane record %s@%d/%d: %s", key, partition,
-                        offset, exc)  # fmt: skip
-            return
-        with self._cond:
-            current = self._view.get(key)
-            if current is not None and record.version <= current.version:
-                # A writer that lost a race (or a replayed old record): the first wins.
-                return
-            self._view[key] = record
-        self._notify(key, record)
+        if self.view.apply(key, value, partition, offset):
+            self._notify(key, self.view.by_key(key))
 
     def _notify(self, key: str, record: Record | None) -> None:
         for listener in self.listeners:
@@ -246,7 +147,7 @@ class BaseControlPlane(ABC):
                 data=data,
             )
             partition, offset = self._send(
-                key, encode_value(record), _headers(kind, record.version, actor, "upsert")
+                key, encode_value(record), record_headers(kind, record.version, actor, "upsert")
             )
             seen = self._read_back(key, partition, offset)
             if seen is None or (seen.partition, seen.offset) != (partition, offset):
@@ -266,7 +167,7 @@ class BaseControlPlane(ABC):
                 raise NotFound(f"{key} does not exist")
             self._check(key, current, expect)
             partition, offset = self._send(
-                key, None, _headers(kind, current.version + 1, actor, "delete")
+                key, None, record_headers(kind, current.version + 1, actor, "delete")
             )
             self._read_back(key, partition, offset)
             return current
@@ -302,7 +203,7 @@ class BaseControlPlane(ABC):
         )
         try:
             p, o = self._send(
-                key, encode_value(fixed), _headers(fixed.kind, fixed.version, fixed.updated_by,
+                key, encode_value(fixed), record_headers(fixed.kind, fixed.version, fixed.updated_by,
                                                    "upsert")
             )  # fmt: skip
             self._read_back(key, p, o)
@@ -342,8 +243,7 @@ class InMemoryControlPlane(BaseControlPlane):
         return 0, offset
 
     def _read_back(self, key: str, partition: int, offset: int) -> Record | None:
-        with self._cond:
-            return self._view.get(key)
+        return self.view.by_key(key)
 
 
 class ControlPlane(BaseControlPlane):
@@ -376,28 +276,20 @@ class ControlPlane(BaseControlPlane):
         self.bootstrap = bootstrap
         self.topic = topic
         self.write_timeout = write_timeout
-        self.create_topic = create_topic
-        self._client_config = dict(client_config or {})
-        self._producer: Any = None
-        self._consumer: Any = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._positions: dict[int, int] = {}
-        self._start_highs: dict[int, int] = {}
-        self._highs: dict[int, int] = {}
-        self._error: str | None = None
-        # When the reader last heard from the broker (monotonic); None before the first time.
-        self._last_contact: float | None = None
         # librdkafka reports a missing broker on every reconnect: log it once per 30 s.
         self._client_config = {
             **quiet_kafka_config(log, f"control plane ({bootstrap})"),
-            **self._client_config,
+            **dict(client_config or {}),
         }
-
-    #: How often the reader asks the broker for the topic's end offsets, and how long without
-    #: an answer makes :meth:`reachable` false (``/ready`` then answers 503).
-    probe_interval_s: float = 1.0
-    stale_after_s: float = 5.0
+        self.follower = CompactedTopicFollower(
+            bootstrap,
+            self._apply,
+            topic,
+            name="api-view",
+            create=create_topic,
+            client_config=self._client_config,
+        )
+        self._producer: Any = None
 
     def __repr__(self) -> str:
         return f"ControlPlane({self.bootstrap!r}, {self.topic!r})"
@@ -405,104 +297,32 @@ class ControlPlane(BaseControlPlane):
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> ControlPlane:
-        """Connect, find the topic's partitions and start the reader; does not wait to catch up
-        (see :meth:`wait_ready`). Raises :class:`Unavailable` (or a ``KafkaException``) when
-        the broker does not answer within ``timeout``; calling it again then is safe, which is
-        how ``driftline api`` waits for a broker that starts after it."""
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+        """Connect, find (or create) the topic and start the reader; does not wait to catch up
+        (see :meth:`wait_ready`). Raises :class:`Unavailable` when the broker does not answer
+        within ``timeout``; calling it again then is safe, which is how ``driftline api``
+        waits for a broker that starts after it."""
+        from confluent_kafka import Producer
 
-        if self._thread is not None:
+        if self._producer is not None:
             return self
-        base = {"bootstrap.servers": self.bootstrap, **self._client_config}
-        consumer = Consumer(
-            {
-                **base,
-                "group.id": f"driftline-api-view-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-            }
-        )
-        try:
-            partitions = self._partitions(consumer, timeout)
-            marks = {p: self._watermarks(consumer, p, timeout) for p in partitions}
-        except BaseException:
-            consumer.close()
-            raise
+        self.follower.start(timeout)
         # Created only once the broker answered, so a failed attempt leaves nothing behind.
         self._producer = Producer(
-            {**base, "enable.idempotence": True, "acks": "all", "linger.ms": 0}
+            {
+                "bootstrap.servers": self.bootstrap,
+                **self._client_config,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 0,
+            }
         )
-        self._last_contact = time.monotonic()
-        for p, (low, high) in marks.items():
-            self._start_highs[p] = high
-            self._highs[p] = high
-            self._positions[p] = low if low == high else 0
-        consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-        self._consumer = consumer
-        self._thread = threading.Thread(target=self._run, name="driftline-control-plane",
-                                        daemon=True)  # fmt: skip
-        self._thread.start()
         return self
 
-    def _partitions(self, consumer: Any, timeout: float) -> list[int]:
-        metadata = consumer.list_topics(self.topic, timeout=timeout)
-        topic = metadata.topics.get(self.topic)
-        if (topic is None or topic.error is not None or not topic.partitions) and (
-            self.create_topic
-        ):
-            self._create_topic(timeout)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                topic = consumer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
-                if topic is not None and topic.error is None and topic.partitions:
-                    break
-                time.sleep(0.1)
-        if topic is None or topic.error is not None or not topic.partitions:
-            raise Unavailable(f"control-plane topic {self.topic} is not available")
-        return sorted(topic.partitions)
-
-    def _watermarks(self, consumer: Any, partition: int, timeout: float) -> tuple[int, int]:
-        from confluent_kafka import KafkaException, TopicPartition
-
-        # A topic created a moment ago may not have a leader yet: retry until the deadline.
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=max(1.0, timeout / 10)
-                )
-            except KafkaException as exc:
-                if time.monotonic() > deadline:
-                    raise Unavailable(f"no offsets for {self.topic}[{partition}]: {exc}") from exc
-                time.sleep(0.2)
-
-    def _create_topic(self, timeout: float) -> None:
-        from confluent_kafka.admin import AdminClient, NewTopic
-
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, **self._client_config})
-        # One partition: the control plane is small, and a single log keeps its order total.
-        new = NewTopic(self.topic, 1, 1, config={"cleanup.policy": "compact"})
-        for future in admin.create_topics([new], request_timeout=timeout).values():
-            try:
-                future.result(timeout)
-            except Exception as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise Unavailable(f"cannot create {self.topic}: {exc}") from exc
-
     def wait_ready(self, timeout: float = 30.0) -> bool:
-        with self._cond:
-            return self._cond.wait_for(self.ready, timeout)
+        return self.follower.wait_ready(timeout)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        self.follower.close()
         if self._producer is not None:
             # Short: a write still unacknowledged has already been reported to its caller as
             # Unavailable, and with the broker gone a long flush only delays shutdown.
@@ -512,85 +332,30 @@ class ControlPlane(BaseControlPlane):
     # -- state ------------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        return (
-            self._thread is not None
-            and self._thread.is_alive()
-            and all(self._positions.get(p, 0) >= h for p, h in self._start_highs.items())
-        )
+        return self.follower.ready()
 
     def lag(self) -> int:
-        return sum(max(0, h - self._positions.get(p, 0)) for p, h in self._highs.items())
+        return self.follower.lag()
 
     def reachable(self) -> bool:
-        """True if the reader heard from the broker within the last ``stale_after_s``."""
-        last = self._last_contact
-        return last is not None and time.monotonic() - last < self.stale_after_s
+        """True if the reader heard from the broker within the follower's ``stale_after_s``."""
+        return self.follower.reachable()
 
     def problem(self) -> str | None:
-        if self._thread is None:
+        if not self.follower.started:
             return f"control plane not caught up: not connected to Kafka at {self.bootstrap} yet"
-        if not self._thread.is_alive():
+        if not self.follower.alive:
             return "control plane not caught up: its reader stopped"
         if not self.reachable():
-            age = time.monotonic() - (self._last_contact or 0.0)
-            return f"Kafka at {self.bootstrap} unreachable (no answer for {age:.0f} s)"
+            silent = self.follower.silent_for()
+            return f"Kafka at {self.bootstrap} unreachable (no answer for {silent:.0f} s)"
         if not self.ready():
             return f"control plane not caught up (lag {self.lag()})"
         return None
 
     @property
     def error(self) -> str | None:
-        return self._error
-
-    # -- the reader thread --------------------------------------------------------------------
-
-    def _run(self) -> None:
-        from confluent_kafka import KafkaError, KafkaException, TopicPartition
-
-        last_probe = 0.0
-        while not self._stop.is_set():
-            try:
-                msg = self._consumer.poll(0.2)
-                now = time.monotonic()
-                if now - last_probe > self.probe_interval_s:
-                    last_probe = now
-                    # Doubles as the broker probe behind reachable(): a live round trip.
-                    try:
-                        for p in list(self._highs):
-                            _, high = self._consumer.get_watermark_offsets(
-                                TopicPartition(self.topic, p), timeout=2.0, cached=False
-                            )
-                            self._highs[p] = max(self._highs[p], high)
-                        self._last_contact = time.monotonic()
-                    except KafkaException as exc:  # broker away: the error_cb logs it, throttled
-                        self._error = str(exc)
-                if msg is None:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        self._last_contact = time.monotonic()
-                        with self._cond:
-                            p = msg.partition()
-                            self._positions[p] = max(self._positions.get(p, 0), msg.offset())
-                            self._cond.notify_all()
-                    else:
-                        self._error = str(err)
-                        log.warning("control-plane reader: %s", err)
-                    continue
-                self._last_contact = time.monotonic()
-                key = (msg.key() or b"").decode("utf-8", "replace")
-                self._apply(key, msg.value(), msg.partition(), msg.offset())
-                with self._cond:
-                    p = msg.partition()
-                    self._positions[p] = max(self._positions.get(p, 0), msg.offset() + 1)
-                    self._highs[p] = max(self._highs.get(p, 0), msg.offset() + 1)
-                    self._error = None
-                    self._cond.notify_all()
-            except Exception as exc:  # keep reading: a dead reader would freeze every write
-                self._error = str(exc)
-                log.exception("control-plane reader failed; retrying")
-                time.sleep(0.5)
+        return self.follower.error
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -629,13 +394,9 @@ class ControlPlane(BaseControlPlane):
         return msg.partition(), msg.offset()
 
     def _read_back(self, key: str, partition: int, offset: int) -> Record | None:
-        with self._cond:
-            seen = self._cond.wait_for(
-                lambda: self._positions.get(partition, 0) > offset, self.write_timeout
+        if not self.follower.wait_for_offset(partition, offset, self.write_timeout):
+            raise Unavailable(
+                f"control-plane view did not see its own write of {key} within "
+                f"{self.write_timeout}s"
             )
-            if not seen:
-                raise Unavailable(
-                    f"control-plane view did not see its own write of {key} within "
-                    f"{self.write_timeout}s"
-                )
-            return self._view.get(key)
+        return self.view.by_key(key)

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from driftline.schemas.silences import Silence, SilenceError
+
 from .auth import new_api_key
 from .control_plane import MUST_NOT_EXIST, BaseControlPlane, Record
 from .models import (
@@ -145,11 +147,17 @@ def create_silence(
 
 
 def silence_state(data: Mapping[str, Any], now: datetime) -> str:
-    starts = datetime.fromisoformat(data["starts_at"])
-    ends = datetime.fromisoformat(data["ends_at"])
-    if now < starts:
+    """``pending``, ``active`` or ``expired`` at ``now``, by the one silence semantics the
+    workers and delivery use (``schemas/silences.py``); ``invalid`` for a record that is not a
+    silence (written by another tool: it mutes nothing)."""
+    try:
+        silence = Silence.from_record("", 0, data)
+    except SilenceError:
+        return "invalid"
+    at = round(now.timestamp() * 1000)
+    if at < silence.starts_ms:
         return "pending"
-    return "active" if now < ends else "expired"
+    return "active" if silence.active(at) else "expired"
 
 
 def list_silences(*, control_plane: BaseControlPlane, state: str | None = None) -> list[Record]:
@@ -170,7 +178,7 @@ def expire_silence(
     if silence_state(data, now) == "expired":
         return current
     data["ends_at"] = _iso(now)
-    if datetime.fromisoformat(data["starts_at"]) > now:
+    if silence_state(current.data, now) == "pending":
         data["starts_at"] = data["ends_at"]
     return control_plane.put("silence", current.id, data, actor=actor, expect=expect)
 

@@ -1,37 +1,30 @@
-"""Dry-run: would a rule have fired over a past range? Evaluated on ClickHouse history through
-the store interface (``store.query(sql, parameters)``) only, with the lifecycle the workers'
-evaluator uses (docs/alerting.md), per group (``model_id`` + ``group_by`` labels):
+"""Dry-run: would a rule have fired over a past range? History is read from ClickHouse through
+the store interface (``store.query(sql, parameters)``) only, and run through the alert
+lifecycle the workers use (:mod:`driftline.schemas.alert_lifecycle`, the same code), so for the
+same events the dry-run says what the workers said:
 
-* drift signals read ``drift_events``. A matching event (``position + 1 >= min_samples``)
-  starts an episode, PENDING (FIRING at once with ``for: 0s``); the condition holds until no
-  matching drift for ``repeat_interval`` (the quiet period), when it RESOLVES; PENDING turns
-  FIRING at ``starts_at + for`` if it still holds then.
-* metric signals read ``model_metrics_minute`` (all traffic, segment ``''``) and tick once a
-  minute over the trailing ``window`` (the workers tick every ``window / 20``, from their own
-  buckets; the minute view keys labels by prediction time, the workers by outcome time).
-* statistic signals read ``detector_stats`` rows; ``min_samples`` applies to ``n_values``; a
-  group holds at a time if any of its streams does.
-* thresholds: PENDING when the condition first holds, FIRING once it has held ``for``,
-  RESOLVED at the first tick/row where it does not.
-* after RESOLVED, a new episode of the group waits ``cooldown``.
+* drift signals read ``drift_events`` (the DriftEvents the workers evaluated);
+* statistic signals read ``detector_stats`` rows;
+* metric signals read ``model_metrics_minute`` (all traffic, segment ``''``): the workers sum
+  labelled rows into buckets by outcome time, the history has them per minute by prediction
+  time, so metric dry-runs are as exact as minute sums allow.
 
-The result lists each episode that reached FIRING (repeat notifications are not listed). The
-worker's evaluator is the authority; this replays the same rules over stored history, to try a
-rule before saving it.
+Every model's clock then advances to ``end``: what was due by then (a ``for`` elapsing, a quiet
+period ending) happens. The result lists each episode that reached FIRING in ``[start, end)``
+(repeat notifications are not listed), with its RESOLVED time if that came before ``end``.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import itertools
 import json
-import math
-import operator
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
+from driftline.schemas.alert_lifecycle import FIRING, RESOLVED, AlertEvaluator
+from driftline.schemas.control_plane import Record, encode_value
+from driftline.schemas.rules import Rule, RuleBook, RuleError
 from fastapi.exceptions import RequestValidationError
 
 from .models import (
@@ -42,39 +35,15 @@ from .models import (
     RuleBase,
     StatisticSignal,
     Threshold,
+    dump,
     parse_duration,
 )
 from .sql import hexed, text
 
-__all__ = ["evaluate", "OPS"]
+__all__ = ["evaluate", "firings"]
 
-OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-
-
-@dataclass
-class Point:
-    """One moment of one series: a drift event, a metric tick or a detector_stats row."""
-
-    labels: dict[str, str]
-    at: datetime
-    holds: bool
-    value: float | None = None
-    event_ids: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Episode:
-    group: dict[str, str]
-    model_id: str
-    starts_at: datetime
-    last: datetime
-    count: int = 1
-    event_ids: list[str] = field(default_factory=list)
-    value: float | None = None
-    firing: Firing | None = None
-
-
-MAX_TRIGGERS = 10
+#: The id the rule gets in a dry-run (fingerprints depend on it; nothing else does).
+DRY_RUN_RULE_ID = "dry-run"
 
 
 def _ms(moment: datetime) -> int:
@@ -93,10 +62,11 @@ def _models(store: Any, rule: RuleBase, table: str, time_col: str, start: dateti
         return list(rule.models)
     selector = dict(rule.model_selector or {})
     pattern = selector.pop("model_id", "*")
+    selector.pop("model_version", None)  # the lifecycle matches it on each model's version
     if selector:
         warnings.append(
-            f"model labels {sorted(selector)} are not in the history tables; the dry-run "
-            "matched models on model_id only"
+            f"model labels {sorted(selector)} are unknown to the workers (they know model_id "
+            "and model_version): the rule matches no model, in the dry-run as on the workers"
         )
     rows = store.query(
         f"SELECT DISTINCT model_id FROM {table} WHERE {time_col} >= "
@@ -142,8 +112,9 @@ def _stream_matches(signal: DriftSignal | StatisticSignal, name: str) -> bool:
     return fnmatch.fnmatchcase(name, signal.stream_name)
 
 
-def _drift_points(store: Any, rule: RuleBase, signal: DriftSignal, models: list[str],
-                  start: datetime, end: datetime, max_rows: int) -> list[Point]:  # fmt: skip
+def _drift_rows(store: Any, signal: DriftSignal, models: list[str], start: datetime,
+                end: datetime, max_rows: int) -> list[dict[str, Any]]:  # fmt: skip
+    """The DriftEvents of the range, as the workers' evaluator got them."""
     rows = store.query(
         "SELECT event_id, model_id, model_version, stream_kind, stream_name, detector, "
         "toUnixTimestamp64Milli(detected_at), position "
@@ -163,105 +134,44 @@ def _drift_points(store: Any, rule: RuleBase, signal: DriftSignal, models: list[
     )
     if len(rows) > max_rows:
         raise _too_many(max_rows)
-    return [
-        Point(
-            labels={
-                "model_id": model,
-                "model_version": version,
-                "stream_kind": kind,
-                "stream_name": stream,
-                "detector": detector,
-            },  # fmt: skip
-            at=datetime.fromtimestamp(at_ms / 1000, UTC),
-            holds=position + 1 >= rule.min_samples,
-            event_ids=[event_id],
-        )
-        for event_id, model, version, kind, stream, detector, at_ms, position in rows
-        if _stream_matches(signal, stream)
-    ]
+    names = ("event_id", "model_id", "model_version", "stream_kind", "stream_name", "detector",
+             "detected_at", "position")  # fmt: skip
+    found = [dict(zip(names, row, strict=True)) for row in rows]
+    return [d for d in found if _stream_matches(signal, d["stream_name"])]
 
 
-def _metric_value(metric: str, sums: dict[str, float]) -> tuple[float | None, float]:
-    """(value, samples behind it)."""
-    if metric in ("accuracy", "error_rate"):
-        n = sums["classified"]
-        if not n:
-            return None, 0
-        accuracy = sums["correct"] / n
-        return (accuracy if metric == "accuracy" else 1.0 - accuracy), n
-    if metric in ("mae", "rmse"):
-        n = sums["scored"]
-        if not n:
-            return None, 0
-        if metric == "mae":
-            return sums["error_sum"] / n, n
-        return math.sqrt(sums["squared_error_sum"] / n), n
-    n = sums["predictions"]
-    if metric == "label_coverage":
-        return (min(1.0, sums["labeled"] / n) if n else None), n
-    return n, n  # prediction_count: zero traffic is a value too
-
-
+# model_metrics_minute's sums in the order of the lifecycle's metric slots (predictions,
+# joined, classified, correct, regression rows, sum |error|, sum error^2).
 _SUMS = ("predictions", "labeled", "classified", "correct", "scored", "error_sum",
          "squared_error_sum")  # fmt: skip
 
 
-def _metric_points(store: Any, rule: RuleBase, signal: MetricSignal, condition: Threshold,
-                   models: list[str], start: datetime, end: datetime,
-                   max_rows: int) -> tuple[list[Point], int]:  # fmt: skip
-    """One point per model and minute tick ``t`` in [start, end], over ``[t - window, t)``."""
-    window = parse_duration(signal.window) // 60
-    first = int(start.timestamp()) // 60 - window  # minute index of the first window's start
-    last = -(-int(end.timestamp()) // 60)  # last tick (minute index, rounded up)
-    if (last - first) * max(1, len(models)) > max_rows:
-        raise _too_many(max_rows)
+def _metric_sums(store: Any, signal: MetricSignal, models: list[str], start: datetime,
+                 end: datetime, max_rows: int) -> list[tuple[str, int, list[float]]]:  # fmt: skip
+    """Per model and minute from ``start - window`` (the first window's history) to ``end``."""
+    window_s = parse_duration(signal.window)
     rows = store.query(
-        "SELECT model_id, intDiv(toUnixTimestamp(minute), 60) AS m, "
+        "SELECT model_id, toUnixTimestamp(minute) * 1000 AS at, "
         + ", ".join(f"sum({c})" for c in _SUMS)
         + " FROM model_metrics_minute WHERE segment = '' "
-        "AND minute >= toDateTime({first:Int64} * 60, 'UTC') "
-        "AND minute < toDateTime({last:Int64} * 60, 'UTC') "
+        "AND minute >= toDateTime({first:Int64}, 'UTC') "
+        "AND minute < toDateTime({last:Int64}, 'UTC') "
         "AND has(JSONExtract(unhex({models:String}), 'Array(String)'), model_id) "
-        "GROUP BY model_id, m ORDER BY model_id, m LIMIT {limit:UInt64}",
+        "GROUP BY model_id, at ORDER BY model_id, at LIMIT {limit:UInt64}",
         {
-            "first": first,
-            "last": last,
+            "first": int(start.timestamp()) - window_s,
+            "last": int(end.timestamp()),
             "models": hexed(json.dumps(models)),
             "limit": max_rows + 1,
         },  # fmt: skip
     )
     if len(rows) > max_rows:
         raise _too_many(max_rows)
-    size = last - first
-    dense = {m: {c: [0.0] * (size + 1) for c in _SUMS} for m in models}
-    for model, minute, *sums in rows:
-        for c, v in zip(_SUMS, sums, strict=True):
-            dense[model][c][int(minute) - first + 1] = float(v)
-    test = OPS[condition.op]
-    points = []
-    first_tick = -(-int(start.timestamp()) // 60)
-    for model in models:
-        # Prefix sums: a window's sums in O(1) per tick.
-        prefix = {c: list(itertools.accumulate(dense[model][c])) for c in _SUMS}
-        for tick in range(first_tick, last + 1):
-            hi, lo = tick - first, tick - window - first
-            sums = {c: prefix[c][hi] - prefix[c][lo] for c in _SUMS}
-            value, n = _metric_value(signal.metric, sums)
-            holds = value is not None and n >= rule.min_samples and test(value, condition.value)
-            points.append(
-                Point(
-                    labels={"model_id": model, "model_version": "", "metric": signal.metric},
-                    at=datetime.fromtimestamp(tick * 60, UTC),
-                    holds=holds,
-                    value=value,
-                )
-            )
-    return points, len(rows)
+    return [(model, int(at), [float(v) for v in sums]) for model, at, *sums in rows]
 
 
-def _statistic_points(store: Any, rule: RuleBase, signal: StatisticSignal,
-                      condition: Threshold, models: list[str], start: datetime, end: datetime,
-                      max_rows: int) -> list[Point]:  # fmt: skip
+def _statistic_rows(store: Any, signal: StatisticSignal, models: list[str], start: datetime,
+                    end: datetime, max_rows: int) -> list[dict[str, Any]]:  # fmt: skip
     rows = store.query(
         "SELECT model_id, stream_kind, stream_name, detector, toUnixTimestamp64Milli(time), "
         "n_values, estimate, statistic, p_value FROM detector_stats FINAL "
@@ -280,161 +190,77 @@ def _statistic_points(store: Any, rule: RuleBase, signal: StatisticSignal,
     )
     if len(rows) > max_rows:
         raise _too_many(max_rows)
-    test = OPS[condition.op]
-    points = []
-    for model, kind, stream, detector, at_ms, n_values, estimate, statistic, p_value in rows:
-        if not _stream_matches(signal, stream):
-            continue
-        value = {"n_values": n_values, "estimate": estimate, "statistic": statistic,
-                 "p_value": p_value}[signal.field]  # fmt: skip
-        usable = value is not None and math.isfinite(value) and n_values >= rule.min_samples
-        points.append(
-            Point(
-                labels={
-                    "model_id": model,
-                    "model_version": "",
-                    "stream_kind": kind,
-                    "stream_name": stream,
-                    "detector": detector,
-                },  # fmt: skip
-                at=datetime.fromtimestamp(at_ms / 1000, UTC),
-                holds=usable and test(float(value), condition.value),
-                value=float(value) if usable else None,
+    names = ("model_id", "stream_kind", "stream_name", "detector", "time", "n_values",
+             "estimate", "statistic", "p_value")  # fmt: skip
+    found = [dict(zip(names, row, strict=True)) for row in rows]
+    return [d for d in found if _stream_matches(signal, d["stream_name"])]
+
+
+def rulebook_of(rule: RuleBase) -> tuple[Rule, RuleBook]:
+    """The rule as the workers parse it from its control-plane record, alone in a rulebook
+    (enabled: a dry-run of a disabled rule asks what it would do if enabled)."""
+    data = {**dump(rule), "enabled": True}
+    data.pop("version", None)
+    try:
+        parsed = Rule.from_record(DRY_RUN_RULE_ID, 1, data)
+    except RuleError as exc:  # check_rule refuses these before we get here
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": str(exc), "type": "value_error"}]
+        ) from exc
+    book = RuleBook()
+    record = Record("rule", DRY_RUN_RULE_ID, 1, "", "", "dry-run", data)
+    book.apply(record.key, encode_value(record))
+    return parsed, book
+
+
+def firings(alerts: Iterable[Mapping[str, Any]], rule: Rule, start_ms: int) -> list[Firing]:
+    """The episodes that reached FIRING at or after ``start_ms``, from the lifecycle's
+    AlertEvent records: when and with what value it first fired, its RESOLVED time if any, and
+    the episode's first trigger ids as its last record carried them."""
+    found: dict[tuple[str, int], Firing] = {}
+    for alert in alerts:
+        key = (alert["fingerprint"], alert["starts_at"])
+        if alert["status"] == FIRING and key not in found and alert["updated_at"] >= start_ms:
+            labels = alert["labels"]
+            found[key] = Firing(
+                # the alert's labels hold the rule's labels and the episode's group
+                group={g: labels.get(g, "") for g in rule.group_by},
+                model_id=alert["model_id"],
+                starts_at=_at(alert["starts_at"]),
+                at=_at(alert["updated_at"]),
+                value=alert["value"],
+                event_ids=list(alert["trigger_event_ids"]),
             )
-        )
-    return points
+        elif key in found:  # a repeat or the resolve: the episode's triggers so far
+            found[key].event_ids = list(alert["trigger_event_ids"])
+            if alert["status"] == RESOLVED:
+                found[key].resolved_at = _at(alert["ends_at"])
+    return sorted(found.values(), key=lambda f: (f.at, f.model_id))
 
 
-def _group(rule: RuleBase, labels: dict[str, str]) -> tuple[tuple, dict[str, str]]:
-    """The group key (``model_id`` always in it, as in the workers' fingerprint) and labels."""
-    group = {key: labels.get(key, rule.labels.get(key, "")) for key in rule.group_by}
-    return (labels["model_id"], tuple(sorted(group.items()))), group
-
-
-def _fire(episode: Episode, at: datetime) -> Firing:
-    episode.firing = Firing(
-        group=episode.group,
-        model_id=episode.model_id,
-        starts_at=episode.starts_at,
-        at=at,
-        value=episode.value if episode.value is not None else float(episode.count),
-        event_ids=list(episode.event_ids),
-    )
-    return episode.firing
-
-
-def drift_firings(points: Iterable[Point], rule: RuleBase, end: datetime) -> list[Firing]:
-    """Episodes of drift events: they hold until ``repeat_interval`` passes without one."""
-    hold_for = timedelta(seconds=parse_duration(rule.for_))
-    cooldown = timedelta(seconds=parse_duration(rule.cooldown))
-    quiet = timedelta(seconds=parse_duration(rule.repeat_interval))
-    open_: dict[tuple, Episode] = {}
-    ended: dict[tuple, datetime] = {}
-    firings: list[Firing] = []
-    fired_episodes: list[tuple[Firing, Episode]] = []
-
-    def fire(episode: Episode, at: datetime) -> None:
-        firings.append(_fire(episode, at))
-        fired_episodes.append((firings[-1], episode))
-
-    def advance(key: tuple, now: datetime) -> None:
-        episode = open_.get(key)
-        if episode is None:
-            return
-        resolve_at = episode.last + quiet
-        fire_at = episode.starts_at + hold_for
-        if episode.firing is None and fire_at < resolve_at and fire_at <= now:
-            fire(episode, fire_at)
-        if resolve_at <= now:
-            if episode.firing is not None:
-                episode.firing.resolved_at = resolve_at
-            ended[key] = resolve_at
-            del open_[key]
-
-    for point in sorted(points, key=lambda p: (p.at, p.event_ids)):
-        key, group = _group(rule, point.labels)
-        advance(key, point.at)
-        if not point.holds:
-            continue
-        episode = open_.get(key)
-        if episode is None:
-            if key in ended and point.at < ended[key] + cooldown:
-                continue
-            episode = open_[key] = Episode(group, point.labels["model_id"], point.at, point.at)
-            episode.event_ids = point.event_ids[:MAX_TRIGGERS]
-            if not hold_for:
-                fire(episode, point.at)
-        else:
-            episode.last = point.at
-            episode.count += 1
-            if len(episode.event_ids) < MAX_TRIGGERS:
-                episode.event_ids += point.event_ids
-        if not quiet:  # "until the next evaluation without drift": over at once
-            advance(key, point.at)
-    for key in list(open_):
-        advance(key, end)
-    for firing, episode in fired_episodes:  # the episode's first ids, also after firing
-        firing.event_ids = episode.event_ids[:MAX_TRIGGERS]
-    return sorted(firings, key=lambda f: (f.at, f.model_id))
-
-
-def threshold_firings(points: Iterable[Point], rule: RuleBase) -> list[Firing]:
-    """Episodes of a level: PENDING while it holds, FIRING after ``for``, RESOLVED when not."""
-    hold_for = timedelta(seconds=parse_duration(rule.for_))
-    cooldown = timedelta(seconds=parse_duration(rule.cooldown))
-    # A group holds at a time if any of its series does (several streams in one group).
-    moments: dict[tuple[tuple, datetime], tuple[dict[str, str], Point]] = {}
-    for point in points:
-        key, group = _group(rule, point.labels)
-        seen = moments.get((key, point.at))
-        if seen is None or (point.holds and not seen[1].holds):
-            moments[(key, point.at)] = (group, point)
-    open_: dict[tuple, Episode] = {}
-    ended: dict[tuple, datetime] = {}
-    firings: list[Firing] = []
-    for (key, at), (group, point) in sorted(moments.items(), key=lambda kv: kv[0][1]):
-        episode = open_.get(key)
-        if not point.holds:
-            if episode is not None:
-                if episode.firing is not None:
-                    episode.firing.resolved_at = at
-                ended[key] = at
-                del open_[key]
-            continue
-        if episode is None:
-            if key in ended and at < ended[key] + cooldown:
-                continue
-            episode = open_[key] = Episode(group, point.labels["model_id"], at, at)
-        episode.value = point.value
-        if episode.firing is None and at - episode.starts_at >= hold_for:
-            firings.append(_fire(episode, at))
-    return sorted(firings, key=lambda f: (f.at, f.model_id))
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def evaluate(store: Any, rule: RuleBase, start: datetime, end: datetime, *,
              max_rows: int = 200_000) -> DryRunResult:  # fmt: skip
     warnings: list[str] = []
     signal, condition = rule.signal, rule.condition
+    drifts: list[dict[str, Any]] = []
+    stats: list[dict[str, Any]] = []
+    sums: list[tuple[str, int, list[float]]] = []
     if isinstance(signal, DriftSignal):
         models = _models(store, rule, "drift_events", "detected_at", start, end, warnings)
-        points = _drift_points(store, rule, signal, models, start, end, max_rows) if models else []
-        firings, evaluated = drift_firings(points, rule, end), len(points)
+        drifts = _drift_rows(store, signal, models, start, end, max_rows) if models else []
+        evaluated = len(drifts)
     elif isinstance(signal, MetricSignal) and isinstance(condition, Threshold):
         models = _models(store, rule, "model_metrics_minute", "minute", start, end, warnings)
-        points, evaluated = (
-            _metric_points(store, rule, signal, condition, models, start, end, max_rows)
-            if models
-            else ([], 0)
-        )
-        firings = threshold_firings(points, rule)
+        sums = _metric_sums(store, signal, models, start, end, max_rows) if models else []
+        evaluated = len(sums)
     elif isinstance(signal, StatisticSignal) and isinstance(condition, Threshold):
         models = _models(store, rule, "detector_stats", "time", start, end, warnings)
-        points = (
-            _statistic_points(store, rule, signal, condition, models, start, end, max_rows)
-            if models
-            else []
-        )
-        firings, evaluated = threshold_firings(points, rule), len(points)
+        stats = _statistic_rows(store, signal, models, start, end, max_rows) if models else []
+        evaluated = len(stats)
     else:  # check_rule refuses these combinations before we get here
         raise RequestValidationError(
             [
@@ -447,9 +273,14 @@ def evaluate(store: Any, rule: RuleBase, start: datetime, end: datetime, *,
         )
     if not models:
         warnings.append("no model of the rule has history in this range")
+    parsed, book = rulebook_of(rule)
+    outcome = AlertEvaluator(book).replay(
+        drifts=drifts, stats=stats, sums=sums, until=dict.fromkeys(models, _ms(end))
+    )
+    found = firings(outcome.alerts, parsed, _ms(start))
     return DryRunResult(
-        would_fire=bool(firings),
-        firings=firings,
+        would_fire=bool(found),
+        firings=found,
         evaluated=evaluated,
         start=start,
         end=end,

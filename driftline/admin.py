@@ -14,13 +14,6 @@ from driftline.sinks.resilience import quiet_kafka_config
 log = logging.getLogger(__name__)
 
 
-def topic_configs(topic: str) -> dict[str, str]:
-    if topic == topics.RULES:
-        # latest rule per key wins; deleted rules are tombstones
-        return {"cleanup.policy": "compact"}
-    return {}
-
-
 def ensure_topics(
     bootstrap: str,
     partitions: int,
@@ -31,8 +24,10 @@ def ensure_topics(
 ) -> list[str]:
     """Create every driftline topic that does not exist yet; return the ones created.
 
-    Predictions and outcomes must have the same partition count (they are co-partitioned by
-    model id); existing topics are left as they are. Raises ``KafkaException`` when the broker
+    Each topic is created as its spec says (``schemas/topics.py``: the control plane has one
+    partition, compacted); the others get ``partitions``. Predictions and outcomes must have
+    the same partition count (they are co-partitioned by model id); existing topics are left
+    as they are. Raises ``KafkaException`` when the broker
     does not answer within ``timeout`` (callers that start before the broker wrap this in
     :func:`driftline.sinks.resilience.wait_until`).
     """
@@ -44,10 +39,10 @@ def ensure_topics(
         }
     )
     existing = set(admin.list_topics(timeout=timeout).topics)
+    specs = [topics.topic_spec(name) for name in topics.ALL_TOPICS if name not in existing]
     wanted = [
-        NewTopic(name, partitions, replication, config=topic_configs(name))
-        for name in topics.ALL_TOPICS
-        if name not in existing
+        NewTopic(spec.name, spec.partitions or partitions, replication, config=dict(spec.config))
+        for spec in specs
     ]
     if not wanted:
         return []

@@ -6,6 +6,8 @@ the same partition number of co-partitioned topics.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 PREDICTIONS: Final = "driftline.predictions.v1"
@@ -16,8 +18,41 @@ ALERTS: Final = "driftline.alerts.v1"
 # Compacted: the latest rule per key wins.
 RULES: Final = "driftline.rules.v1"
 DLQ: Final = "driftline.dlq.v1"
+# Compacted: the latest reference profile per model (key = model_id) wins.
+REFERENCES: Final = "driftline.references.v1"
 
-ALL_TOPICS: Final = (PREDICTIONS, OUTCOMES, DRIFT, RETRAINING, ALERTS, RULES, DLQ)
+ALL_TOPICS: Final = (PREDICTIONS, OUTCOMES, DRIFT, RETRAINING, ALERTS, RULES, DLQ, REFERENCES)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """How a topic is created, by every creator (``driftline topics create``, the workers and
+    delivery at start, the API for the control plane): ``partitions`` None means the
+    deployment's partition count (``DRIFTLINE_TOPIC_PARTITIONS``)."""
+
+    name: str
+    partitions: int | None = None
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+TOPIC_SPECS: Final[dict[str, TopicSpec]] = {name: TopicSpec(name) for name in ALL_TOPICS}
+# The control plane: compacted (the latest record per key wins; deletes are tombstones) and
+# one partition, so its log keeps one total order and stays small enough for every reader.
+TOPIC_SPECS[RULES] = TopicSpec(RULES, partitions=1, config={"cleanup.policy": "compact"})
+# References: one small compacted partition every worker reads whole, like the control plane.
+TOPIC_SPECS[REFERENCES] = TopicSpec(
+    REFERENCES, partitions=1, config={"cleanup.policy": "compact"}
+)
+
+
+def topic_spec(topic: str) -> TopicSpec:
+    """The spec of a driftline topic; a topic we do not know gets the defaults.
+
+    >>> topic_spec(RULES).partitions, dict(topic_spec(RULES).config)
+    (1, {'cleanup.policy': 'compact'})
+    """
+    return TOPIC_SPECS.get(topic) or TopicSpec(topic)
+
 
 # Short record names of the Avro schemas (namespace ``dev.driftline``).
 NAMESPACE: Final = "dev.driftline"
@@ -26,6 +61,7 @@ OUTCOME_EVENT: Final = "OutcomeEvent"
 DRIFT_EVENT: Final = "DriftEvent"
 RETRAINING_REQUESTED: Final = "RetrainingRequested"
 ALERT_EVENT: Final = "AlertEvent"
+REFERENCE_PROFILE: Final = "ReferenceProfile"
 # Columnar records: many events of one model per Kafka message (see columns.py).
 PREDICTION_BATCH: Final = "PredictionBatch"
 OUTCOME_BATCH: Final = "OutcomeBatch"
@@ -39,6 +75,7 @@ TOPIC_SCHEMAS: Final[dict[str, str]] = {
     DRIFT: DRIFT_EVENT,
     RETRAINING: RETRAINING_REQUESTED,
     ALERTS: ALERT_EVENT,
+    REFERENCES: REFERENCE_PROFILE,
 }
 # Every record a topic may carry: the input topics take single events and batches alike.
 TOPIC_RECORDS: Final[dict[str, frozenset[str]]] = {

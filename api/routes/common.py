@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from fastapi import HTTPException, Request, Response, status
 from pydantic import ValidationError
 
-from ..control_plane import Record
+from ..control_plane import Record, VersionConflict
 from ..tables import write_audit
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,23 @@ def expected_version(record: Record, *, if_match: int | None, body_version: int 
             f"{record.version}; read it again and reapply your change",
         )
     return record.version
+
+
+@contextmanager
+def conditional_write(if_match: int | None) -> Iterator[None]:
+    """Around the write of a change checked by :func:`expected_version`: the control plane
+    checks the version again under its write lock, and a writer that got in between makes
+    that check fail with :class:`VersionConflict`. When the condition came from ``If-Match``
+    that is still a failed precondition (412), however many clients race; only a stale body
+    ``version`` is a 409."""
+    try:
+        yield
+    except VersionConflict as exc:
+        if if_match is None:
+            raise
+        raise HTTPException(
+            status.HTTP_412_PRECONDITION_FAILED, f"If-Match is version {if_match}: {exc}"
+        ) from exc
 
 
 def not_found(kind: str, ident: str) -> HTTPException:

@@ -25,7 +25,15 @@ from ..models import (
     RuleUpdate,
 )
 from ..validation import check_range, check_rule
-from .common import audit, expected_version, get_readable, meta, readables, set_etag
+from .common import (
+    audit,
+    conditional_write,
+    expected_version,
+    get_readable,
+    meta,
+    readables,
+    set_etag,
+)
 
 router = APIRouter(prefix="/rules", tags=["rules"])
 
@@ -108,13 +116,14 @@ def replace_rule(
 ) -> RulePublic:
     current = _get(control_plane, rule_id)
     expect = expected_version(current, if_match=if_match, body_version=rule_in.version)
-    record = crud.replace_rule(
-        control_plane=control_plane,
-        current=current,
-        rule_in=rule_in,
-        actor=principal.actor,
-        expect=expect,
-    )
+    with conditional_write(if_match):
+        record = crud.replace_rule(
+            control_plane=control_plane,
+            current=current,
+            rule_in=rule_in,
+            actor=principal.actor,
+            expect=expect,
+        )
     audit(request, record, op="upsert")
     set_etag(response, record)
     return rule_public(record)
@@ -132,13 +141,14 @@ def update_rule(
 ) -> RulePublic:
     current = _get(control_plane, rule_id)
     expect = expected_version(current, if_match=if_match, body_version=changes.version)
-    record = crud.update_rule(
-        control_plane=control_plane,
-        current=current,
-        changes=changes,
-        actor=principal.actor,
-        expect=expect,
-    )
+    with conditional_write(if_match):
+        record = crud.update_rule(
+            control_plane=control_plane,
+            current=current,
+            changes=changes,
+            actor=principal.actor,
+            expect=expect,
+        )
     audit(request, record, op="upsert")
     set_etag(response, record)
     return rule_public(record)
@@ -158,9 +168,10 @@ def delete_rule(
 ) -> Response:
     current = _get(control_plane, rule_id)
     expect = expected_version(current, if_match=if_match, body_version=None)
-    deleted = crud.delete_rule(
-        control_plane=control_plane, rule_id=rule_id, actor=principal.actor, expect=expect
-    )
+    with conditional_write(if_match):
+        deleted = crud.delete_rule(
+            control_plane=control_plane, rule_id=rule_id, actor=principal.actor, expect=expect
+        )
     audit(request, deleted, op="delete", actor=principal.actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -179,13 +190,14 @@ def _set_enabled(
     if current.data.get("enabled", True) == enabled:
         set_etag(response, current)
         return rule_public(current)
-    record = crud.update_rule(
-        control_plane=control_plane,
-        current=current,
-        changes=RuleUpdate(enabled=enabled),
-        actor=principal.actor,
-        expect=expect,
-    )
+    with conditional_write(if_match):
+        record = crud.update_rule(
+            control_plane=control_plane,
+            current=current,
+            changes=RuleUpdate(enabled=enabled),
+            actor=principal.actor,
+            expect=expect,
+        )
     audit(request, record, op="upsert")
     set_etag(response, record)
     return rule_public(record)

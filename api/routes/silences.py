@@ -11,7 +11,15 @@ from .. import crud
 from ..control_plane import Record
 from ..deps import ControlPlaneDep, IfMatch, ReadKey, WriteKey
 from ..models import Message, SilenceCreate, SilencePublic, SilencesPublic
-from .common import audit, expected_version, get_readable, meta, readables, set_etag
+from .common import (
+    audit,
+    conditional_write,
+    expected_version,
+    get_readable,
+    meta,
+    readables,
+    set_etag,
+)
 
 router = APIRouter(prefix="/silences", tags=["silences"])
 
@@ -79,9 +87,10 @@ def expire_silence(
     """Expire the silence now (it stays listed, as ``expired``)."""
     current = _get(control_plane, silence_id)
     expect = expected_version(current, if_match=if_match, body_version=None)
-    record = crud.expire_silence(
-        control_plane=control_plane, current=current, actor=principal.actor, expect=expect
-    )
+    with conditional_write(if_match):
+        record = crud.expire_silence(
+            control_plane=control_plane, current=current, actor=principal.actor, expect=expect
+        )
     if record is not current:
         audit(request, record, op="upsert")
     set_etag(response, record)

@@ -17,7 +17,15 @@ from ..models import (
     SubscriptionsPublic,
     SubscriptionUpdate,
 )
-from .common import audit, expected_version, get_readable, meta, readables, set_etag
+from .common import (
+    audit,
+    conditional_write,
+    expected_version,
+    get_readable,
+    meta,
+    readables,
+    set_etag,
+)
 
 router = APIRouter(prefix="/subscriptions", tags=["subscriptions"])
 ERRORS = {404: {"model": Message}, 409: {"model": Message}, 412: {"model": Message}}
@@ -78,13 +86,14 @@ def update_subscription(
 ) -> SubscriptionPublic:
     current = _get(control_plane, subscription_id)
     expect = expected_version(current, if_match=if_match, body_version=changes.version)
-    record = crud.update_subscription(
-        control_plane=control_plane,
-        current=current,
-        changes=changes,
-        actor=principal.actor,
-        expect=expect,
-    )
+    with conditional_write(if_match):
+        record = crud.update_subscription(
+            control_plane=control_plane,
+            current=current,
+            changes=changes,
+            actor=principal.actor,
+            expect=expect,
+        )
     audit(request, record, op="upsert")
     set_etag(response, record)
     return subscription_public(record, reveal=changes.secret is not None)
@@ -112,11 +121,12 @@ def delete_subscription(
             status.HTTP_409_CONFLICT,
             f"subscription {subscription_id} is notified by rules {users}; remove it there first",
         )
-    deleted = crud.delete_subscription(
-        control_plane=control_plane,
-        subscription_id=subscription_id,
-        actor=principal.actor,
-        expect=expect,
-    )
+    with conditional_write(if_match):
+        deleted = crud.delete_subscription(
+            control_plane=control_plane,
+            subscription_id=subscription_id,
+            actor=principal.actor,
+            expect=expect,
+        )
     audit(request, deleted, op="delete", actor=principal.actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

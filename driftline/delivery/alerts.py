@@ -23,6 +23,12 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from driftline.schemas import topics
+from driftline.schemas.alert_lifecycle import STATUSES
+from driftline.schemas.silences import alert_labels
+
+#: The labels subscription filters and silences match on (the one definition, shared with the
+#: workers: :func:`driftline.schemas.silences.alert_labels`).
+alert_label_set = alert_labels
 
 __all__ = [
     "ALERT_SCHEMA",
@@ -35,7 +41,6 @@ __all__ = [
 ]
 
 ALERT_SCHEMA: Final = "AlertEvent"
-STATUSES: Final = ("PENDING", "FIRING", "RESOLVED")
 
 # Every AlertEvent field with the value an absent optional field takes.
 _DEFAULTS: Final[dict[str, Any]] = {
@@ -134,17 +139,3 @@ def encode_alert(alert: Mapping[str, Any], codec: Any = None) -> bytes:
     if codec is not None or _codec_knows_alerts():
         return (codec or default_codec()).encode(ALERT_SCHEMA, alert)
     return json.dumps(dict(alert), separators=(",", ":"), sort_keys=True).encode()
-
-
-def alert_label_set(alert: Mapping[str, Any]) -> dict[str, str]:
-    """The labels filters and silences match on: the alert's labels plus ``model_id``,
-    ``severity``, ``alertname`` (the rule name) and ``rule_id``; those four win over labels
-    of the same name, as the API documents for silence matchers."""
-    labels = {str(k): str(v) for k, v in (alert.get("labels") or {}).items()}
-    labels.update(
-        model_id=str(alert.get("model_id") or ""),
-        severity=str(alert.get("severity") or ""),
-        alertname=str(alert.get("rule_name") or ""),
-        rule_id=str(alert.get("rule_id") or ""),
-    )
-    return labels

@@ -139,8 +139,7 @@ def test_a_write_the_view_never_sees_is_a_503(control_plane: ControlPlane, token
     stalled = ControlPlane(control_plane.bootstrap, write_timeout=0.5).start()
     try:
         assert stalled.wait_ready(30)
-        stalled._stop.set()  # the reader stops: the view will not see the next write
-        stalled._thread.join()
+        stalled.follower.close()  # the reader stops: the view will not see the next write
         client = TestClient(
             create_app(ApiConfig(), control_plane=stalled), headers=auth(tokens["write"])
         )

@@ -23,12 +23,11 @@ import os
 import pickle
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from driftline.schemas import Codec, event_id, topics
 from e2e_support import decode_all, lag, read_topic, stop_worker, worker_env
+from support.binaries import require_binary
+from support.receiver import WebhookReceiver
 
 from driftline.admin import ensure_topics
-from driftline.delivery import verify
 from driftline.local_kafka import free_port, port_open
 from driftline.synthetic import publish
 
@@ -48,7 +48,6 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAINER = ROOT / "examples" / "trainer" / "trainer.py"
-ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 
 MODEL = "churn"
 SECRET = "e2e-webhook-secret-0123456789"
@@ -133,57 +132,13 @@ class ConceptStream:
         return self._cache[i]
 
 
-# -- a webhook receiver ----------------------------------------------------------------------------
+# -- the webhook receiver (tests/support/receiver.py) -------------------------------------------
+HOOK = "/driftline"
 
 
-class Receiver:
-    """Checks every signature; answers 503 to the very first request (so the service retries);
-    dedups on the event id: ``events`` holds each event once, ``tries`` every request."""
-
-    def __init__(self, secret: str) -> None:
-        self.secret = secret
-        self.tries: list[dict[str, Any]] = []
-        self.events: dict[str, dict[str, Any]] = {}
-        self.cond = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                ok = verify(receiver.secret, raw, self.headers.get("X-Driftline-Signature"))
-                key = self.headers.get("X-Driftline-Event-Id")
-                with receiver.cond:
-                    status = 503 if not receiver.tries else 200
-                    if not ok:
-                        status = 401
-                    receiver.tries.append(
-                        {"event_id": key, "status": status, "signature_ok": ok, "raw": raw}
-                    )
-                    if status == 200 and key not in receiver.events:  # a duplicate: 2xx, no-op
-                        receiver.events[key] = json.loads(raw)
-                    receiver.cond.notify_all()
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/driftline"
-
-    def received(self, status: str) -> list[dict[str, Any]]:
-        with self.cond:
-            return [e for e in self.events.values() if e["status"] == status]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def received(receiver: WebhookReceiver, status: str) -> list[dict[str, Any]]:
+    """The alerts of ``status`` the webhook accepted, each event once."""
+    return [e for e in receiver.delivered(HOOK).values() if e["status"] == status]
 
 
 # -- processes -------------------------------------------------------------------------------------
@@ -232,15 +187,15 @@ def wait_until(predicate: Callable[[], Any], what: str, procs: Processes) -> Any
 
 
 def start_alertmanager(procs: Processes) -> str:
-    if not Path(ALERTMANAGER).exists():
-        pytest.skip("prometheus-alertmanager is not installed (scripts/setup.sh installs it)")
+    # fails under CI=true when missing, skips elsewhere
+    alertmanager = require_binary("prometheus-alertmanager", "/usr/bin/prometheus-alertmanager")
     config = procs.tmp_path / "alertmanager.yml"
     config.write_text("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n")
     port = free_port()
     procs.start(
         "alertmanager",
         [
-            ALERTMANAGER,
+            alertmanager,
             f"--config.file={config}",
             f"--storage.path={procs.tmp_path / 'alertmanager'}",
             f"--web.listen-address=127.0.0.1:{port}",
@@ -294,12 +249,22 @@ def read_json_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
 # -- the test ----------------------------------------------------------------------------------------
 
 
+def _iso(ms: int) -> str:
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _ms(text: str) -> int:
+    return round(datetime.fromisoformat(text).timestamp() * 1000)
+
+
 def test_drift_alert_webhook_alertmanager_silence_and_retraining(fresh_kafka, tmp_path):
     bootstrap = fresh_kafka.bootstrap
     ensure_topics(bootstrap, 2)
     with ExitStack() as stack:
         procs = Processes(tmp_path, stack)
-        receiver = Receiver(SECRET)
+        receiver = WebhookReceiver(SECRET)
+        receiver.script[HOOK] = [503]  # the very first try is refused, so the service retries
         stack.callback(receiver.close)
         alertmanager = start_alertmanager(procs)
         key = create_api_key(bootstrap)
@@ -368,7 +333,7 @@ def test_drift_alert_webhook_alertmanager_silence_and_retraining(fresh_kafka, tm
             "/v1/subscriptions",
             json={
                 "name": "growth on-call",
-                "url": receiver.url,
+                "url": receiver.url(HOOK),
                 "secret": SECRET,
                 "filters": {"models": [MODEL], "severities": ["critical"]},
             },
@@ -421,8 +386,8 @@ def test_drift_alert_webhook_alertmanager_silence_and_retraining(fresh_kafka, tm
         while not records_with("FIRING"):
             publish_chunk()
             wait_until(worker_idle, "the worker to catch up", procs)
-        wait_until(lambda: receiver.received("FIRING"), "the webhook to get the alert", procs)
-        (firing,) = receiver.received("FIRING")
+        wait_until(lambda: received(receiver, "FIRING"), "the webhook to get the alert", procs)
+        (firing,) = received(receiver, "FIRING")
         assert firing["rule_id"] == rule_id and firing["model_id"] == MODEL
         assert firing["severity"] == "critical" and firing["subscription_id"] == subscription_id
         assert firing["labels"]["team"] == "growth"
@@ -441,8 +406,8 @@ def test_drift_alert_webhook_alertmanager_silence_and_retraining(fresh_kafka, tm
         while not records_with("RESOLVED"):
             publish_chunk()
             wait_until(worker_idle, "the worker to catch up", procs)
-        wait_until(lambda: receiver.received("RESOLVED"), "the webhook to get RESOLVED", procs)
-        (resolved,) = receiver.received("RESOLVED")
+        wait_until(lambda: received(receiver, "RESOLVED"), "the webhook to get RESOLVED", procs)
+        (resolved,) = received(receiver, "RESOLVED")
         assert resolved["fingerprint"] == firing["fingerprint"]
 
         # -- phase 2: silence the model, then its world changes again
@@ -477,10 +442,36 @@ def test_drift_alert_webhook_alertmanager_silence_and_retraining(fresh_kafka, tm
         )
         records = alert_records()
 
+        # -- the dry-run over the stored history says what the worker said live: the same
+        # episodes, firing and resolving at the same event times (one lifecycle, shared)
+        lived: dict[tuple[str, int], dict[str, Any]] = {}
+        for a in sorted(records, key=lambda a: a["updated_at"]):
+            episode = lived.setdefault((a["fingerprint"], a["starts_at"]), {"resolved": None})
+            if a["status"] == "FIRING":
+                episode.setdefault("fired", a["updated_at"])
+            elif a["status"] == "RESOLVED":
+                episode["resolved"] = a["updated_at"]
+        worker_said = sorted(
+            (start, e["fired"], e["resolved"]) for (_, start), e in lived.items() if "fired" in e
+        )
+        assert len(worker_said) >= 2  # phase 1 (fired, resolved) and phase 2 (silenced)
+        first_ms = min(a["starts_at"] for a in records) - 3_600_000
+        # the worker's clock is at least here: the dry-run may not look past it
+        last_ms = max(a["updated_at"] for a in records) + 1
+        response = api.post(
+            f"/v1/rules/{rule_id}/dry-run", json={"start": _iso(first_ms), "end": _iso(last_ms)}
+        )
+        assert response.status_code == 200, response.text
+        dry_said = sorted(
+            (_ms(f["starts_at"]), _ms(f["at"]), f["resolved_at"] and _ms(f["resolved_at"]))
+            for f in response.json()["firings"]
+        )
+        assert dry_said == worker_said, (dry_said, worker_said)
+
         # -- webhook: exactly the deliverable records, each once after dedup, all signed
         with receiver.cond:
-            tries = list(receiver.tries)
-            events = dict(receiver.events)
+            tries = receiver.to(HOOK)
+            events = receiver.delivered(HOOK)
         assert all(t["signature_ok"] for t in tries)
         # the first try was refused with a 503: the service tried again, and it counted once
         assert tries[0]["status"] == 503

@@ -6,6 +6,8 @@ The control plane's records are written with the API's own models and encoder
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 from driftline.schemas import Codec
 from driftline.schemas.ids import event_id
@@ -95,7 +97,7 @@ def test_for_zero_fires_at_once_with_deterministic_ids() -> None:
         "rule_id": "r1",
         "severity": "warning",
     }
-    assert alert["annotations"] == {"summary": "x"}
+    assert alert["annotations"]["summary"] == "x"  # the rule's own annotation wins
     assert alert["notify"] == ["ops"] and deliverable(alert)
     assert (alert["rule_version"], alert["rule_name"]) == (1, "feature drift")
     # more drift while firing sustains the alert without a new record
@@ -500,3 +502,230 @@ def test_rule_turned_into_another_signal_resolves_its_drift_alert() -> None:
     first_tick = T0 // 15_000 * 15_000 + 15_000
     assert statuses(h.alerts) == [(FIRING, T0), (RESOLVED, first_tick)]
     assert h.alerts[1]["notify"] == ["ops"] and h.alerts[1]["rule_version"] == 2
+
+
+def test_annotations_say_what_a_person_needs_to_act() -> None:
+    """Drift alerts carry the latest matching drift's facts (docs/alerting.md, "Annotations");
+    metric alerts their value; the rule's own annotations are kept."""
+    book = RuleBook()
+    put_rule(book, "r1", annotations={"runbook": "https://runbooks/drift"})
+    h = Harness(book)
+    first = {**drift(1, T0), "statistic": 0.25, "p_value": 0.001,
+             "evidence": {"mean_before": "0.1", "mean_after": "0.6"}}  # fmt: skip
+    (alert,) = h.run(batch(first))
+    notes = alert["annotations"]
+    assert notes["runbook"] == "https://runbooks/drift"
+    assert notes["summary"] == "feature drift firing: drift in FEATURE/age (ADWIN) on model m v1"
+    assert "mean 0.1 -> 0.6" in notes["description"]
+    assert {
+        k: notes[k]
+        for k in (
+            "model_version",
+            "stream",
+            "detector",
+            "statistic",
+            "p_value",
+            "before",
+            "after",
+            "drift_event_id",
+        )
+    } == {  # fmt: skip
+        "model_version": "1",
+        "stream": "FEATURE/age",
+        "detector": "ADWIN",
+        "statistic": "0.25",
+        "p_value": "0.001",
+        "before": "0.1",
+        "after": "0.6",
+        "drift_event_id": "d1",
+    }
+    assert notes["window_start"] == notes["window_end"] == "2023-11-14T22:13:20.000Z"
+    # a second drift of the episode: the resolve names it and the span of the episode
+    assert h.run(batch(drift(2, T0 + MIN))) == []
+    *_, resolved = h.run(batch(drift(3, T0 + 5 * 60 * MIN, kind="OTHER")))  # moves the clock
+    assert resolved["status"] == RESOLVED
+    notes = resolved["annotations"]
+    assert notes["drift_event_id"] == "d2" and notes["window_end"] == "2023-11-14T22:14:20.000Z"
+    assert notes["description"].startswith("Resolved at ")
+    assert "before" not in notes  # the second drift had no means
+
+
+# -- time: the idle watermark ---------------------------------------------------------------------
+
+
+def _idle(h: Harness, steps: int, step_ms: int = 10_000) -> list[dict]:
+    out = []
+    for _ in range(steps):
+        outcome = h.evaluator.advance_idle(["m"], step_ms, h.kv, {"m": 0})
+        h.alerts += outcome.alerts
+        out += outcome.alerts
+    return out
+
+
+def test_a_burst_then_silence_fires_and_resolves_on_the_idle_watermark() -> None:
+    """One drift and nothing after it: without idle steps the clock would stay at the drift
+    and ``for`` would never elapse. Each idle step moves it by a fixed quantum; the
+    transitions still happen at their own event times (not at the steps')."""
+    book = RuleBook()
+    put_rule(book, "r1", **{"for": "1m", "repeat_interval": "2m"})
+    h = Harness(book)
+    assert statuses(h.run(batch(drift(1, T0)))) == [(PENDING, T0)]
+    assert _idle(h, 5) == []  # 50 s: still pending
+    assert statuses(_idle(h, 1)) == [(FIRING, T0 + MIN)]
+    assert statuses(_idle(h, 6)) == [(RESOLVED, T0 + 2 * MIN)]  # quiet for repeat_interval
+    assert h.state().clock_ms == T0 + 12 * 10_000
+
+
+def test_a_model_that_stops_sending_resolves_its_metric_alert() -> None:
+    """Error rate over 1m: a burst of wrong answers, then the model stops sending. Idle steps
+    tick the window forward: it fires after ``for``, and resolves once the window is empty."""
+    book = RuleBook()
+    put_rule(
+        book,
+        "err",
+        name="errors",
+        signal={"kind": "metric", "metric": "error_rate", "window": "1m"},
+        condition={"type": "threshold", "op": ">", "value": 0.3},
+        **{"for": "20s"},
+    )
+    h = Harness(book)
+    burst = [joined(i, T0 + i * 100, correct=i % 2 == 0) for i in range(20)]
+    alerts = h.run(batch(clock=T0, joined=burst)) + _idle(h, 9)
+    assert [a["status"] for a in alerts] == [PENDING, FIRING, RESOLVED]
+    pending, firing, resolved = alerts
+    # at the first tick (every window / 20 = 3 s) once it has held 20 s
+    assert 20_000 <= firing["updated_at"] - pending["updated_at"] < 23_000
+    assert firing["value"] == 0.5
+    # resolved at the first tick whose trailing minute holds no labelled row
+    assert resolved["updated_at"] <= T0 + 2 * MIN
+
+
+def test_idle_steps_are_reproducible_after_a_restart() -> None:
+    """A crash after some idle steps whose checkpoint did not land: the replay starts from
+    the last checkpointed state and takes the same fixed steps, so it emits the same records
+    with the same ids."""
+    book = RuleBook()
+    put_rule(book, "r1", **{"for": "1m", "repeat_interval": "2m"})
+    h = Harness(book)
+    h.run(batch(drift(1, T0)))
+    checkpoint = dict(h.kv.data)
+    first = _idle(h, 12)
+    h.kv.data = dict(checkpoint)  # the restart: the state as checkpointed before the steps
+    again = _idle(h, 12)
+    assert [a["event_id"] for a in again] == [a["event_id"] for a in first]
+    assert len(first) == 2
+
+
+@pytest.mark.e2e
+def test_burst_and_stopped_model_fire_and_resolve_through_the_worker(fresh_kafka, tmp_path):
+    """The real worker with a short idle timeout. ``burst`` sends 40 labelled predictions all
+    stamped now, ``stops`` sends them spread over the last 20 s and stops: nothing more ever
+    arrives. Event time alone would leave both PENDING forever; the idle watermark moves
+    their clocks, so each fires after ``for`` and resolves once its window has emptied."""
+    import time
+    import uuid
+
+    from confluent_kafka import Producer
+    from driftline.schemas import topics
+    from e2e_support import decode_all, read_topic, start_worker, stop_worker, wait_for, worker_env
+
+    from driftline.admin import ensure_topics
+    from driftline.synthetic import SyntheticStream
+
+    from .alerting_support import record, rule_data
+
+    bootstrap = fresh_kafka.bootstrap
+    ensure_topics(bootstrap, 2)
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    rule = rule_data(
+        name="errors",
+        models=["burst", "stops"],
+        signal={"kind": "metric", "metric": "error_rate", "window": "20s"},
+        condition={"type": "threshold", "op": ">", "value": 0.3},
+        min_samples=10,
+        **{"for": "10s"},
+    )
+    producer.produce(topics.RULES, key=b"rule:errors", value=record("rule", "errors", rule))
+    now = int(time.time() * 1000)
+    sends = {"burst": [now] * 40, "stops": [now - 20_000 + i * 500 for i in range(40)]}
+    last_outcome = {model: max(times) + 100 for model, times in sends.items()}
+    for model, times in sends.items():
+        stream = SyntheticStream(model, n_features=2, seed=3)
+        for i, at in enumerate(times):
+            prediction, outcome = stream.step(i)
+            prediction["event_time"] = at
+            wrong = "yes" if prediction["prediction_label"] == "no" else "no"
+            outcome.update(
+                event_time=at + 100, label=wrong if i % 2 else prediction["prediction_label"]
+            )
+            producer.produce(topics.PREDICTIONS, key=model.encode(),
+                             value=CODEC.encode("PredictionEvent", prediction))  # fmt: skip
+            producer.produce(topics.OUTCOMES, key=model.encode(),
+                             value=CODEC.encode("OutcomeEvent", outcome))  # fmt: skip
+    assert producer.flush(30) == 0
+
+    app_id = f"worker-{uuid.uuid4().hex[:8]}"
+    env = worker_env(bootstrap, tmp_path / "data", app_id, DRIFTLINE_ALERT_IDLE_TIMEOUT_SECONDS="1")
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+
+    def statuses_of(model: str) -> list[str]:
+        alerts = decode_all(read_topic(bootstrap, topics.ALERTS))
+        return [a["status"] for a in sorted(alerts, key=lambda a: a["updated_at"])
+                if a["model_id"] == model]  # fmt: skip
+
+    try:
+        for model in ("burst", "stops"):
+            wait_for(lambda m=model: "RESOLVED" in statuses_of(m), 240,
+                     f"{model}'s alert to resolve", worker, log)  # fmt: skip
+    finally:
+        assert stop_worker(worker) in (0, -signal.SIGTERM), log.read_text()[-3000:]
+    for model in ("burst", "stops"):
+        assert statuses_of(model) == ["PENDING", "FIRING", "RESOLVED"], model
+        alerts = decode_all(read_topic(bootstrap, topics.ALERTS))
+        pending, firing, resolved = sorted(
+            (a for a in alerts if a["model_id"] == model), key=lambda a: a["updated_at"]
+        )
+        assert firing["updated_at"] - pending["updated_at"] >= 10_000  # `for` in event time
+        assert firing["value"] > 0.3  # every second answer was wrong
+        # resolved once the trailing 20 s held fewer than min_samples labelled rows: after the
+        # last data, so only the idle steps can have moved the clock there
+        assert resolved["updated_at"] > last_outcome[model]
+
+
+def test_a_drift_back_to_the_old_level_resolves_without_waiting() -> None:
+    """The error stream rose (0.1 -> 0.5) and later fell back (0.5 -> 0.12): the condition
+    has cleared, so the alert resolves at that drift, not a quiet period later. A further rise
+    on the same stream, or a change on another stream, sustains it as before."""
+    book = RuleBook()
+    put_rule(book, "r1", signal={"kind": "drift", "stream_kind": "ERROR"}, repeat_interval="4h")
+    h = Harness(book)
+
+    def error_drift(n: int, t: int, before: str, after: str, name: str = "error") -> dict:
+        return {**drift(n, t, kind="ERROR", name=name),
+                "evidence": {"mean_before": before, "mean_after": after}}  # fmt: skip
+
+    assert statuses(h.run(batch(error_drift(1, T0, "0.1", "0.5")))) == [(FIRING, T0)]
+    assert h.run(batch(error_drift(2, T0 + MIN, "0.5", "0.7"))) == []  # worse: sustains
+    assert h.run(batch(error_drift(3, T0 + 2 * MIN, "0.1", "0.2", name="e2"))) == []
+    (resolved,) = h.run(batch(error_drift(4, T0 + 3 * MIN, "0.7", "0.12")))
+    assert (resolved["status"], resolved["updated_at"]) == (RESOLVED, T0 + 3 * MIN)
+    assert resolved["annotations"]["drift_event_id"] == "d4"
+
+
+def test_a_drift_behind_the_prediction_clock_keeps_its_own_time() -> None:
+    """Labels arrive after their predictions, so an error-stream drift is often behind the
+    clock the predictions moved. With no record emitted after it, it is not late: the alert
+    starts at the drift's own time (what a replay of the drift events alone says too, as the
+    API's dry-run does). Behind an emitted record, it is handled at that record's time."""
+    book = RuleBook()
+    put_rule(book, "r1", **{"for": "1m", "repeat_interval": "10m"})
+    h = Harness(book)
+    h.run(batch(clock=T0 + 2000))  # predictions ahead
+    assert statuses(h.run(batch(drift(1, T0)))) == [(PENDING, T0)]
+    replayed = AlertEvaluator(book).replay(drifts=[drift(1, T0)], until={"m": T0 + 2000})
+    assert [a["event_id"] for a in replayed.alerts] == [a["event_id"] for a in h.alerts]
+    h.run(batch(clock=T0 + 2 * MIN))  # FIRING at T0 + 1m emitted
+    assert h.run(batch(drift(2, T0 + 30_000, name="other"))) == []  # behind that record
+    fp = fingerprint("r1", "m", {"model_id": "m"})
+    assert h.state().alerts[fp].last_signal == T0 + MIN  # handled at the FIRING's time

@@ -4,6 +4,7 @@ broker (records written exactly as the API writes them)."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from driftline.schemas import topics
@@ -17,8 +18,6 @@ from driftline.streams.rulebook import (
     Silence,
     parse_duration_ms,
 )
-
-from driftline.admin import ensure_topics
 
 from .alerting_support import T0, batch, drift, put_ack, put_silence, record, rule_data
 
@@ -97,12 +96,12 @@ def test_durations_matchers_and_silence_ranges() -> None:
 # -- the follower on the real broker -----------------------------------------------------------
 
 
-def _produce(producer, key: str, value: bytes | None) -> tuple[int, int]:
+def _produce(producer, key: str, value: bytes | None, topic: str) -> tuple[int, int]:
     """Write one record like the API does; its (partition, offset) once the broker has it."""
     kind = key.split(":", 1)[0]
     delivered = []
     producer.produce(
-        topics.RULES,
+        topic,
         key=key.encode(),
         value=value,
         headers=[("driftline.kind", kind.encode()),
@@ -117,20 +116,26 @@ def _produce(producer, key: str, value: bytes | None) -> tuple[int, int]:
 
 @pytest.mark.e2e
 def test_follower_applies_rule_changes_without_restart(kafka_broker) -> None:
+    from dataclasses import replace
+
     from confluent_kafka import Producer
+    from driftline.schemas.control_plane import create_topic
 
     bootstrap = kafka_broker.bootstrap
-    ensure_topics(bootstrap, partitions=2)
+    # a control-plane topic of this test's own (the session broker's rules topic holds the
+    # other tests' rules), made as every creator makes the control plane
+    topic = f"{topics.RULES}.test-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, replace(topics.topic_spec(topics.RULES), name=topic), partitions=1)
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
     # on the topic before the worker starts: one rule, then its update, plus a deleted one
-    _produce(producer, "rule:r1", record("rule", "r1", rule_data(**{"for": "1h"}), 1))
-    _produce(producer, "rule:gone", record("rule", "gone", rule_data(), 1))
-    _produce(producer, "rule:gone", None)
-    _produce(producer, "rule:r1", record("rule", "r1", rule_data(**{"for": "30m"}), 2))
+    _produce(producer, "rule:r1", record("rule", "r1", rule_data(**{"for": "1h"}), 1), topic)
+    _produce(producer, "rule:gone", record("rule", "gone", rule_data(), 1), topic)
+    _produce(producer, "rule:gone", None, topic)
+    _produce(producer, "rule:r1", record("rule", "r1", rule_data(**{"for": "30m"}), 2), topic)
 
     book = RuleBook()
-    with ControlPlaneFollower(bootstrap, topics.RULES, book) as follower:
-        assert follower.wait_caught_up(30)
+    with ControlPlaneFollower(bootstrap, topic, book) as follower:
+        assert follower.wait_ready(30)
         assert [(r.id, r.version, r.for_ms) for r in book.snapshot().rules] == [
             ("r1", 2, 30 * 60_000)
         ]
@@ -139,10 +144,10 @@ def test_follower_applies_rule_changes_without_restart(kafka_broker) -> None:
         assert pending["status"] == PENDING
 
         # the API changes the rule while the worker runs: the next batch uses the new version
-        _produce(producer, "rule:r1", record("rule", "r1", rule_data(**{"for": "0s"}), 3))
+        _produce(producer, "rule:r1", record("rule", "r1", rule_data(**{"for": "0s"}), 3), topic)
         # a stale write (a writer that lost a race) on the same key, hence the same partition
         partition, offset = _produce(
-            producer, "rule:r1", record("rule", "r1", rule_data(**{"for": "2h"}), 2)
+            producer, "rule:r1", record("rule", "r1", rule_data(**{"for": "2h"}), 2), topic
         )
         assert follower.wait_for_offset(partition, offset, 30)
         assert [(r.version, r.for_ms) for r in book.snapshot().rules] == [(3, 0)]

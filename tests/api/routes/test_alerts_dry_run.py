@@ -144,9 +144,13 @@ def test_drift_dry_run_finds_the_events(client: TestClient, store: Store) -> Non
     ]
 
     # Selector globs pick the models out of the history.
-    by_glob = drift_rule(models=None, model_selector={"model_id": model[:5] + "*", "team": "x"})
+    by_glob = drift_rule(models=None, model_selector={"model_id": model[:5] + "*"})
     result = dry_run(client, by_glob, T0 - timedelta(hours=1), T0 + timedelta(hours=1))
-    assert result["would_fire"] and any("team" in w for w in result["warnings"])
+    assert result["would_fire"] and result["warnings"] == []
+    # A label the workers do not know matches no model there, so none in the dry-run either.
+    unknown = drift_rule(models=None, model_selector={"model_id": model[:5] + "*", "team": "x"})
+    result = dry_run(client, unknown, T0 - timedelta(hours=1), T0 + timedelta(hours=1))
+    assert not result["would_fire"] and any("team" in w for w in result["warnings"])
 
     # Outside the range: nothing.
     quiet = dry_run(client, rule, T0 + timedelta(hours=1), T0 + timedelta(hours=2))
@@ -180,13 +184,15 @@ def test_metric_dry_run_fires_when_accuracy_drops(client: TestClient, store: Sto
     store.insert_rows("joined_labels", _labels(model, T0 + timedelta(minutes=10), 4, 0))
     rule = metric_rule(models=[model], model_selector=None, **{"for": "0s"})
     result = dry_run(client, rule, T0, T0 + timedelta(minutes=30))
-    # Minute ticks over the trailing 5 minutes: from 00:06 the window holds only the 50%
-    # minute; at 00:11 only the 4-label minute, below min_samples=10, so it resolves.
+    # The workers' ticks (every window / 20 = 15 s) over the trailing 5 minutes, on minute
+    # sums: from 00:05:15 the window holds only the 50% minute; from 00:10:15 only the
+    # 4-label minute, below min_samples=10, so it resolves.
     assert result["would_fire"] is True
+    seconds = lambda n: timedelta(seconds=n)  # noqa: E731
     assert [
         (datetime.fromisoformat(f["at"]), f["value"], datetime.fromisoformat(f["resolved_at"]))
         for f in result["firings"]
-    ] == [(T0 + timedelta(minutes=6), 0.5, T0 + timedelta(minutes=11))]
+    ] == [(T0 + seconds(315), 0.5, T0 + seconds(615))]
     assert result["firings"][0]["group"] == {"model_id": model}
     assert result["evaluated"] == 3  # minute rows read
     # Held for 10 minutes is more than the 5 bad minutes: no firing.
@@ -194,7 +200,8 @@ def test_metric_dry_run_fires_when_accuracy_drops(client: TestClient, store: Sto
     # Label coverage: no predictions were stored, so there is nothing to divide by.
     coverage = {**rule, "signal": {"kind": "metric", "metric": "label_coverage", "window": "5m"}}
     assert dry_run(client, coverage, T0, T0 + timedelta(minutes=30))["firings"] == []
-    # Prediction count reads windows without traffic as zero: it holds from the first tick.
+    # Prediction count reads windows without traffic as zero: it holds from the first tick
+    # after the model's first data (00:00 + 30 s, the 10m window's tick), as on the workers.
     count = {
         **rule,
         "min_samples": 0,
@@ -203,7 +210,7 @@ def test_metric_dry_run_fires_when_accuracy_drops(client: TestClient, store: Sto
     }
     result = dry_run(client, count, T0, T0 + timedelta(minutes=30))
     assert [(datetime.fromisoformat(f["at"]), f["resolved_at"]) for f in result["firings"]] == [
-        (T0, None)
+        (T0 + timedelta(seconds=30), None)
     ]
 
 

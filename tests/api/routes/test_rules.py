@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from api_factories import drift_rule, metric_rule, unique
+from conftest import auth
 from driftline.api import ControlPlane
 from fastapi.testclient import TestClient
 
@@ -81,6 +82,58 @@ def test_concurrent_edits_from_two_clients_one_wins(client: TestClient) -> None:
     second = client.patch(url, json={"severity": "critical", "version": 1})
     assert (first.status_code, second.status_code) == (200, 409)
     assert client.get(url).json()["severity"] == "info"
+
+
+def test_many_clients_racing_on_one_rule_get_412_for_if_match_and_409_for_body_version(
+    app, tokens: dict[str, str]
+) -> None:
+    """40 clients, 20 of them writing one rule: every writer read the same version, so one
+    write wins per round and every other is refused, with the status its condition asks for
+    (If-Match -> 412, body ``version`` -> 409), whether the check that refused it ran before
+    the write lock or under it. The 20 readers always get the rule."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    headers = auth(tokens["write"])
+    with TestClient(app, headers=headers) as setup:
+        url = f"/v1/rules/{setup.post('/v1/rules', json=drift_rule()).json()['id']}"
+    writers, readers, rounds = 20, 20, 3
+    barrier = Barrier(writers)
+
+    def write(i: int) -> list[tuple[str, int]]:
+        seen = []
+        with TestClient(app, headers=headers) as client:
+            for r in range(rounds):
+                version = client.get(url).json()["version"]
+                barrier.wait()  # everyone holds the same version before anyone writes
+                body = {"severity": ("info", "critical")[(i + r) % 2]}
+                if i % 2:
+                    got = client.patch(url, json=body, headers={"If-Match": f'"{version}"'})
+                    seen.append(("if-match", got.status_code))
+                else:
+                    got = client.patch(url, json={**body, "version": version})
+                    seen.append(("body", got.status_code))
+                barrier.wait()  # the round is over for everyone before the next read
+        return seen
+
+    def read(_: int) -> list[int]:
+        with TestClient(app, headers=headers) as client:
+            return [client.get(url).status_code for _ in range(10)]
+
+    with ThreadPoolExecutor(writers + readers) as pool:
+        wrote = [pool.submit(write, i) for i in range(writers)]
+        read_ = [pool.submit(read, i) for i in range(readers)]
+        results = [s for f in wrote for s in f.result()]
+        reads = [s for f in read_ for s in f.result()]
+
+    assert set(reads) == {200}
+    assert {s for how, s in results if how == "body"} <= {200, 409}
+    assert {s for how, s in results if how == "if-match"} <= {200, 412}
+    wins = sum(s == 200 for _, s in results)
+    assert wins == rounds  # one winner per round: all writers expected the same version
+    assert len(results) - wins == rounds * (writers - 1)
+    with TestClient(app, headers=headers) as check:
+        assert check.get(url).json()["version"] == 1 + rounds
 
 
 def test_enable_disable_and_state_filter(client: TestClient) -> None:
