@@ -1,64 +1,30 @@
 """Alert delivery: alerts from ``driftline.alerts.v1`` to subscribers' webhooks (signed,
-retried, dead-lettered), to a Prometheus Alertmanager, and as a Server-Sent Events feed.
+retried, dead-lettered) and to a Prometheus Alertmanager. (The live feed for browsers is the
+API's ``GET /v1/feed``, api/routes/feed.py.)
 
 Runs as its own process (``driftline deliver``); docs/delivery.md is the guide.
 """
 
-from driftline.delivery.alertmanager import AlertmanagerForwarder, to_alertmanager
-from driftline.delivery.alerts import AlertDecodeError, decode_alert, encode_alert, normalize_alert
-from driftline.delivery.cli import add_delivery_command
-from driftline.delivery.deadletter import (
-    ALERTMANAGER_FAILED,
-    WEBHOOK_FAILED,
-    DeadLetterProducer,
-    Source,
-)
-from driftline.delivery.dispatch import Dispatcher, Outcome, RetryPolicy
-from driftline.delivery.service import DeliveryConfig, DeliveryService
-from driftline.delivery.signing import (
-    EVENT_ID_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    sign,
-    verify,
-)
-from driftline.delivery.sse import alert_stream, sse_frame
-from driftline.delivery.subscriptions import (
-    ControlPlaneFollower,
-    Silence,
-    Subscription,
-    matching_subscriptions,
-)
-from driftline.delivery.webhook import webhook_body, webhook_payload
+import lazy_loader
 
-__all__ = [
-    "ALERTMANAGER_FAILED",
-    "EVENT_ID_HEADER",
-    "SIGNATURE_HEADER",
-    "TIMESTAMP_HEADER",
-    "WEBHOOK_FAILED",
-    "AlertDecodeError",
-    "AlertmanagerForwarder",
-    "ControlPlaneFollower",
-    "DeadLetterProducer",
-    "DeliveryConfig",
-    "DeliveryService",
-    "Dispatcher",
-    "Outcome",
-    "RetryPolicy",
-    "Silence",
-    "Source",
-    "Subscription",
-    "add_delivery_command",
-    "alert_stream",
-    "decode_alert",
-    "encode_alert",
-    "matching_subscriptions",
-    "normalize_alert",
-    "sign",
-    "sse_frame",
-    "to_alertmanager",
-    "verify",
-    "webhook_body",
-    "webhook_payload",
-]
+# Names load on first use (PEP 562, through lazy_loader), so importing one light
+# submodule (the CLI's parsers: `driftline --help`) does not import everything here.
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "alertmanager": ["AlertmanagerForwarder", "to_alertmanager"],
+        "alerts": ["AlertDecodeError", "decode_alert", "encode_alert", "normalize_alert"],
+        "cli": ["add_delivery_command"],
+        "deadletter": ["ALERTMANAGER_FAILED", "WEBHOOK_FAILED", "DeadLetterProducer", "Source"],
+        "dispatch": ["Dispatcher", "Outcome", "RetryPolicy"],
+        "service": ["DeliveryConfig", "DeliveryService"],
+        "signing": ["EVENT_ID_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "sign", "verify"],
+        "subscriptions": [
+            "ControlPlaneFollower",
+            "Silence",
+            "Subscription",
+            "matching_subscriptions",
+        ],
+        "webhook": ["webhook_body", "webhook_payload"],
+    },
+)

@@ -1,10 +1,17 @@
 """Forwarding alerts to a Prometheus Alertmanager (API v2, ``POST /api/v2/alerts``).
 
-Mapping of one driftline alert to one Alertmanager alert:
+Mapping of one driftline alert to one Alertmanager alert (labels identify, annotations
+describe, as Alertmanager wants):
 
 * labels: the alert's labels plus ``alertname`` (the rule name), ``model_id``, ``severity`` and
-  ``fingerprint`` (these four win over alert labels of the same name);
-* annotations: passed through;
+  ``fingerprint`` (these four win over alert labels of the same name); nothing that changes
+  during an episode (model version, statistics) is a label, or Alertmanager would see a new
+  alert;
+* annotations: the alert's (summary, description, model_version, stream, detector, statistic,
+  p_value, before, after, window_start, window_end, drift_event_id when the worker filled them)
+  plus ``value``, ``dashboard_url``, ``alert_url`` and ``history_url`` (the rule's own
+  annotations of those names win);
+* ``generatorURL``: the model's dashboard page (``public_url`` + ``/ui/models/<model>``);
 * FIRING: ``startsAt`` = ``starts_at``, ``endsAt`` = now + 4 x the resend interval (as
   Prometheus does: if driftline stops resending, Alertmanager resolves the alert by itself);
 * RESOLVED: ``startsAt`` = ``starts_at``, ``endsAt`` = ``ends_at`` (else ``updated_at``, else
@@ -14,9 +21,13 @@ Alertmanager expects firing alerts to be re-sent: the forwarder keeps the latest
 per fingerprint, with the alerts-topic partition it came from, and re-posts them all every
 ``resend_interval`` seconds (60 by default) until a RESOLVED arrives. The set follows the
 consumer's partitions: when a partition is revoked its alerts are dropped (their new owner
-re-sends them), and when one is assigned :func:`scan_firing` rebuilds its firing alerts from
-the topic (the last ``lookback`` of records up to where the consumer starts), so a restart or
-a rebalance does not let Alertmanager time the alerts out.
+re-sends them), and when one is assigned the service rebuilds its firing alerts from the topic
+(:func:`firing_alerts` over what :func:`.ordering.scan_alerts` read back), so a restart or a
+rebalance does not let Alertmanager time the alerts out.
+
+Posts to one Alertmanager go one at a time (its lane has a single slot), as Prometheus's own
+notifier sends: a re-send can then never overtake, or be overtaken by, a state change, so a
+RESOLVED is never followed by a stale FIRING that would hold the alert active until endsAt.
 """
 
 from __future__ import annotations
@@ -25,14 +36,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from driftline.delivery.alerts import AlertDecodeError, decode_alert
 from driftline.delivery.dispatch import Dispatcher, Outcome
+from driftline.delivery.webhook import alert_links
 
-__all__ = ["AlertmanagerForwarder", "scan_firing", "to_alertmanager"]
+__all__ = ["AlertmanagerForwarder", "firing_alerts", "to_alertmanager"]
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +66,10 @@ def to_alertmanager(
     *,
     now_ms: int | None = None,
     resend_interval: float = 60.0,
-    generator_url: str | None = None,
+    public_url: str | None = None,
 ) -> dict[str, Any]:
-    """The Alertmanager v2 ``postableAlert`` for a FIRING or RESOLVED driftline alert.
+    """The Alertmanager v2 ``postableAlert`` for a FIRING or RESOLVED driftline alert;
+    links point at ``public_url`` (default: the API's local address).
 
     >>> am = to_alertmanager({"status": "RESOLVED", "fingerprint": "f", "rule_name": "drift",
     ...     "model_id": "churn", "severity": "critical", "labels": {"team": "ml"},
@@ -78,15 +90,24 @@ def to_alertmanager(
         ends = _first(alert.get("ends_at"), alert.get("updated_at"), now_ms)
     else:
         ends = now_ms + int(4 * resend_interval * 1000)
-    out: dict[str, Any] = {
+    links = alert_links(alert, public_url)
+    annotations = {str(k): str(v) for k, v in (alert.get("annotations") or {}).items()}
+    for name, value in (
+        ("dashboard_url", links["dashboard"]),
+        ("alert_url", links["alert"]),
+        ("history_url", links["history"]),
+        ("value", None if alert.get("value") is None else str(alert["value"])),
+    ):
+        if value is not None:
+            annotations.setdefault(name, value)
+    annotations = {k: v for k, v in annotations.items() if v != ""}  # AM drops empty ones
+    return {
         "labels": labels,
-        "annotations": {str(k): str(v) for k, v in (alert.get("annotations") or {}).items()},
+        "annotations": annotations,
         "startsAt": _rfc3339(starts),
         "endsAt": _rfc3339(max(ends, starts)),
+        "generatorURL": links["dashboard"],
     }
-    if generator_url:
-        out["generatorURL"] = generator_url
-    return out
 
 
 class AlertmanagerForwarder:
@@ -99,12 +120,12 @@ class AlertmanagerForwarder:
         dispatcher: Dispatcher,
         *,
         resend_interval: float = 60.0,
-        generator_url: str | None = None,
+        public_url: str | None = None,
     ) -> None:
         self.endpoint = url.rstrip("/") + "/api/v2/alerts"
         self.dispatcher = dispatcher
         self.resend_interval = resend_interval
-        self.generator_url = generator_url
+        self.public_url = public_url
         self.firing: dict[str, dict[str, Any]] = {}
         self.owner: dict[str, int] = {}  # fingerprint -> alerts-topic partition
 
@@ -120,24 +141,38 @@ class AlertmanagerForwarder:
                     a,
                     now_ms=now_ms,
                     resend_interval=self.resend_interval,
-                    generator_url=self.generator_url,
+                    public_url=self.public_url,
                 )
                 for a in alerts
             ],
             separators=(",", ":"),
         ).encode()
 
-    def _post(self, alerts: list[Mapping[str, Any]]) -> Any:
+    def _post(self, body: Any, superseded: Any = None) -> Any:
         return self.dispatcher.post(
-            self.target, self.endpoint, self._body(alerts), {"Content-Type": "application/json"}
+            self.target,
+            self.endpoint,
+            body,
+            {"Content-Type": "application/json"},
+            superseded=superseded,
+            concurrency=1,  # one post at a time: see the module's docstring
         )
 
-    async def forward(self, alert: Mapping[str, Any], partition: int = -1) -> Outcome | None:
+    async def forward(
+        self,
+        alert: Mapping[str, Any],
+        partition: int = -1,
+        superseded: Callable[[], bool] | None = None,
+    ) -> Outcome | None:
         """Post one alert; None when there is nothing to send (PENDING, or older than what
-        the forwarder already holds for the fingerprint)."""
+        the forwarder already holds for the fingerprint). Tries stop once ``superseded()``
+        (a newer state of the alert is known)."""
         status, fingerprint = alert["status"], alert["fingerprint"]
         if status == "PENDING":
             return None
+        if superseded is not None and superseded():
+            # before touching the firing set: a stale FIRING must not be re-sent either
+            return Outcome(False, 0, target=self.target, superseded=True)
         held = self.firing.get(fingerprint)
         if held is not None and (alert.get("updated_at") or 0) < (held.get("updated_at") or 0):
             return None  # out of order: a newer state is already in Alertmanager
@@ -146,7 +181,7 @@ class AlertmanagerForwarder:
             self.owner[fingerprint] = partition
         else:
             self.forget(fingerprint)
-        return await self._post([alert])
+        return await self._post(self._body([alert]), superseded)
 
     def forget(self, fingerprint: str) -> None:
         """Stop re-sending an alert (resolved, silenced): Alertmanager ends it at endsAt."""
@@ -160,8 +195,8 @@ class AlertmanagerForwarder:
             self.forget(fingerprint)
 
     def restore(self, alerts: Iterable[tuple[Mapping[str, Any], int]]) -> None:
-        """Take firing alerts rebuilt by :func:`scan_firing` (they precede anything consumed
-        since, so a fingerprint already held is newer and kept)."""
+        """Take firing alerts rebuilt by :func:`firing_alerts` (they precede anything
+        consumed since, so a fingerprint already held is newer and kept)."""
         for alert, partition in alerts:
             if alert["fingerprint"] not in self.firing:
                 self.firing[alert["fingerprint"]] = dict(alert)
@@ -170,7 +205,9 @@ class AlertmanagerForwarder:
     async def resend_once(self) -> Outcome | None:
         if not self.firing:
             return None
-        outcome = await self._post(list(self.firing.values()))
+        # The body is rebuilt at each try: a retry re-sends what is firing then, never an
+        # alert that resolved meanwhile.
+        outcome = await self._post(lambda: self._body(list(self.firing.values())))
         if not outcome.ok:
             log.warning("re-sending %d firing alerts to Alertmanager failed: %s",
                         len(self.firing), outcome.detail())  # fmt: skip
@@ -185,64 +222,17 @@ class AlertmanagerForwarder:
                 await self.resend_once()
 
 
-def scan_firing(
-    consumer_factory: Any,
-    topic: str,
-    ends: Mapping[int, int],
-    *,
-    since_ms: int,
-    codec: Any = None,
-    timeout: float = 30.0,
-) -> list[tuple[dict[str, Any], int]]:
-    """The alerts whose latest state, among the records of ``topic`` published since
-    ``since_ms`` and before ``ends[partition]``, is FIRING (not silenced, not inhibited).
-
-    A fingerprint lives on one partition (the key is the model id), so offset order within the
-    partition is the order of its states. ``consumer_factory()`` returns a fresh confluent-kafka
-    Consumer; it is closed here. Blocking: run it off the event loop.
-    """
-    from confluent_kafka import TopicPartition
-
-    wanted = {p: end for p, end in ends.items() if end > 0}
-    if not wanted:
-        return []
-    consumer = consumer_factory()
-    latest: dict[str, tuple[dict[str, Any], int]] = {}
-    try:
-        starts = consumer.offsets_for_times(
-            [TopicPartition(topic, p, since_ms) for p in wanted], timeout=timeout
-        )
-        assign = []
-        for tp in starts:
-            # -1: nothing published since since_ms; nothing to read in this partition
-            if 0 <= tp.offset < wanted[tp.partition]:
-                assign.append(TopicPartition(topic, tp.partition, tp.offset))
-        remaining = {tp.partition for tp in assign}
-        if not assign:
-            return []
-        consumer.assign(assign)
-        deadline = time.monotonic() + timeout
-        while remaining and time.monotonic() < deadline:
-            for msg in consumer.consume(500, 0.2):
-                if msg.error() is not None or msg.partition() not in remaining:
-                    continue
-                if msg.offset() >= wanted[msg.partition()]:
-                    remaining.discard(msg.partition())
-                    continue
-                if msg.offset() == wanted[msg.partition()] - 1:
-                    remaining.discard(msg.partition())
-                try:
-                    alert = decode_alert(msg.value(), codec)
-                except AlertDecodeError:
-                    continue
-                latest[alert["fingerprint"]] = (alert, msg.partition())
-        if remaining:
-            log.warning("rebuilding firing alerts: partitions %s not read to the end in %.0f s",
-                        sorted(remaining), timeout)  # fmt: skip
-    finally:
-        consumer.close()
+def firing_alerts(
+    scanned: Iterable[tuple[Mapping[str, Any], int, int]], before: Mapping[int, int]
+) -> list[tuple[Mapping[str, Any], int]]:
+    """Of the newest states read back per fingerprint (alert, partition, offset), those to
+    keep re-sending: FIRING, not silenced, not inhibited, at an offset below ``before``
+    (where the consumer starts; later records are consumed and forwarded anyway)."""
     return [
         (alert, partition)
-        for alert, partition in latest.values()
-        if alert["status"] == "FIRING" and not alert["silenced"] and not alert["inhibited_by"]
+        for alert, partition, offset in scanned
+        if offset < before.get(partition, 0)
+        and alert["status"] == "FIRING"
+        and not alert.get("silenced")
+        and not alert.get("inhibited_by")
     ]

@@ -49,6 +49,7 @@ def _handler(args: argparse.Namespace, settings: Any) -> int:
         alertmanager_url=args.alertmanager_url,
         alertmanager_resend_interval=args.resend_interval,
         schema_registry_url=getattr(settings, "schema_registry_url", None),
+        public_url=getattr(settings, "public_base_url", None),
     )
     # Like the worker: a fresh cluster gets its topics (alerts, rules, DLQ) from whoever
     # starts first, once the broker is there.

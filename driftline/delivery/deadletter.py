@@ -5,6 +5,11 @@ the headers say why: ``driftline.reason`` (``webhook_failed``, ``alertmanager_fa
 decode reason of ``schemas.topics``), ``driftline.detail`` (target, tries, last status or
 error), ``driftline.source.{topic,partition,offset}``, and for webhooks
 ``driftline.subscription.id`` so a re-drive can target the one subscription that missed it.
+
+These are the delivery service's own dead letters, on the topic the workers dead-letter their
+refused input to; ``driftline dlq`` (:mod:`driftline.deadletters`) lists and replays both.
+A delivery stopped because a newer state of its alert exists (:mod:`.ordering`) is not a
+failure and is not dead-lettered.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ a delivery fails at once ("target queue full") and is dead-lettered by the calle
 that hangs cannot hold an unbounded share of the service's in-flight alerts. Every request has
 a total deadline (``RetryPolicy.timeout``), so a hanging target frees its lane slot after at
 most ``max_tries`` deadlines plus the backoff sleeps.
+
+A delivery may also be *superseded* (a newer state of the same alert is known, see
+:mod:`.ordering`): it is then checked before every try and during the backoff sleeps, and
+ends without another request (``Outcome.superseded``), so a retry never carries a stale state.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
@@ -69,8 +73,11 @@ class Outcome:
     status: int | None = None
     error: str | None = None
     target: str = ""
+    superseded: bool = False  # stopped because a newer state of the alert exists
 
     def detail(self) -> str:
+        if self.superseded:
+            return f"target={self.target} tries={self.tries} superseded by a newer state"
         last = f"HTTP {self.status}" if self.status is not None else (self.error or "?")
         return f"target={self.target} tries={self.tries} last={last}"
 
@@ -141,21 +148,30 @@ class Dispatcher:
         self,
         target: str,
         url: str,
-        body: bytes,
+        body: bytes | Callable[[], bytes],
         headers: Callable[[], Mapping[str, str]] | Mapping[str, str],
+        *,
+        superseded: Callable[[], bool] | None = None,
+        concurrency: int | None = None,
     ) -> Outcome:
-        """POST ``body`` to ``url`` until it is accepted (2xx), refused (4xx other than 429)
-        or out of tries. ``headers`` may be a callable, evaluated per try (timestamps)."""
+        """POST ``body`` to ``url`` until it is accepted (2xx), refused (4xx other than 429),
+        out of tries or ``superseded()``. ``headers`` may be a callable, evaluated per try
+        (timestamps); so may ``body`` (a re-send of what is current at each try).
+        ``concurrency`` overrides ``per_target_concurrency`` for a lane created by this call."""
         client = self._client()
         lane = self._lanes.get(target)
         if lane is None:
-            lane = self._lanes[target] = _Lane(asyncio.Semaphore(self.per_target_concurrency))
+            lane = self._lanes[target] = _Lane(
+                asyncio.Semaphore(concurrency or self.per_target_concurrency)
+            )
         if lane.waiting >= self.max_queue_per_target:
             return Outcome(False, 0, error="target queue full", target=target)
         lane.waiting += 1
         try:
             async with lane.semaphore:
-                return await self._post_with_retries(client, target, url, body, headers)
+                return await self._post_with_retries(
+                    client, target, url, body, headers, superseded or _never
+                )
         finally:
             lane.waiting -= 1
 
@@ -164,17 +180,22 @@ class Dispatcher:
         client: httpx.AsyncClient,
         target: str,
         url: str,
-        body: bytes,
+        body: bytes | Callable[[], bytes],
         headers: Callable[[], Mapping[str, str]] | Mapping[str, str],
+        superseded: Callable[[], bool],
     ) -> Outcome:
         tries = 0
         while True:
+            if superseded():
+                return Outcome(False, tries, target=target, superseded=True)
             tries += 1
             retry_after = None
             try:
                 async with asyncio.timeout(self.policy.timeout):
                     response = await client.post(
-                        url, content=body, headers=dict(headers() if callable(headers) else headers)
+                        url,
+                        content=body() if callable(body) else body,
+                        headers=dict(headers() if callable(headers) else headers),
                     )
                     await response.aread()
             except (TimeoutError, httpx.TransportError) as exc:
@@ -189,4 +210,24 @@ class Dispatcher:
                 retry_after = _retry_after(response)
             if tries >= self.policy.max_tries:
                 return outcome
-            await self.sleep(self.policy.delay(tries, retry_after))
+            await self._backoff(self.policy.delay(tries, retry_after), superseded)
+
+    async def _backoff(self, delay: float, superseded: Callable[[], bool]) -> None:
+        """Sleep ``delay`` seconds, ending early once superseded. Checked in short slices
+        rather than woken by an event: a predicate is free of any event loop's ties."""
+        if superseded is _never:
+            await self.sleep(delay)
+            return
+        end = time.monotonic() + delay
+        while not superseded():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            await self.sleep(min(left, _SUPERSEDED_CHECK))
+
+
+_SUPERSEDED_CHECK: Final = 0.1  # seconds between checks during a backoff sleep
+
+
+def _never() -> bool:
+    return False

@@ -9,6 +9,14 @@ committed only when that task is done, and only in offset order per partition (t
 offset is the first one not done yet). A crash therefore re-delivers, never loses, alerts;
 receivers drop duplicates by the event id.
 
+Order: per alert fingerprint the newest state wins (:mod:`.ordering`): every decoded alert is
+observed in the order book before anything is sent, a stale state is dropped, retries of a
+state stop once a newer one is known, and one delivery at a time runs per (target,
+fingerprint). Delivering alerts concurrently with retries was what let a RESOLVED overtake
+its FIRING; a restart re-delivered a FIRING whose RESOLVED had already gone out. So when a
+partition is assigned, its recent records up to the end of the partition are read back first
+to learn the newest state of each fingerprint (and, for Alertmanager, what is still firing).
+
 Back-pressure: at most ``max_in_flight`` alerts are in progress; past that the consumer pauses
 its partitions (and keeps polling, so it stays in the group) until half of them are done.
 """
@@ -27,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from driftline.delivery.alertmanager import AlertmanagerForwarder, scan_firing
+from driftline.delivery.alertmanager import AlertmanagerForwarder, firing_alerts
 from driftline.delivery.alerts import AlertDecodeError, decode_alert
 from driftline.delivery.deadletter import (
     ALERTMANAGER_FAILED,
@@ -37,6 +45,7 @@ from driftline.delivery.deadletter import (
     Source,
 )
 from driftline.delivery.dispatch import Dispatcher, Outcome, RetryPolicy
+from driftline.delivery.ordering import AlertOrder, scan_alerts
 from driftline.delivery.subscriptions import (
     ControlPlaneFollower,
     Subscription,
@@ -69,11 +78,17 @@ class DeliveryConfig:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     alertmanager_url: str | None = None
     alertmanager_resend_interval: float = 60.0
-    # How far back (seconds of publish time) a newly assigned partition is read to find the
-    # alerts still firing, so they keep being re-sent; 0 turns it off. Cover the rules'
-    # repeat_interval (4h by default): a firing alert is re-published at least that often.
-    alertmanager_rebuild_lookback: float = 24 * 3600.0
-    generator_url: str | None = None
+    # How far back (seconds of publish time) a newly assigned partition is read to learn the
+    # newest state of each alert (so a stale state re-delivered or replayed later is dropped)
+    # and the alerts still firing (so they keep being re-sent to Alertmanager); 0 reads only
+    # the records not yet committed. Cover the rules' repeat_interval (4h by default): a
+    # firing alert is re-published at least that often.
+    rebuild_lookback: float = 24 * 3600.0
+    # Public base URL of the API and dashboard, for the links in payloads (None: the API's
+    # local default address).
+    public_url: str | None = None
+    # Fingerprints whose newest state is remembered (least recently changed go first).
+    order_capacity: int = 100_000
     max_in_flight: int = 1000
     per_target_concurrency: int = 4
     max_queue_per_target: int = 256
@@ -158,7 +173,7 @@ class DeliveryService:
                 config.alertmanager_url,
                 self.dispatcher,
                 resend_interval=config.alertmanager_resend_interval,
-                generator_url=config.generator_url,
+                public_url=config.public_url,
             )
             if config.alertmanager_url
             else None
@@ -169,13 +184,13 @@ class DeliveryService:
             from driftline.schemas.registry import ConfluentRegistry
 
             self.codec = Codec(ConfluentRegistry(config.schema_registry_url, auto_register=False))
+        self.order = AlertOrder(config.order_capacity)
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()  # ledgers: touched by the loop and rebalance callbacks
         self._ledgers: dict[tuple[str, int], OffsetLedger] = {}
         self._committed: dict[tuple[str, int], int] = {}
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._assigned = threading.Event()
 
     # -- one alert --------------------------------------------------------------------------
 
@@ -203,7 +218,16 @@ class DeliveryService:
 
     async def deliver(self, alert: Mapping[str, Any], source: Source) -> list[Outcome]:
         """Deliver one (normalised) alert to every target it has; dead-letter each failure.
-        Returns once every delivery is done or dead-lettered."""
+        Returns once every delivery is done or dead-lettered.
+
+        A state older than one already seen for its fingerprint is dropped (``superseded``);
+        PENDING states take no part in the order unless they are delivered."""
+        ordered = alert["status"] != "PENDING" or self.config.deliver_pending
+        if ordered and not self.order.observe(alert):
+            self.stats["superseded"] += 1
+            log.info("alert %s (%s of %s) superseded by a newer state; not sent",
+                     alert["event_id"], alert["status"], alert["fingerprint"])  # fmt: skip
+            return []
         reason = self.skip_reason(alert)
         if reason is not None:
             self.stats[f"skipped_{reason}"] += 1
@@ -221,11 +245,19 @@ class DeliveryService:
     async def _webhook(
         self, alert: Mapping[str, Any], sub: Subscription, source: Source
     ) -> Outcome:
-        body = webhook_body(alert, sub.id)
-        outcome = await self.dispatcher.post(
-            f"subscription:{sub.id}", sub.url, body, webhook_headers(sub, body, alert["event_id"])
-        )
-        if outcome.ok:
+        body = webhook_body(alert, sub.id, public_url=self.config.public_url)
+        target = f"subscription:{sub.id}"
+        async with self.order.gate(target, alert["fingerprint"]):
+            outcome = await self.dispatcher.post(
+                target,
+                sub.url,
+                body,
+                webhook_headers(sub, body, alert["event_id"]),
+                superseded=lambda: self.order.superseded(alert),
+            )
+        if outcome.superseded:
+            self.stats["superseded"] += 1
+        elif outcome.ok:
             self.stats["delivered"] += 1
         else:
             self.stats["dead_lettered"] += 1
@@ -239,10 +271,15 @@ class DeliveryService:
 
     async def _alertmanager(self, alert: Mapping[str, Any], source: Source) -> Outcome | None:
         assert self.alertmanager is not None
-        outcome = await self.alertmanager.forward(alert, source.partition)
+        async with self.order.gate(self.alertmanager.target, alert["fingerprint"]):
+            outcome = await self.alertmanager.forward(
+                alert, source.partition, lambda: self.order.superseded(alert)
+            )
         if outcome is None:
             return None
-        if outcome.ok:
+        if outcome.superseded:
+            self.stats["superseded"] += 1
+        elif outcome.ok:
             self.stats["alertmanager"] += 1
         else:
             self.stats["dead_lettered"] += 1
@@ -271,29 +308,42 @@ class DeliveryService:
         with self._lock:
             for tp in partitions:
                 self._ledgers[(tp.topic, tp.partition)] = OffsetLedger()
-        if self.alertmanager is not None and self.config.alertmanager_rebuild_lookback > 0:
-            # Runs inside consume(), before any record of these partitions is returned, so
-            # the rebuilt state reaches the loop ahead of everything consumed after it.
-            try:
-                restored = self._scan_firing(consumer, partitions)
-            except Exception:
-                log.exception("could not rebuild the firing alerts of %s", partitions)
-            else:
-                self._call_in_loop(self.alertmanager.restore, restored)
-        self._assigned.set()
+        # Runs inside consume(), before any record of these partitions is returned, so what
+        # is read back reaches the loop ahead of everything consumed after it.
+        try:
+            scanned, starts = self._read_back(consumer, partitions)
+        except Exception:
+            log.exception("could not read back the alert states of %s", partitions)
+        else:
+            self._call_in_loop(self._restore, scanned, starts)
 
-    def _scan_firing(self, consumer: Any, partitions: list[Any]) -> list[Any]:
-        from confluent_kafka import Consumer
+    def _read_back(
+        self, consumer: Any, partitions: list[Any]
+    ) -> tuple[list[tuple[dict[str, Any], int, int]], dict[int, int]]:
+        """The newest state per fingerprint in each partition, from ``rebuild_lookback`` ago
+        (or where the group starts, if earlier) to the partition's end, and where the group
+        starts in each partition."""
+        from confluent_kafka import Consumer, TopicPartition
 
-        ends = {}
+        starts, ends = {}, {}
         for tp in consumer.committed(partitions, timeout=10):
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
             if tp.offset >= 0:
-                ends[tp.partition] = tp.offset
+                starts[tp.partition] = tp.offset
             else:  # no commit yet: the group starts at auto.offset.reset
-                low, high = consumer.get_watermark_offsets(tp, timeout=10)
-                ends[tp.partition] = high if self.config.auto_offset_reset == "latest" else low
-        since_ms = int((time.time() - self.config.alertmanager_rebuild_lookback) * 1000)
-        return scan_firing(
+                starts[tp.partition] = high if self.config.auto_offset_reset == "latest" else low
+            ends[tp.partition] = high
+        firsts = dict(starts)
+        if self.config.rebuild_lookback > 0:
+            since_ms = max(0, int((time.time() - self.config.rebuild_lookback) * 1000))
+            back = consumer.offsets_for_times(
+                [TopicPartition(self.config.alerts_topic, p, since_ms) for p in starts],
+                timeout=10,
+            )
+            for tp in back:
+                if tp.offset >= 0:  # -1: nothing published since since_ms
+                    firsts[tp.partition] = min(firsts[tp.partition], tp.offset)
+        scanned = scan_alerts(
             lambda: Consumer(
                 {
                     "bootstrap.servers": self.config.bootstrap,
@@ -303,10 +353,19 @@ class DeliveryService:
                 }
             ),
             self.config.alerts_topic,
+            firsts,
             ends,
-            since_ms=max(0, since_ms),
             codec=self.codec,
+            include_pending=self.config.deliver_pending,
         )
+        return scanned, starts
+
+    def _restore(
+        self, scanned: list[tuple[dict[str, Any], int, int]], starts: dict[int, int]
+    ) -> None:
+        self.order.seed(alert for alert, _, _ in scanned)
+        if self.alertmanager is not None:
+            self.alertmanager.restore(firing_alerts(scanned, starts))
 
     def _call_in_loop(self, fn: Any, *args: Any) -> None:
         if self._loop is not None:
@@ -351,10 +410,6 @@ class DeliveryService:
                     self._committed[key] = ledger.committable
                     out.append(TopicPartition(key[0], key[1], ledger.committable))
         return out
-
-    def wait_assigned(self, timeout: float | None = None) -> bool:
-        """Block until the consumer has been given its first partitions (a thread helper)."""
-        return self._assigned.wait(timeout)
 
     def in_flight(self) -> int:
         with self._lock:

@@ -12,13 +12,11 @@ import asyncio
 import doctest
 import importlib
 import json
-import shutil
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,8 @@ import httpx
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from driftline.schemas import topics
+from support.alertmanager import running_alertmanager
+from support.receiver import WebhookReceiver
 
 from driftline.admin import ensure_topics
 from driftline.delivery import (
@@ -39,10 +39,8 @@ from driftline.delivery import (
     RetryPolicy,
     Source,
     add_delivery_command,
-    alert_stream,
     encode_alert,
     normalize_alert,
-    verify,
 )
 from driftline.delivery.service import OffsetLedger
 from driftline.delivery.subscriptions import Subscription, matching_subscriptions
@@ -53,89 +51,14 @@ FAST = RetryPolicy(max_tries=3, timeout=20.0, backoff_base=0.01, backoff_max=0.0
 WAIT = 30.0  # upper bound for "eventually": a failure shows as a timeout, never a pass
 
 
-# -- a webhook receiver -----------------------------------------------------------------------
+# -- a webhook receiver (tests/support/receiver.py) ---------------------------------------
 
-
-class Receiver:
-    """Threaded HTTP server: per path a secret, a script of statuses to answer before 200, and
-    an optional Event the handler waits on before answering."""
-
-    def __init__(self) -> None:
-        self.secrets: dict[str, str] = {}
-        self.script: dict[str, list[int]] = {}
-        self.gates: dict[str, threading.Event] = {}
-        self.requests: list[dict[str, Any]] = []  # every request, signature checked
-        self.accepted: dict[str, set[str]] = {}  # path -> event ids answered 2xx (dedup)
-        self.entered: dict[str, threading.Event] = {}
-        self.cond = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                path = self.path
-                with receiver.cond:
-                    receiver.entered.setdefault(path, threading.Event()).set()
-                    receiver.cond.notify_all()
-                gate = receiver.gates.get(path)
-                if gate is not None:
-                    gate.wait(60)
-                signature_ok = verify(
-                    receiver.secrets.get(path, SECRET),
-                    body,
-                    self.headers.get("X-Driftline-Signature"),
-                )
-                with receiver.cond:
-                    script = receiver.script.get(path, [])
-                    status = script.pop(0) if script else 200
-                    if not signature_ok:
-                        status = 401
-                    event_id = self.headers.get("X-Driftline-Event-Id")
-                    receiver.requests.append(
-                        {
-                            "path": path,
-                            "status": status,
-                            "signature_ok": signature_ok,
-                            "headers": dict(self.headers),
-                            "body": json.loads(body),
-                        }
-                    )
-                    if status == 200:
-                        receiver.accepted.setdefault(path, set()).add(event_id)
-                    receiver.cond.notify_all()
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def wait_for(self, predicate: Any, timeout: float = WAIT) -> bool:
-        with self.cond:
-            return self.cond.wait_for(predicate, timeout)
-
-    def to(self, path: str) -> list[dict[str, Any]]:
-        with self.cond:
-            return [r for r in self.requests if r["path"] == path]
-
-    def close(self) -> None:
-        for gate in self.gates.values():
-            gate.set()
-        self.server.shutdown()
-        self.server.server_close()
+Receiver = WebhookReceiver
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+    r = Receiver(SECRET)
     try:
         yield r
     finally:
@@ -271,6 +194,49 @@ def test_delivered_once_with_valid_signature(receiver: Receiver) -> None:
     assert body["fingerprint"] == alert["fingerprint"] and body["status"] == "FIRING"
     assert body["subscription_id"] == "s1" and body["labels"] == {"team": "ml"}
     assert sink.letters == []
+
+
+def test_payload_v2_says_what_drifted_and_where_to_look(receiver: Receiver) -> None:
+    service, _ = service_with(subscription_record("s1", receiver.url("/s1")), public_url=PUBLIC)
+    alert = make_alert(notify=["s1"], annotations=EVIDENCE)
+    asyncio.run(service.deliver(alert, SOURCE))
+
+    [request] = receiver.to("/s1")
+    body, fp = request["body"], alert["fingerprint"]
+    assert request["signature_ok"]
+    assert (body["schema"], body["version"]) == ("driftline.webhook.v2", 2)
+    assert body["annotations"] == EVIDENCE  # version 1 fields are all still there
+    assert body["summary"] == EVIDENCE["summary"]
+    assert body["description"] == EVIDENCE["description"]
+    assert body["model"] == {"id": "churn", "version": "7"}
+    assert body["rule"] == {"id": "r-1", "name": "PredictionDrift", "version": 1,
+                            "severity": "critical"}  # fmt: skip
+    assert body["drift"] == {
+        "stream": "feature:age",
+        "detector": "PSI",
+        "test": None,
+        "statistic": 0.31,
+        "p_value": 0.004,
+        "before": 41.2,
+        "after": 35.9,
+        "drift_event_id": "d-1",
+    }
+    assert body["window"] == {"start": 1763900000000, "end": 1763903600000}
+    assert body["links"] == {
+        "dashboard": f"{PUBLIC}/ui/models/churn",
+        "alert": f"{PUBLIC}/v1/alerts/{fp}",
+        "history": f"{PUBLIC}/v1/alerts/history?fingerprint={fp}",
+    }
+
+
+def test_payload_v2_without_evidence_falls_back_to_the_episode() -> None:
+    from driftline.delivery.webhook import webhook_payload
+
+    alert = make_alert(annotations={}, status="RESOLVED", ends_at=123, model_id="a b/c")
+    body = webhook_payload(alert, "s1")  # no public URL: the API's local default
+    assert body["window"] == {"start": alert["starts_at"], "end": 123}
+    assert body["drift"]["statistic"] is None and body["model"]["version"] is None
+    assert body["links"]["dashboard"] == "http://localhost:8000/ui/models/a%20b%2Fc"
 
 
 def test_wrong_secret_is_refused_and_final(receiver: Receiver) -> None:
@@ -566,48 +532,6 @@ def test_service_end_to_end_on_the_broker(kafka_broker: Any, receiver: Receiver)
         probe.close()
 
 
-@pytest.mark.e2e
-def test_sse_feed_yields_new_alerts(kafka_broker: Any) -> None:
-    bootstrap = kafka_broker.bootstrap
-    ensure_topics(bootstrap, partitions=2)
-    wanted = make_alert(model_id=f"sse-{uuid.uuid4().hex[:6]}")
-    other = make_alert(model_id="someone-else")
-
-    async def scenario() -> list[str]:
-        stream = alert_stream(bootstrap, models=[wanted["model_id"]], heartbeat=3600)
-        frames = [await asyncio.wait_for(anext(stream), WAIT)]
-        await asyncio.to_thread(
-            _produce,
-            bootstrap,
-            topics.ALERTS,
-            [(b"x", encode_alert(other)), (b"x", encode_alert(wanted))],
-        )
-        frames.append(await asyncio.wait_for(anext(stream), WAIT))
-        await stream.aclose()
-        return frames
-
-    connected, frame = asyncio.run(scenario())
-    assert connected.startswith(": connected")
-    lines = frame.rstrip("\n").split("\n")
-    assert lines[0] == f"id: {wanted['event_id']}" and lines[1] == "event: alert"
-    data = json.loads(lines[2].removeprefix("data: "))
-    assert data["fingerprint"] == wanted["fingerprint"] and data["status"] == "FIRING"
-
-
-@pytest.mark.e2e
-def test_sse_feed_sends_keepalives_when_quiet(kafka_broker: Any) -> None:
-    ensure_topics(kafka_broker.bootstrap, partitions=2)
-
-    async def scenario() -> list[str]:
-        stream = alert_stream(kafka_broker.bootstrap, models=["nobody-*"], heartbeat=0.2)
-        try:
-            return [await asyncio.wait_for(anext(stream), WAIT) for _ in range(2)]
-        finally:
-            await stream.aclose()
-
-    assert asyncio.run(scenario())[1] == ": keepalive\n\n"
-
-
 _CLI = """
 import argparse, sys
 from driftline.delivery import add_delivery_command
@@ -657,53 +581,11 @@ def test_deliver_command_runs_and_stops_on_sigterm(
 
 # -- Alertmanager (the real binary) -----------------------------------------------------------
 
-ALERTMANAGER = shutil.which("prometheus-alertmanager") or (
-    "/usr/bin/prometheus-alertmanager"
-    if Path("/usr/bin/prometheus-alertmanager").exists()
-    else None
-)
-
-
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[str]:
-    if ALERTMANAGER is None:
-        pytest.skip("prometheus-alertmanager is not installed (scripts/setup.sh installs it)")
-    config = tmp_path / "alertmanager.yml"
-    config.write_text("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            ALERTMANAGER,
-            f"--config.file={config}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + WAIT
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"alertmanager exited: {process.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("alertmanager did not become ready")
-            time.sleep(0.1)
+    # the real binary (tests/support/alertmanager.py): fails under CI=true when missing
+    with running_alertmanager(tmp_path) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _am_alerts(url: str, fingerprint: str) -> list[dict[str, Any]]:
@@ -711,9 +593,27 @@ def _am_alerts(url: str, fingerprint: str) -> list[dict[str, Any]]:
     return [a for a in alerts if a["labels"].get("fingerprint") == fingerprint]
 
 
+# What the worker's evaluator puts in an AlertEvent's annotations (built here directly).
+EVIDENCE = {
+    "summary": "drift on churn",
+    "description": "feature age drifted (PSI 0.31 > 0.2) on churn v7",
+    "model_version": "7",
+    "stream": "feature:age",
+    "detector": "PSI",
+    "statistic": "0.31",
+    "p_value": "0.004",
+    "before": "41.2",
+    "after": "35.9",
+    "window_start": "1763900000000",
+    "window_end": "1763903600000",
+    "drift_event_id": "d-1",
+}
+PUBLIC = "https://driftline.example.com"
+
+
 def test_alertmanager_receives_firing_then_resolved(alertmanager: str) -> None:
-    service, sink = service_with(alertmanager_url=alertmanager)
-    firing = make_alert(labels={"team": "ml", "severity": "overridden"})
+    service, sink = service_with(alertmanager_url=alertmanager, public_url=PUBLIC)
+    firing = make_alert(labels={"team": "ml", "severity": "overridden"}, annotations=EVIDENCE)
 
     asyncio.run(service.deliver(firing, SOURCE))
     [am] = _am_alerts(alertmanager, firing["fingerprint"])
@@ -724,7 +624,16 @@ def test_alertmanager_receives_firing_then_resolved(alertmanager: str) -> None:
         "severity": "critical",
         "fingerprint": firing["fingerprint"],
     }
-    assert am["annotations"] == {"summary": "drift on churn"}
+    # labels identify the alert, annotations describe it; the link leads to the evidence
+    fp = firing["fingerprint"]
+    assert am["annotations"] == {
+        **EVIDENCE,
+        "value": "0.42",
+        "dashboard_url": f"{PUBLIC}/ui/models/churn",
+        "alert_url": f"{PUBLIC}/v1/alerts/{fp}",
+        "history_url": f"{PUBLIC}/v1/alerts/history?fingerprint={fp}",
+    }
+    assert am["generatorURL"] == f"{PUBLIC}/ui/models/churn"
     assert am["status"]["state"] == "active"
     assert service.alertmanager is not None
     assert list(service.alertmanager.firing) == [firing["fingerprint"]]
@@ -772,7 +681,9 @@ def test_deliver_command_parses_its_options() -> None:
     assert (defaults.alertmanager_url, defaults.max_tries, defaults.timeout) == (None, 5, 10.0)
 
 
-@pytest.mark.parametrize("name", ["alerts", "alertmanager", "signing", "sse", "subscriptions"])
+@pytest.mark.parametrize(
+    "name", ["alerts", "alertmanager", "ordering", "signing", "sse", "subscriptions", "webhook"]
+)
 def test_module_doctests_pass(name: str) -> None:
     module = importlib.import_module(f"driftline.delivery.{name}")
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
