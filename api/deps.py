@@ -11,6 +11,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from .auth import grants, parse_token, verify_secret
 from .config import ApiConfig
 from .control_plane import BaseControlPlane
+from .ui.sessions import session_token
 
 __all__ = [
     "ConfigDep",
@@ -18,6 +19,7 @@ __all__ = [
     "StoreDep",
     "OptionalStoreDep",
     "Principal",
+    "authenticate",
     "ReadKey",
     "WriteKey",
     "AdminKey",
@@ -80,14 +82,19 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 def authenticate(
+    request: Request,
     control_plane: ControlPlaneDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_header)],
 ) -> Principal:
     token = bearer.credentials if bearer is not None else api_key
     if not token:
+        # The dashboard's session cookie (api/ui): the key it was opened with, CSRF-checked.
+        token = session_token(request)
+    if not token:
         raise _unauthorized(
-            "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+            "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "
+            "(or log in at /ui/login)"
         )
     parsed = parse_token(token)
     if parsed is None:

@@ -15,8 +15,9 @@ from .config import ApiConfig
 from .control_plane import BaseControlPlane, NotFound, Unavailable, VersionConflict
 from .metrics import Metrics, MetricsMiddleware
 from .readiness import StoreReadiness
-from .routes import alerts, api_keys, health, rules, silences, subscriptions
+from .routes import alerts, api_keys, feed, health, rules, silences, subscriptions
 from .tables import SerializedStore
+from .ui.routes import install as install_dashboard
 
 __all__ = ["create_app"]
 
@@ -120,9 +121,12 @@ def create_app(
         subscriptions.router,
         alerts.router,
         api_keys.router,
+        feed.router,
     ):
         app.include_router(router, prefix="/v1")
         templates += ["/v1" + route.path for route in router.routes]
+    # The dashboard (api/ui): pages under /ui, their data under /ui/data, sessions in memory.
+    templates += install_dashboard(app)
 
     @app.exception_handler(VersionConflict)
     def _conflict(request: Request, exc: VersionConflict) -> JSONResponse:

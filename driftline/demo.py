@@ -10,6 +10,7 @@ finishes with what ClickHouse holds.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -26,7 +27,7 @@ from confluent_kafka import Consumer
 
 from driftline.admin import ensure_topics
 from driftline.client import DriftlineProducer
-from driftline.local_kafka import LocalKafka, free_port
+from driftline.local_kafka import LocalKafka, free_port, port_open
 from driftline.schemas import Codec, topics
 from driftline.settings import Settings
 
@@ -40,6 +41,7 @@ class DemoOptions:
     label_delay_seconds: float = 2.0
     max_seconds: float = 90.0
     linger_seconds: float = 5.0  # keep streaming this long after the retraining request
+    keep: bool = False  # keep the broker, worker and dashboard up until Ctrl-C
 
 
 def _say(message: str) -> None:
@@ -60,9 +62,13 @@ def _start_broker(settings: Settings) -> LocalKafka:
     return broker
 
 
-def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
+def _start_worker(settings: Settings, log_path: Path, ch_port: int, ch_user: str
+                  ) -> subprocess.Popen:  # fmt: skip
     env = dict(os.environ)
     env.update(
+        # the worker serves its embedded ClickHouse to the dashboard's API
+        DRIFTLINE_CLICKHOUSE_HTTP_PORT=str(ch_port),
+        DRIFTLINE_CLICKHOUSE_HTTP_USERS=json.dumps(dict([ch_user.split(":", 1)])),
         DRIFTLINE_DATA_DIR=str(settings.data_dir),
         DRIFTLINE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
         DRIFTLINE_WORKER_ID=settings.worker_id,
@@ -79,6 +85,32 @@ def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def _start_dashboard(settings: Settings, ch_url: str, log_path: Path) -> tuple[subprocess.Popen, str, str]:
+    """``driftline api`` on the worker's store, and a read-only key: (process, URL, key)."""
+    from driftline.api import ControlPlane, crud
+
+    port = free_port() if port_open("127.0.0.1", settings.api_port) else settings.api_port
+    env = dict(os.environ, DRIFTLINE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+               DRIFTLINE_CLICKHOUSE_URL=ch_url, DRIFTLINE_DATA_DIR=str(settings.data_dir))  # fmt: skip
+    log = open(log_path, "ab")  # noqa: SIM115 - inherited by the API process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "driftline.cli", "api", "--port", str(port), "--loglevel", "warning"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        control_plane = ControlPlane(settings.kafka_bootstrap).start()
+        try:
+            control_plane.wait_ready(30)
+            key, _ = crud.create_api_key(control_plane=control_plane, name="demo-viewer",
+                                         scopes=["read"], actor="demo")  # fmt: skip
+        finally:
+            control_plane.close()
+    except BaseException:
+        os.killpg(process.pid, signal.SIGTERM)
+        raise
+    return process, f"http://127.0.0.1:{port}/ui", key
 
 
 def _train_model(seed: int = 42):  # noqa: ANN202 - river's model type
@@ -142,15 +174,32 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
         update={"data_dir": demo_dir, "kafka_bootstrap": broker.bootstrap}
     )
     worker: subprocess.Popen | None = None
+    api: subprocess.Popen | None = None
     try:
         ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
         log_path = settings.data_dir / "worker.log"
-        worker = _start_worker(settings, log_path)
+        ch_port, ch_user = free_port(), f"demo:{uuid.uuid4().hex}"
+        worker = _start_worker(settings, log_path, ch_port, ch_user)
         _say(f"stream worker started (pid {worker.pid}, log {log_path})")
+        api, url, key = _start_dashboard(
+            settings, f"http://{ch_user}@127.0.0.1:{ch_port}", settings.data_dir / "api.log"
+        )
+        _say(f"dashboard: {url}  (log in with the read-only key {key})")
         _say("training the demo model (river HoeffdingTree on the SEA concept) ...")
         model = _train_model()
-        return _stream(settings, options, model, worker)
+        status = _stream(settings, options, model, worker)
+        if options.keep:
+            _say(f"keeping everything up; dashboard: {url} (key {key}); Ctrl-C to stop")
+            try:
+                while worker.poll() is None:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        return status
     finally:
+        if api is not None and api.poll() is None:
+            os.killpg(api.pid, signal.SIGTERM)
+            api.wait(timeout=30)
         if worker is not None and worker.poll() is None:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -26,3 +27,5 @@ def test_demo_detects_drift_and_requests_retraining(tmp_path):
     assert "DRIFT  sea-classifier: error stream 'error'" in out
     assert "RETRAIN  sea-classifier" in out
     assert "ClickHouse now holds: predictions=" in out
+    # the dashboard was served during the run, with a read-only key to log in with
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ui  \(log in with the read-only key dl_", out)
