@@ -6,9 +6,15 @@
 ['/v1/rules', '/v1/rules/{rule_id}', '/v1/rules/{rule_id}/disable']
 """
 
-from .config import ApiConfig
-from .control_plane import BaseControlPlane, ControlPlane, InMemoryControlPlane, Record
-from .main import create_app
+import lazy_loader
 
-__all__ = ["ApiConfig", "BaseControlPlane", "ControlPlane", "InMemoryControlPlane", "Record",
-           "create_app"]  # fmt: skip
+# Names load on first use (PEP 562, through lazy_loader), so importing one light
+# submodule (the CLI's parsers: `driftline --help`) does not import everything here.
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "config": ["ApiConfig"],
+        "control_plane": ["BaseControlPlane", "ControlPlane", "InMemoryControlPlane", "Record"],
+        "main": ["create_app"],
+    },
+)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import threading
 from typing import Any
@@ -113,10 +114,14 @@ def serve(args: argparse.Namespace, settings: Any) -> int:
     store = _open_store(settings)
     stop = threading.Event()
     threads: list[Any] = []
+    # uvicorn (0.29+) shuts down on SIGTERM/SIGINT, restores the handlers it found and raises
+    # the signal again: with the default handler the process dies right there (-15) and the
+    # `finally` below never closes the control plane and the store. Ours ends run() instead.
+    previous = {sig: signal.signal(sig, _exit_on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         app = create_app(ApiConfig(create_tables=False), control_plane=control_plane, store=store)
         threads = _connect_in_background(app, control_plane, stop)
-        uvicorn.run(
+        config = uvicorn.Config(
             app,
             host=args.host or settings.api_host,
             port=args.port or settings.api_port,
@@ -124,14 +129,40 @@ def serve(args: argparse.Namespace, settings: Any) -> int:
             # Requests still open after SIGTERM (an SSE feed) do not hold the exit up.
             timeout_graceful_shutdown=3,
         )
+        # After uvicorn configured its loggers (Config does): probes every few seconds would
+        # bury everything else in the access log; /ready's changes are logged by the waits.
+        logging.getLogger("uvicorn.access").addFilter(_skip_probes)
+        uvicorn.Server(config).run()
+    except SystemExit:
+        pass  # a signal after uvicorn's own shutdown (or before it started): close below
     finally:
+        for sig in previous:  # a second signal while closing does not cut the closing short
+            signal.signal(sig, signal.SIG_IGN)
         stop.set()
         for thread in threads:
             thread.join(timeout=5)
         control_plane.close()
         if store is not None:
             store.close()
+        log.info("stopped: control plane and store closed")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+_PROBES = ("/health", "/ready", "/metrics")
+
+
+def _skip_probes(record: logging.LogRecord) -> bool:
+    """False for uvicorn's access lines of probes (args: client, method, path, ...)."""
+    args = record.args
+    if isinstance(args, tuple) and len(args) >= 3:
+        return str(args[2]).split("?", 1)[0] not in _PROBES
+    return True
 
 
 def add_api_key_command(subparsers: Any) -> argparse.ArgumentParser:

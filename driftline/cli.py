@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 from driftline.api.cli import add_api_command, add_api_key_command
+from driftline.deadletters import add_dlq_command
 from driftline.delivery import add_delivery_command
+from driftline.reference import add_reference_command
 from driftline.replay import add_replay_command
 from driftline.report import add_report_command
 from driftline.settings import Settings, load_settings
-from driftline.sinks.http_interface import add_clickhouse_command
+from driftline.sinks.clickhouse_http.cli import add_clickhouse_command
 
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
@@ -47,13 +49,16 @@ def _kafka(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from driftline.demo import DemoOptions, run_demo
 
-    return run_demo(settings, DemoOptions(rate=args.rate, drift_after_seconds=args.drift_after))
+    return run_demo(
+        settings,
+        DemoOptions(rate=args.rate, drift_after_seconds=args.drift_after, keep=args.keep),
+    )
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from driftline.worker import run_worker
 
-    return run_worker(settings, loglevel=args.loglevel)
+    return run_worker(settings, loglevel=args.loglevel, verbose=args.verbose)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--rate", type=float, default=500.0, help="predictions per second")
     demo.add_argument("--drift-after", type=float, default=20.0, help="seconds before the change")
+    demo.add_argument(
+        "--keep", action="store_true", help="keep serving (dashboard included) until Ctrl-C"
+    )
     demo.set_defaults(handler=_demo)
 
     add_replay_command(sub)
@@ -82,9 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_api_command(sub)
     add_api_key_command(sub)
     add_report_command(sub)
+    add_dlq_command(sub)
+    add_reference_command(sub)
 
-    worker = sub.add_parser("worker", help="run a stream worker (faust) until stopped")
+    worker = sub.add_parser(
+        "worker", help="run a stream worker in the foreground until SIGTERM/Ctrl-C"
+    )
     worker.add_argument("--loglevel", default="info")
+    worker.add_argument(
+        "--verbose", action="store_true", help="also log faust's services starting and stopping"
+    )
     worker.set_defaults(handler=_worker)
     return parser
 

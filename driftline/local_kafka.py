@@ -82,7 +82,7 @@ class LocalKafka:
 
     data_dir: Path
     port: int = 9092
-    controller_port: int = 9093
+    controller_port: int = 19093  # 9093 is Alertmanager's default port
     cache_dir: Path = Path.home() / ".cache" / "driftline" / "kafka"
     partitions: int = 4
     heap: str = "512m"
@@ -137,8 +137,9 @@ class LocalKafka:
             f"{lib}/*",
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            # one argument: a random id may start with "-", which a separate value would
+            # be parsed as an option (a 1-in-64 failure of every broker start)
+            f"--cluster-id={cluster_id}",
             "-c",
             str(config),
         ]

@@ -550,18 +550,25 @@ def add_report_command(subparsers: Any) -> None:
     parser.add_argument(
         "--clickhouse-url",
         default=None,
-        help="ClickHouse server to read (default: DRIFTLINE_CLICKHOUSE_URL, else embedded)",
+        help="ClickHouse server to read (default: DRIFTLINE_CLICKHOUSE_URL, else the endpoint "
+        "of the worker running on this data dir, else the embedded store)",
     )
     parser.set_defaults(handler=handler)
 
 
 def handler(args: argparse.Namespace, settings: Any) -> int:
-    from driftline.sinks import open_store
+    import sys
+
+    from driftline.store_endpoint import ReaderStoreError, open_reader_store
 
     if args.hours <= 0:
         raise SystemExit("--hours must be positive")
-    url = args.clickhouse_url or settings.clickhouse_url
-    store = open_store(url, settings.clickhouse_database, settings.chdb_path)
+    try:
+        # While a worker holds the embedded store, the endpoint it serves it on.
+        store = open_reader_store(settings, args.clickhouse_url)
+    except ReaderStoreError as exc:
+        print(f"driftline report: {exc}", file=sys.stderr)
+        return 2
     try:
         data = load_report_data(store, args.model, args.hours)
     finally:

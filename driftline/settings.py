@@ -21,7 +21,9 @@ class Settings(BaseSettings):
     kafka_cache_dir: Path = Path.home() / ".cache" / "driftline" / "kafka"
 
     kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_controller_port: int = 9093
+    # The local broker's KRaft controller listener (`driftline kafka start`); not 9093, which
+    # is Alertmanager's default port.
+    kafka_controller_port: int = 19093
     topic_partitions: int = 4
 
     # Confluent-compatible schema registry; None means the static id manifest in schemas/.
@@ -54,6 +56,10 @@ class Settings(BaseSettings):
     # A killed worker's partitions move after this long (Kafka's group session timeout; the
     # broker's group.min.session.timeout.ms, 6 s by default, is the floor).
     worker_session_timeout_ms: int = Field(6000, ge=1000)
+    # The alerts' idle watermark: a caught-up partition without input this long moves its
+    # models' alert clocks by this much event time, once per timeout (docs/alerting.md,
+    # "The idle watermark"); 0 turns it off.
+    alert_idle_timeout_seconds: float = Field(10.0, ge=0)
     join_ttl_seconds: float = Field(3600.0, gt=0)
     orphan_outcome_ttl_seconds: float = Field(300.0, gt=0)
     retraining_cooldown_seconds: float = Field(3600.0, ge=0)
@@ -66,6 +72,13 @@ class Settings(BaseSettings):
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Public base URL of the API and dashboard, for links in alert deliveries (webhook
+    # payloads, Alertmanager's generatorURL); None: http://localhost:<api_port>.
+    public_url: str | None = None
+
+    @property
+    def public_base_url(self) -> str:
+        return (self.public_url or f"http://localhost:{self.api_port}").rstrip("/")
 
     @property
     def chdb_path(self) -> Path:

@@ -13,10 +13,11 @@ from driftline.admin import ensure_topics
 from driftline.schemas import Codec, ConfluentRegistry
 from driftline.settings import Settings
 from driftline.sinks.base import StoreUnavailable
+from driftline.sinks.clickhouse_http import serve_store
 from driftline.sinks.embedded import EmbeddedStore
-from driftline.sinks.http_interface import serve_store
 from driftline.sinks.resilience import wait_until
 from driftline.sinks.store import Store, open_store
+from driftline.store_endpoint import clear_endpoint, record_endpoint
 from driftline.streams.app import Worker, WorkerConfig
 from driftline.streams.processor import ProcessorConfig
 
@@ -44,6 +45,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         batch_max_seconds=settings.batch_max_seconds,
         commit_interval_s=settings.commit_interval_seconds,
         session_timeout_ms=settings.worker_session_timeout_ms,
+        alert_idle_timeout_s=settings.alert_idle_timeout_seconds,
         web_host=getattr(settings, "worker_web_host", "127.0.0.1"),
         web_port=settings.worker_web_port or None,
         processor=processor_config(settings),
@@ -96,9 +98,14 @@ def http_users(settings: Settings) -> dict[str, tuple[str, bool]] | None:
     return users or None
 
 
-def run_worker(settings: Settings, loglevel: str = "info") -> int:
+def run_worker(settings: Settings, loglevel: str = "info", verbose: bool = False) -> int:
     """Run a worker until stopped; started before the broker or the store, it waits for them
     (logging once per interval) instead of exiting. Returns the exit code."""
+    # Until faust sets logging up (once broker and store are there), the same format: the
+    # waits and the store's endpoint are logged before that.
+    logging.basicConfig(
+        level=loglevel.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+    )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -128,19 +135,40 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
             signal.signal(sig, handler)
     endpoint = None
     if settings.clickhouse_http_port is not None and isinstance(store, EmbeddedStore):
+        users = http_users(settings)
         endpoint = serve_store(
             store,
             settings.clickhouse_http_host,
             settings.clickhouse_http_port,
-            http_users(settings),
+            users,
             default_database=settings.clickhouse_database,
         )
+        # `driftline report` and other readers of this data dir find the endpoint here.
+        record_endpoint(
+            settings.data_dir, endpoint.url, settings.clickhouse_database, list(users or {})
+        )
+    elif isinstance(store, EmbeddedStore):
+        log.info(
+            "ClickHouse: embedded store in %s (DRIFTLINE_CLICKHOUSE_HTTP_PORT serves it to "
+            "other processes)",
+            settings.chdb_path,
+        )
+    else:
+        log.info("ClickHouse: %s", _redacted(settings.clickhouse_url or ""))
+    if settings.worker_web_port:
+        log.info("health, readiness and metrics at http://%s:%d/ready (and /health, /metrics)",
+                 settings.worker_web_host, settings.worker_web_port)  # fmt: skip
+    code = 1
     try:
-        return Worker(worker_config(settings), store, codec_for(settings)).run(loglevel=loglevel)
+        worker = Worker(worker_config(settings), store, codec_for(settings))
+        code = worker.run(loglevel=loglevel, verbose=verbose)
     finally:
         if endpoint is not None:
+            clear_endpoint(settings.data_dir)
             endpoint.stop()
         store.close()
+        log.info("stopped (exit code %d)", code)
+    return code
 
 
 class _StartupStatus:

@@ -3,31 +3,23 @@
 Imports nothing else of the project; every other component builds on it.
 """
 
-from driftline.schemas.codec import DEFAULT_MAX_MESSAGE_BYTES, Codec, DecodeError, EncodeError
-from driftline.schemas.ids import event_id
-from driftline.schemas.registry import (
-    ConfluentRegistry,
-    RegistryError,
-    SchemaRegistry,
-    StaticRegistry,
-    UnknownSchemaId,
-    load_schema,
-)
-from driftline.schemas.validation import InvalidEvent, validate_outcome, validate_prediction
+import lazy_loader
 
-__all__ = [
-    "DEFAULT_MAX_MESSAGE_BYTES",
-    "Codec",
-    "ConfluentRegistry",
-    "DecodeError",
-    "EncodeError",
-    "InvalidEvent",
-    "RegistryError",
-    "SchemaRegistry",
-    "StaticRegistry",
-    "UnknownSchemaId",
-    "event_id",
-    "load_schema",
-    "validate_outcome",
-    "validate_prediction",
-]
+# Names load on first use (PEP 562, through lazy_loader), so importing one light
+# submodule (the CLI's parsers: `driftline --help`) does not import everything here.
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "codec": ["DEFAULT_MAX_MESSAGE_BYTES", "Codec", "DecodeError", "EncodeError"],
+        "ids": ["event_id"],
+        "registry": [
+            "ConfluentRegistry",
+            "RegistryError",
+            "SchemaRegistry",
+            "StaticRegistry",
+            "UnknownSchemaId",
+            "load_schema",
+        ],
+        "validation": ["InvalidEvent", "validate_outcome", "validate_prediction"],
+    },
+)

@@ -12,27 +12,19 @@ Tables are ReplacingMergeTree keyed on the event identity: read with ``FINAL`` (
 ``*_dedup`` views) for exact counts under replays.
 """
 
-from .base import Migration, Store, StoreError, load_migrations
-from .chtypes import dense_map
-from .embedded import EmbeddedStore
-from .server import ServerStore
-from .store import open_store
-from .tables import TABLES, TableSpec, columns_for, joined_label
-from .writer import BatchWriter, Sink
+import lazy_loader
 
-__all__ = [
-    "Store",
-    "StoreError",
-    "EmbeddedStore",
-    "ServerStore",
-    "open_store",
-    "Migration",
-    "load_migrations",
-    "TABLES",
-    "TableSpec",
-    "columns_for",
-    "dense_map",
-    "joined_label",
-    "BatchWriter",
-    "Sink",
-]
+# Names load on first use (PEP 562, through lazy_loader), so importing one light
+# submodule (the CLI's parsers: `driftline --help`) does not import everything here.
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "base": ["Migration", "Store", "StoreError", "load_migrations"],
+        "chtypes": ["dense_map"],
+        "embedded": ["EmbeddedStore"],
+        "server": ["ServerStore"],
+        "store": ["open_store"],
+        "tables": ["TABLES", "TableSpec", "columns_for", "joined_label"],
+        "writer": ["BatchWriter", "Sink"],
+    },
+)

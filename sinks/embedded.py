@@ -161,7 +161,7 @@ class EmbeddedStore(Store):
         """The chdb connection, held under the engine lock for the ``with`` block.
 
         For code that speaks to the engine directly (the ClickHouse HTTP interface in
-        :mod:`driftline.sinks.http_interface`). Leave the connection as you found it: its
+        :mod:`driftline.sinks.clickhouse_http`). Leave the connection as you found it: its
         current database and settings are this store's.
         """
         with _ENGINE_LOCK:

@@ -25,18 +25,17 @@ Example::
     handle.stop()
 """
 
-from .cli import add_clickhouse_command
-from .errors import ClickHouseError
-from .interface import HttpInterface
-from .protocol import Request, Response
-from .server import ServerHandle, serve_store
+import lazy_loader
 
-__all__ = [
-    "ClickHouseError",
-    "HttpInterface",
-    "Request",
-    "Response",
-    "ServerHandle",
-    "add_clickhouse_command",
-    "serve_store",
-]
+# Names load on first use (PEP 562, through lazy_loader), so importing one light
+# submodule (the CLI's parsers: `driftline --help`) does not import everything here.
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "cli": ["add_clickhouse_command"],
+        "errors": ["ClickHouseError"],
+        "interface": ["HttpInterface"],
+        "protocol": ["Request", "Response"],
+        "server": ["ServerHandle", "serve_store"],
+    },
+)

@@ -9,13 +9,13 @@ import signal
 import threading
 from typing import Any
 
-from ..embedded import EmbeddedStore
-from .interface import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EXECUTION_TIME
-from .server import serve_store
-
 __all__ = ["add_clickhouse_command"]
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# The interface's defaults, repeated so that registering the parser imports neither chdb nor
+# uvicorn (`driftline --help` stays fast); tests/core/test_cli.py checks they agree.
+DEFAULT_MAX_BODY_MB = 256
+DEFAULT_MAX_EXECUTION_TIME = 60.0
 
 
 def add_clickhouse_command(subparsers: Any) -> argparse.ArgumentParser:
@@ -40,7 +40,7 @@ def add_clickhouse_command(subparsers: Any) -> argparse.ArgumentParser:
         "--users-file",
         help='JSON {"name": {"password": "...", "readonly": true}} (keeps passwords out of ps)',
     )
-    serve.add_argument("--max-body-mb", type=int, default=DEFAULT_MAX_BODY_BYTES >> 20)
+    serve.add_argument("--max-body-mb", type=int, default=DEFAULT_MAX_BODY_MB)
     serve.add_argument(
         "--max-execution-time",
         type=float,
@@ -59,6 +59,9 @@ def _serve_command(args: argparse.Namespace, settings: Any) -> int:
     if users is None and args.host not in _LOOPBACK:
         print("refusing to serve the passwordless default user beyond loopback: pass --user")
         return 2
+    from ..embedded import EmbeddedStore
+    from .server import serve_store
+
     store = EmbeddedStore(settings.chdb_path, settings.clickhouse_database)
     stop = threading.Event()
     previous = {

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import re
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -114,3 +118,74 @@ def test_a_short_span_is_shown_in_buckets_of_seconds(filled):
     assert data.start == data.minutes[0].minute and data.end - data.start <= timedelta(minutes=4)
     assert sum(r.predictions for r in data.minutes) == 300
     assert "per 5 s" in render_svg(data)
+
+
+# -- `driftline report` while a worker holds the embedded store --------------------------------
+
+
+def unique(prefix: str) -> str:
+    """A name no other test on the shared broker uses (worker ids, model ids)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def _report(data_dir: Path, out: Path, model_id: str, bootstrap: str) -> subprocess.Popen:
+    env = dict(os.environ, DRIFTLINE_DATA_DIR=str(data_dir), DRIFTLINE_KAFKA_BOOTSTRAP=bootstrap)
+    env.pop("DRIFTLINE_CLICKHOUSE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "driftline.cli", "report", "--model", model_id, "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_report_reads_a_running_workers_store_through_its_endpoint(kafka_broker, tmp_path):
+    from e2e_support import start_worker, stop_worker, wait_for, worker_env
+
+    from driftline.client import DriftlineProducer
+    from driftline.local_kafka import free_port
+    from driftline.store_endpoint import ENDPOINT_FILE
+
+    data_dir, model_id = tmp_path / "data", unique("report-live")
+    env = worker_env(kafka_broker.bootstrap, data_dir, unique("report-worker"),
+                     DRIFTLINE_CLICKHOUSE_HTTP_PORT=str(free_port()))  # fmt: skip
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: (data_dir / ENDPOINT_FILE).exists(), 120, "the worker's endpoint",
+                 worker, tmp_path / "worker.log")  # fmt: skip
+        with DriftlineProducer(kafka_broker.bootstrap) as producer:
+            for i in range(50):
+                producer.log_prediction(model_id, {"x": float(i)}, "yes")
+        out = tmp_path / "live.html"
+        answers: list[subprocess.CompletedProcess] = []
+
+        def reported_all() -> bool:
+            answers.append(_report(data_dir, out, model_id, kafka_broker.bootstrap))
+            return answers[-1].returncode == 0 and ": 50 predictions" in answers[-1].stdout
+
+        wait_for(reported_all, 120, "the report to show the 50 predictions", worker,
+                 tmp_path / "worker.log")  # fmt: skip
+        assert answers[-1].stderr.strip() == "" and out.read_text().startswith("<!DOCTYPE html>")
+    finally:
+        assert stop_worker(worker) == 0
+    assert not (data_dir / ENDPOINT_FILE).exists()  # removed on a clean stop
+
+
+def test_report_says_in_one_line_what_to_pass_when_the_worker_serves_nothing(
+    kafka_broker, tmp_path
+):
+    from e2e_support import start_worker, stop_worker, wait_for, worker_env
+
+    data_dir = tmp_path / "data"
+    worker = start_worker(worker_env(kafka_broker.bootstrap, data_dir, unique("report-worker")),
+                          tmp_path / "worker.log")  # fmt: skip
+    try:
+        # the worker holds the store once it logged where it keeps it
+        wait_for(lambda: "embedded store in" in (tmp_path / "worker.log").read_text(), 120,
+                 "the worker to open its store", worker, tmp_path / "worker.log")  # fmt: skip
+        answer = _report(data_dir, tmp_path / "r.html", "m", kafka_broker.bootstrap)
+    finally:
+        assert stop_worker(worker) == 0
+    assert answer.returncode == 2
+    lines = answer.stderr.strip().splitlines()
+    assert len(lines) == 1, answer.stderr
+    assert "DRIFTLINE_CLICKHOUSE_HTTP_PORT" in lines[0] and "--clickhouse-url" in lines[0]
+    assert not (tmp_path / "r.html").exists()

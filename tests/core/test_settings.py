@@ -48,8 +48,71 @@ def test_every_listening_socket_defaults_to_loopback(monkeypatch):
 def test_clickhouse_serve_binds_loopback_by_default():
     import argparse
 
-    from driftline.sinks.http_interface import add_clickhouse_command
+    from driftline.sinks.clickhouse_http import add_clickhouse_command
 
     parser = argparse.ArgumentParser()
     add_clickhouse_command(parser.add_subparsers(dest="command"))
     assert parser.parse_args(["clickhouse", "serve"]).host == "127.0.0.1"
+
+
+# -- the README's configuration table is the list of settings ---------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _table_rows() -> list[tuple[str, str]]:
+    """``(variable, default)`` per setting in the README's configuration table; a row like
+    `DRIFTLINE_API_HOST` / `_PORT` names two settings (the suffix replaces the last word)."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("### Configuration", 1)[1].split("\n### ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`DRIFTLINE_"):
+            continue
+        names = [n.strip().strip("`") for n in cells[0].split(" / ")]
+        defaults = [d.strip() for d in cells[1].split(" / ")]
+        assert len(defaults) == len(names), f"one default per variable: {line}"
+        first = names[0]
+        for name, default in zip(names, defaults, strict=True):
+            full = name if name.startswith("DRIFTLINE_") else first.rsplit("_", 1)[0] + name
+            rows.append((full, default))
+    return rows
+
+
+def _shown(value: object) -> str | None:
+    """A default as the table shows it in backticks; None for "unset" (no value)."""
+    if value is None:
+        return None
+    if isinstance(value, Path):
+        home = str(Path.home())
+        text = str(value)
+        return "~" + text[len(home) :] if text.startswith(home) else text
+    if isinstance(value, list | dict):
+        import json
+
+        return json.dumps(value)
+    return str(value)
+
+
+def test_the_readme_configuration_table_lists_every_setting_with_its_default(monkeypatch):
+    from driftline.settings import Settings
+
+    rows = _table_rows()
+    documented = [name for name, _ in rows]
+    assert len(documented) == len(set(documented)), "a variable is listed twice"
+    fields = {f"DRIFTLINE_{name.upper()}": field for name, field in Settings.model_fields.items()}
+    assert set(fields) - set(documented) == set(), "settings missing from the README table"
+    assert set(documented) - set(fields) == set(), "README rows that are no setting"
+    for name, cell in rows:
+        default = fields[name].get_default(call_default_factory=True)
+        shown = _shown(default)
+        if shown is None:
+            # unset, or derived from other settings (the README shows how: `<api port>`)
+            assert cell.startswith("unset") or "<" in cell, f"{name}: unset, README {cell}"
+        else:
+            literal = cell.split("`")[1] if "`" in cell else cell
+            if isinstance(default, int | float) and not isinstance(default, bool):
+                assert float(literal) == default, f"{name}: default {default}, README {cell!r}"
+            else:
+                assert literal == shown, f"{name}: default {shown!r}, the README says {cell!r}"
