@@ -213,7 +213,7 @@ def _side_tables(store: Store, n_predictions: int, start_ms: int, end_ms: int, r
 
 
 def _serve(path: str) -> None:
-    from driftline.sinks.http_interface import serve_store
+    from driftline.sinks.clickhouse_http import serve_store
 
     store = EmbeddedStore(Path(path), DATABASE)
     store.migrate()

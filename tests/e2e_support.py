@@ -85,7 +85,7 @@ def wait_for(
             raise AssertionError(
                 f"worker exited with {worker.returncode} while waiting for {what}\n{tail}"
             )
-        time.sleep(0.5)
+        time.sleep(0.2)  # polled briskly: every wait here ends on an event, not a timer
     tail = log_path.read_text()[-3000:] if log_path else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
 

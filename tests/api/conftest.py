@@ -1,6 +1,6 @@
-"""Fixtures for the API tests: one real Kafka broker and control plane for the whole api test
-session (starting a broker per module would cost most of the time budget), API keys of every
-scope, and clients through the real app."""
+"""Fixtures for the API tests: the session's shared Kafka broker and one control plane for the
+whole api test session (starting either per module would cost most of the time budget), API
+keys of every scope, and clients through the real app."""
 
 from __future__ import annotations
 
@@ -12,23 +12,16 @@ import pytest
 from driftline.api import ApiConfig, ControlPlane, create_app, crud
 from fastapi.testclient import TestClient
 
-from driftline.admin import ensure_topics
-from driftline.local_kafka import LocalKafka, free_port
+from driftline.local_kafka import LocalKafka
 
 # Test helpers beside this file (api_factories) import by name from any test module here.
 sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")
-def api_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
-    broker = LocalKafka(
-        data_dir=tmp_path_factory.mktemp("api-kafka"), port=free_port(), controller_port=free_port()
-    ).start()
-    try:
-        ensure_topics(broker.bootstrap, partitions=2)
-        yield broker
-    finally:
-        broker.stop()
+def api_kafka(kafka_broker: LocalKafka) -> LocalKafka:
+    """The session's shared broker (tests/conftest.py), under the name the api tests use."""
+    return kafka_broker
 
 
 @pytest.fixture(scope="session")

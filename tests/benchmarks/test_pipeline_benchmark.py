@@ -4,27 +4,14 @@ No timing assertions: the figures of a 2,000-event run on a shared machine mean 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from support.scripts import load_benchmark
 
 pytestmark = pytest.mark.e2e
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "pipeline.py"
-
 
 def _load_benchmark():
-    name = "driftline_pipeline_benchmark"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve their annotations through it
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("pipeline.py")
 
 
 def test_models_spread_over_every_partition():

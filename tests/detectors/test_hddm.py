@@ -1,5 +1,5 @@
 """HDDM_A and HDDM_W: identical drift and warning indices to river 0.26 (one- and two-sided),
-banks, state round trip, inputs."""
+inputs (banks, state round trips and the rest: the generic sweep, test_sweep.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from driftline.detectors import HDDM_A, HDDM_W
 from driftline.detectors.bank import DetectorBank
-from driftline.detectors.base import detector_from_state
 from river import drift as river_drift
+from support.river_parity import river_flags
 
 PEERS = {HDDM_A: river_drift.binary.HDDMA, HDDM_W: river_drift.binary.HDDMW}
 KINDS = ("abrupt", "gradual", "rare_errors", "constant_stretches", "bounded_loss")
@@ -33,18 +33,6 @@ def stream(rng: np.random.Generator, kind: str, n: int) -> np.ndarray:
     else:
         raise AssertionError(kind)
     return (rng.random(n) < rates).astype(np.float64)
-
-
-def river_flags(detector, xs: np.ndarray) -> tuple[list[int], list[int]]:
-    """Drift indices and warning indices (warning and not drift), as river reports them."""
-    drift, warning = [], []
-    for i, x in enumerate(xs.tolist()):
-        detector.update(x)
-        if detector.drift_detected:
-            drift.append(i)
-        elif detector.warning_detected:
-            warning.append(i)
-    return drift, warning
 
 
 def random_params(cls: type, rng: np.random.Generator, two_sided: bool) -> dict:
@@ -105,63 +93,6 @@ def test_defaults_match_river() -> None:
         ours, theirs = cls(), peer()
         for name in cls._params:
             assert getattr(ours, name) == getattr(theirs, name)
-
-
-@pytest.mark.parametrize("cls", [HDDM_A, HDDM_W], ids=["HDDM_A", "HDDM_W"])
-def test_bank_matches_standalone_detectors(cls: type) -> None:
-    rng = np.random.default_rng(3)
-    n_streams, n = 5, 2000
-    streams = [stream(rng, KINDS[s % len(KINDS)], n) for s in range(n_streams)]
-    ids = rng.permutation(np.repeat(np.arange(n_streams), n))
-    xs = np.empty(ids.shape[0])
-    for s in range(n_streams):
-        xs[ids == s] = streams[s]
-
-    prototype = cls(drift_confidence=0.01, warning_confidence=0.05, two_sided_test=True)
-    bank = DetectorBank(prototype, n_streams=n_streams)
-    cuts = np.sort(rng.choice(np.arange(1, ids.shape[0]), size=5, replace=False))
-    flags = np.zeros(ids.shape[0], dtype=np.int8)
-    bounds = zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [ids.shape[0]]]), strict=True)
-    for start, stop in bounds:
-        found = bank.update_many(ids[start:stop], xs[start:stop])
-        flags[start + found.warning] = 1
-        flags[start + found.drift] = 2
-        assert (found.drift_streams == ids[start + found.drift]).all()
-
-    drifts = 0
-    for s in range(n_streams):
-        alone = prototype.clone().update_many(streams[s])
-        mine = flags[ids == s]
-        assert np.flatnonzero(mine == 2).tolist() == alone.drift.tolist()
-        assert np.flatnonzero(mine == 1).tolist() == alone.warning.tolist()
-        drifts += alone.drift.size
-    assert drifts > 5
-
-
-@pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("cls", [HDDM_A, HDDM_W], ids=["HDDM_A", "HDDM_W"])
-def test_split_and_resume_from_state(cls: type, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    xs = stream(rng, KINDS[seed % len(KINDS)], 3000)
-    params = random_params(cls, rng, two_sided=bool(seed % 2))
-    whole = cls(**params).update_many(xs)
-
-    splits = [int(rng.integers(1, xs.shape[0]))]
-    if whole.drift.size:
-        splits.append(int(whole.drift[0]) + 1)  # the reset is still pending there
-    if whole.warning.size:
-        splits.append(int(whole.warning[-1]) + 1)
-    for split in splits:
-        first = cls(**params)
-        head = first.update_many(xs[:split])
-        resumed = detector_from_state(first.to_state())
-        assert resumed.warning_detected == first.warning_detected
-        assert resumed.drift_detected == first.drift_detected
-        tail = resumed.update_many(xs[split:])
-        assert np.concatenate([head.drift, tail.drift + split]).tolist() == whole.drift.tolist()
-        assert (
-            np.concatenate([head.warning, tail.warning + split]).tolist() == whole.warning.tolist()
-        )
 
 
 @pytest.mark.parametrize("bad", [1.5, -0.25])

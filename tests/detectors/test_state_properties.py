@@ -12,30 +12,20 @@ error rate went up) depends on the events alone, never on where a Kafka batch en
 
 from __future__ import annotations
 
-import driftline.detectors  # noqa: F401  (fills REGISTRY)
 import numpy as np
 import pytest
-from driftline.detectors.base import REGISTRY, ChangeDetector, detector_from_state
+from driftline.detectors.base import ChangeDetector, detector_from_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.detector_checks import (
+    SIDES,
+    detections_of,
+    detector_classes,
+    is_binary,
+    last_of,
+)
 
-# Until the contract grows a ``binary_input`` class attribute, the 0/1 detectors by name.
-BINARY_NAMES = frozenset({"DDM", "EDDM", "HDDM_A", "HDDM_W"})
-
-
-def is_binary(cls: type[ChangeDetector]) -> bool:
-    return bool(getattr(cls, "binary_input", cls.__name__ in BINARY_NAMES))
-
-
-def concrete(cls: type[ChangeDetector]) -> bool:
-    try:
-        cls()._initial_state()
-    except NotImplementedError:
-        return False
-    return True
-
-
-CLASSES = [REGISTRY[name] for name in sorted(REGISTRY) if concrete(REGISTRY[name])]
+CLASSES = detector_classes()
 
 # Short arbitrary streams find edge cases (constants, repeats, extremes); long seeded streams
 # with a change make sure the split often lands after, before and between real detections.
@@ -67,32 +57,6 @@ def binary_streams(draw: st.DrawFn) -> np.ndarray:
     xs = (rng.random(n) < before).astype(np.float64)
     xs[n // 2 :] = rng.random(n - n // 2) < after
     return xs
-
-
-SIDES = ("drift_before_mean", "drift_after_mean", "drift_before_n", "drift_after_n")
-LAST = (
-    "last_drift_before_mean",
-    "last_drift_after_mean",
-    "last_drift_before_n",
-    "last_drift_after_n",
-)
-
-
-def flags_of(detector: ChangeDetector, xs: np.ndarray) -> np.ndarray:
-    return detections_of(detector, xs)[0]
-
-
-def detections_of(detector: ChangeDetector, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-value flags (0 none, 1 warning, 2 drift), and the sides of each drift (4 rows)."""
-    found = detector.update_many(xs)
-    flags = np.zeros(xs.shape[0], dtype=np.int8)
-    flags[found.warning] = 1
-    flags[found.drift] = 2
-    return flags, np.vstack([getattr(found, name) for name in SIDES])
-
-
-def last_of(detector: ChangeDetector) -> np.ndarray:
-    return np.array([getattr(detector, name) for name in LAST])
 
 
 def check_split(cls: type[ChangeDetector], xs: np.ndarray, split: float, hops: int) -> None:

@@ -11,36 +11,46 @@ import copy
 import math
 import pickle
 
-import driftline.detectors  # noqa: F401  (imports every detector module, filling REGISTRY)
 import numpy as np
 import pytest
 from driftline.detectors.bank import DetectorBank
-from driftline.detectors.base import REGISTRY, ChangeDetector, detector_from_state
-
-# Detectors whose input is a 0/1 error indicator. Until the contract grows a ``binary_input``
-# class attribute, fall back to this explicit set (river keeps them in ``river.drift.binary``).
-BINARY_NAMES = frozenset({"DDM", "EDDM", "HDDM_A", "HDDM_W"})
-
-
-def is_binary(cls: type[ChangeDetector]) -> bool:
-    return bool(getattr(cls, "binary_input", cls.__name__ in BINARY_NAMES))
-
-
-def detector_classes() -> list[type[ChangeDetector]]:
-    # Abstract helpers (no kernel) may register too; a class is concrete if it can build state.
-    found = []
-    for name in sorted(REGISTRY):
-        cls = REGISTRY[name]
-        try:
-            cls()._initial_state()
-        except NotImplementedError:
-            continue
-        found.append(cls)
-    return found
-
+from driftline.detectors.base import ChangeDetector, detector_from_state
+from support.detector_checks import (
+    SIDES,
+    detector_classes,
+    flags_of,
+    is_binary,
+    last_of,
+    sides_of,
+)
 
 CLASSES = detector_classes()
-IDS = [cls.__name__ for cls in CLASSES]
+
+#: Non-default parameters per detector (river's ``_unit_test_params``): every check runs with
+#: the defaults and with each of these. Each set still catches the injected change of
+#: ``stream_for`` (the comparisons need drifts), and differs from the defaults in every
+#: parameter it names.
+UNIT_TEST_PARAMS: dict[str, list[dict]] = {
+    "ADWIN": [{"delta": 0.01, "clock": 8, "max_buckets": 3, "min_window_length": 10,
+               "grace_period": 20}],
+    "CUSUM": [{"k": 0.25, "h": 8.0, "warm_start": 50, "target": 0.0, "sigma": 1.0}],
+    "DDM": [{"warm_start": 10, "warning_threshold": 1.5, "drift_threshold": 2.5}],
+    "EDDM": [{"warm_start": 10, "alpha": 0.9, "beta": 0.8}],
+    "EWMAChart": [{"lambda_val": 0.1, "n_sigmas": 2.5, "warm_start": 50, "target": 0.0,
+                   "sigma": 1.0}],
+    "HDDM_A": [{"drift_confidence": 0.005, "warning_confidence": 0.01, "two_sided_test": True}],
+    "HDDM_W": [{"drift_confidence": 0.005, "warning_confidence": 0.01, "lambda_val": 0.1,
+                "two_sided_test": True}],
+    "KSWIN": [{"alpha": 0.01, "window_size": 60, "stat_size": 20, "seed": 3}],
+    "PageHinkley": [{"min_instances": 10, "delta": 0.01, "threshold": 20.0, "alpha": 0.999,
+                     "mode": "up"}],
+}  # fmt: skip
+
+CASES = [
+    pytest.param(cls, params, id=f"{cls.__name__}-{i}" if i else cls.__name__)
+    for cls in CLASSES
+    for i, params in enumerate([{}, *UNIT_TEST_PARAMS.get(cls.__name__, [])])
+]
 
 
 def stream_for(cls: type[ChangeDetector], n: int = 3000, seed: int = 7) -> np.ndarray:
@@ -54,38 +64,25 @@ def stream_for(cls: type[ChangeDetector], n: int = 3000, seed: int = 7) -> np.nd
     return np.concatenate([rng.normal(0.0, 1.0, half), rng.normal(2.5, 1.0, n - half)])
 
 
-SIDES = ("drift_before_mean", "drift_after_mean", "drift_before_n", "drift_after_n")
-LAST = (
-    "last_drift_before_mean",
-    "last_drift_after_mean",
-    "last_drift_before_n",
-    "last_drift_after_n",
-)
+pytestmark = pytest.mark.parametrize(("cls", "params"), CASES)
 
 
-def sides_of(found: tuple) -> np.ndarray:
-    """The four arrays aligned with the drift indices, as rows of one array."""
-    return np.vstack([getattr(found, name) for name in SIDES])
+def test_unit_test_params_are_declared_and_not_the_defaults(
+    cls: type[ChangeDetector], params: dict
+) -> None:
+    assert UNIT_TEST_PARAMS.get(cls.__name__), (
+        f"a detector that lands declares non-default parameters for {cls.__name__} in "
+        "UNIT_TEST_PARAMS"
+    )
+    defaults = cls().params()
+    assert set(params) <= set(defaults), params
+    same = [name for name in params if params[name] == defaults[name]]
+    assert not same, f"{cls.__name__}: {same} equal the defaults"
+    assert cls(**params).params() == {**defaults, **params}
 
 
-def last_of(detector: ChangeDetector) -> np.ndarray:
-    return np.array([getattr(detector, name) for name in LAST])
-
-
-def flags_of(detector: ChangeDetector, xs: np.ndarray) -> np.ndarray:
-    """Per-value flag (0 none, 1 warning, 2 drift) of ``update_many``."""
-    found = detector.update_many(xs)
-    flags = np.zeros(xs.shape[0], dtype=np.int8)
-    flags[found.warning] = 1
-    flags[found.drift] = 2
-    return flags
-
-
-pytestmark = pytest.mark.parametrize("cls", CLASSES, ids=IDS)
-
-
-def test_defaults_construct_and_params_are_public(cls: type[ChangeDetector]) -> None:
-    detector = cls()
+def test_defaults_construct_and_params_are_public(cls: type[ChangeDetector], params: dict) -> None:
+    detector = cls(**params)
     assert isinstance(detector._params, tuple)
     for name in detector._params:
         assert hasattr(detector, name), f"{cls.__name__}.{name} listed in _params, not set"
@@ -94,44 +91,51 @@ def test_defaults_construct_and_params_are_public(cls: type[ChangeDetector]) -> 
     assert not detector.drift_detected and not detector.warning_detected
 
 
-def test_detects_the_injected_change(cls: type[ChangeDetector]) -> None:
+def test_detects_the_injected_change(cls: type[ChangeDetector], params: dict) -> None:
     # A sanity floor for the sweep's comparisons: with defaults, every detector fires
     # somewhere on a strong change, and never before it has seen a single value.
     xs = stream_for(cls)
-    found = cls().update_many(xs)
+    found = cls(**params).update_many(xs)
     assert found.drift.size > 0, f"{cls.__name__} missed a strong change with defaults"
 
 
-def test_clone_has_same_params_and_fresh_state(cls: type[ChangeDetector]) -> None:
-    detector = cls()
+def test_clone_has_same_params_and_fresh_state(cls: type[ChangeDetector], params: dict) -> None:
+    detector = cls(**params)
     detector.update_many(stream_for(cls))
     twin = detector.clone()
     assert type(twin) is cls and twin is not detector
     assert twin.params() == detector.params()
-    np.testing.assert_array_equal(twin._state, cls()._state)
+    np.testing.assert_array_equal(twin._state, cls(**params)._state)
     assert twin._state is not detector._state
     assert not twin.drift_detected and not twin.warning_detected
     assert np.isnan(last_of(twin)).all() and not np.isnan(last_of(detector)[:2]).any()
 
 
-def test_state_round_trip(cls: type[ChangeDetector]) -> None:
+def test_state_round_trip(cls: type[ChangeDetector], params: dict) -> None:
     xs = stream_for(cls)
-    uninterrupted = flags_of(cls(), xs)
-    detector = cls()
-    detector.update_many(xs[:2000])
-    blob = detector.to_state()
-    assert isinstance(blob, bytes)
-    for restored in (cls.from_state(blob), detector_from_state(blob)):
-        assert type(restored) is cls
-        assert restored.params() == detector.params()
-        np.testing.assert_array_equal(restored._state, detector._state)
-        assert restored.drift_detected == detector.drift_detected
-        assert restored.warning_detected == detector.warning_detected
-        np.testing.assert_array_equal(last_of(restored), last_of(detector))
-        np.testing.assert_array_equal(flags_of(restored, xs[2000:]), uninterrupted[2000:])
+    uninterrupted = flags_of(cls(**params), xs)
+    # Split anywhere, and where state is most delicate: right after the first drift (its
+    # reset still pending) and right after the last warning.
+    splits = [2000, int(np.argmax(uninterrupted == 2)) + 1]
+    if (uninterrupted == 1).any():
+        splits.append(int(np.flatnonzero(uninterrupted == 1)[-1]) + 1)
+    assert splits[1] > 1, "no drift; the split after it would be vacuous"
+    for split in splits:
+        detector = cls(**params)
+        detector.update_many(xs[:split])
+        blob = detector.to_state()
+        assert isinstance(blob, bytes)
+        for restored in (cls.from_state(blob), detector_from_state(blob)):
+            assert type(restored) is cls
+            assert restored.params() == detector.params()
+            np.testing.assert_array_equal(restored._state, detector._state)
+            assert restored.drift_detected == detector.drift_detected
+            assert restored.warning_detected == detector.warning_detected
+            np.testing.assert_array_equal(last_of(restored), last_of(detector))
+            np.testing.assert_array_equal(flags_of(restored, xs[split:]), uninterrupted[split:])
 
 
-def test_state_of_another_class_is_refused(cls: type[ChangeDetector]) -> None:
+def test_state_of_another_class_is_refused(cls: type[ChangeDetector], params: dict) -> None:
     others = [other for other in CLASSES if other is not cls]
     if not others:
         pytest.skip("only one detector registered")
@@ -139,9 +143,9 @@ def test_state_of_another_class_is_refused(cls: type[ChangeDetector]) -> None:
         cls.from_state(others[0]().to_state())
 
 
-def test_pickle_and_copy_round_trip(cls: type[ChangeDetector]) -> None:
+def test_pickle_and_copy_round_trip(cls: type[ChangeDetector], params: dict) -> None:
     xs = stream_for(cls)
-    detector = cls()
+    detector = cls(**params)
     detector.update_many(xs[:1700])
     for twin in (
         pickle.loads(pickle.dumps(detector)),
@@ -156,15 +160,15 @@ def test_pickle_and_copy_round_trip(cls: type[ChangeDetector]) -> None:
     np.testing.assert_array_equal(flags_of(restored, xs[1700:]), flags_of(detector, xs[1700:]))
 
 
-def test_repr_round_trips_params(cls: type[ChangeDetector]) -> None:
-    detector = cls()
+def test_repr_round_trips_params(cls: type[ChangeDetector], params: dict) -> None:
+    detector = cls(**params)
     text = repr(detector)
     assert text.startswith(f"{cls.__name__}(")
     rebuilt = eval(text, {cls.__name__: cls, "inf": math.inf, "nan": math.nan})
     assert rebuilt.params() == detector.params()
 
 
-def test_docstring_has_runnable_example(cls: type[ChangeDetector]) -> None:
+def test_docstring_has_runnable_example(cls: type[ChangeDetector], params: dict) -> None:
     doc = cls.__doc__ or ""
     assert doc.strip(), f"{cls.__name__} has no docstring"
     assert "Example" in doc, f"{cls.__name__} docstring lacks an Example section"
@@ -172,8 +176,8 @@ def test_docstring_has_runnable_example(cls: type[ChangeDetector]) -> None:
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_non_finite_values_raise(cls: type[ChangeDetector], bad: float) -> None:
-    detector = cls()
+def test_non_finite_values_raise(cls: type[ChangeDetector], params: dict, bad: float) -> None:
+    detector = cls(**params)
     before = detector._state.copy()
     with pytest.raises(ValueError):
         detector.update(bad)
@@ -183,9 +187,9 @@ def test_non_finite_values_raise(cls: type[ChangeDetector], bad: float) -> None:
     np.testing.assert_array_equal(detector._state, before)
 
 
-def test_update_returns_self_and_matches_update_many(cls: type[ChangeDetector]) -> None:
+def test_update_returns_self_and_matches_update_many(cls: type[ChangeDetector], params: dict) -> None:
     xs = stream_for(cls, n=2000)
-    one = cls()
+    one = cls(**params)
     assert one.update(float(xs[0])) is one
     flags = [2 if one.drift_detected else 1 if one.warning_detected else 0]
     sides = [last_of(one)] if one.drift_detected else []
@@ -194,17 +198,17 @@ def test_update_returns_self_and_matches_update_many(cls: type[ChangeDetector]) 
         flags.append(2 if one.drift_detected else 1 if one.warning_detected else 0)
         if one.drift_detected:
             sides.append(last_of(one))
-    many = cls()
+    many = cls(**params)
     found = many.update_many(xs)
-    np.testing.assert_array_equal(np.array(flags, dtype=np.int8), flags_of(cls(), xs))
+    np.testing.assert_array_equal(np.array(flags, dtype=np.int8), flags_of(cls(**params), xs))
     assert sides, "no drift; the comparison of the sides would be vacuous"
     np.testing.assert_array_equal(np.array(sides).T, sides_of(found))
     np.testing.assert_array_equal(last_of(one), last_of(many))
 
 
-def test_drift_reports_both_sides_of_the_change(cls: type[ChangeDetector]) -> None:
+def test_drift_reports_both_sides_of_the_change(cls: type[ChangeDetector], params: dict) -> None:
     xs = stream_for(cls)
-    found = cls().update_many(xs)
+    found = cls(**params).update_many(xs)
     assert found._fields[:2] == ("drift", "warning") and found._fields[2:] == SIDES
     sides = sides_of(found)
     assert sides.dtype == np.float64 and sides.shape == (4, found.drift.size)
@@ -220,16 +224,16 @@ def test_drift_reports_both_sides_of_the_change(cls: type[ChangeDetector]) -> No
     assert after[first] > before[first], f"{cls.__name__}: {before[first]} -> {after[first]}"
 
 
-def test_empty_batch_is_a_no_op(cls: type[ChangeDetector]) -> None:
-    detector = cls()
+def test_empty_batch_is_a_no_op(cls: type[ChangeDetector], params: dict) -> None:
+    detector = cls(**params)
     found = detector.update_many(np.array([], dtype=np.float64))
     assert found.drift.size == 0 and found.warning.size == 0
     assert sides_of(found).shape == (4, 0) and sides_of(found).dtype == np.float64
     assert np.isnan(last_of(detector)).all()
-    np.testing.assert_array_equal(detector._state, cls()._state)
+    np.testing.assert_array_equal(detector._state, cls(**params)._state)
 
 
-def test_bank_equals_standalone_detectors(cls: type[ChangeDetector]) -> None:
+def test_bank_equals_standalone_detectors(cls: type[ChangeDetector], params: dict) -> None:
     n_streams = 3
     rng = np.random.default_rng(11)
     streams = [stream_for(cls, n=2400, seed=seed) for seed in range(n_streams)]
@@ -239,7 +243,7 @@ def test_bank_equals_standalone_detectors(cls: type[ChangeDetector]) -> None:
     for sid in range(n_streams):
         xs[ids == sid] = streams[sid]
 
-    bank = DetectorBank(cls(), n_streams=n_streams)
+    bank = DetectorBank(cls(**params), n_streams=n_streams)
     # Two batches, split mid-stream, to cover state carried between bank calls.
     cut = ids.shape[0] // 3
     first = bank.update_many(ids[:cut], xs[:cut])
@@ -255,7 +259,7 @@ def test_bank_equals_standalone_detectors(cls: type[ChangeDetector]) -> None:
     np.testing.assert_array_equal(second.drift_streams, ids[cut + second.drift])
 
     for sid in range(n_streams):
-        alone = cls()
+        alone = cls(**params)
         expected = alone.update_many(streams[sid])
         flags = np.zeros(streams[sid].shape[0], dtype=np.int8)
         flags[expected.warning] = 1

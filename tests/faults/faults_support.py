@@ -14,7 +14,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,12 +29,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from driftline.schemas import Codec, topics
 from driftline.streams.processor import BatchProcessor, ProcessorConfig, SourceMessage
 from e2e_support import lag, wait_for
+from support.clickhouse import StoreServer
 
-from driftline.local_kafka import LocalKafka, free_port, port_open
+from driftline.local_kafka import free_port
 from driftline.synthetic import SyntheticStream
 
 DEFAULT_SEED = 20240917
-STORE_USER = "faults:f-secret"
 LAG = 20  # outcomes arrive 20 steps after their predictions
 
 # What the tests measured (recovery times in seconds, faults survived), for the run's summary.
@@ -66,123 +65,6 @@ def fault_seed() -> int:
 def rng_for(seed: int, test: str) -> random.Random:
     """One generator per test, so adding a draw to one test does not reshuffle the others."""
     return random.Random(f"{seed}:{test}")
-
-
-def start_broker(data_dir: Path) -> LocalKafka:
-    return LocalKafka(data_dir=data_dir, port=free_port(), controller_port=free_port()).start()
-
-
-def restart_broker(broker: LocalKafka, down_s: float) -> float:
-    """Stop the broker, keep it down ``down_s`` seconds, start it again on the same data dir
-    and ports; returns when it answers again (the seconds it was unreachable)."""
-    stopped = time.monotonic()
-    broker.stop()
-    time.sleep(max(0.0, down_s - (time.monotonic() - stopped)))
-    broker.start(timeout=90)
-    return time.monotonic() - stopped
-
-
-# -- the store: `driftline clickhouse serve` ---------------------------------------------------
-class StoreServer:
-    """``driftline clickhouse serve`` over one data dir on one port: killed and restarted."""
-
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.data_dir = data_dir
-        self.port = port or free_port()
-        self.process: subprocess.Popen | None = None
-        data_dir.mkdir(parents=True, exist_ok=True)
-
-    def url(self, port: int | None = None) -> str:
-        return f"http://{STORE_USER}@127.0.0.1:{port or self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "server.log"
-
-    def start(self, port: int | None = None, timeout: float = 90.0) -> float:
-        """Serve (on ``port``, default the store's own); returns the seconds until it listens."""
-        port = port or self.port
-        started = time.monotonic()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it until it ends
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "driftline.cli", "--data-dir", str(self.data_dir),
-             "clickhouse", "serve", "--port", str(port), "--user", STORE_USER],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        # polled tightly: recovery is measured from the moment the store listens
-        while not port_open("127.0.0.1", port):
-            assert self.process.poll() is None, self.log_path.read_text()[-3000:]
-            assert time.monotonic() - started < timeout, "the store did not start"
-            time.sleep(0.05)
-        return time.monotonic() - started
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:  # never leak a server past the test
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
-        self.process = None
-
-    def query(self, sql: str, port: int | None = None) -> list[list[Any]]:
-        """Rows of ``sql`` over ClickHouse's HTTP protocol (plain urllib: no client state that
-        could outlive a restart)."""
-        user, password = STORE_USER.split(":")
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port or self.port}/?database=driftline",
-            data=f"{sql} FORMAT JSONCompact".encode(),
-            headers={"X-ClickHouse-User": user, "X-ClickHouse-Key": password},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())["data"]
-
-    def count(self, sql: str, port: int | None = None) -> int:
-        return int(self.query(sql, port)[0][0])
-
-
-class DelayProxy:
-    """A TCP proxy that holds every chunk ``delay_s`` seconds (0: pass through): a slow store
-    that still answers, as opposed to one that is down."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.delay_s = 0.0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-                upstream.settimeout(None)
-            except OSError:  # the store is down: refuse, as the store itself would
-                client.close()
-                continue
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                if self.delay_s:
-                    time.sleep(self.delay_s)
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 # -- workers -----------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from collections.abc import Callable
 import pytest
 from driftline.schemas import topics
 from faults_support import (
-    DelayProxy,
     PacedProducer,
     Poison,
     StoreServer,
@@ -30,12 +29,13 @@ from faults_support import (
     model_streams,
     produced_counts,
     record,
-    restart_broker,
     rng_for,
     server_queries,
     stop_all,
     wait_caught_up,
 )
+from support.kafka import restart_broker
+from support.proxy import FaultyProxy
 
 from driftline.admin import ensure_topics
 
@@ -70,7 +70,7 @@ def test_seeded_fault_schedule_ends_like_a_fault_free_run(fresh_kafka, tmp_path)
     ensure_topics(bootstrap, 4)
     store = StoreServer(tmp_path / "store")
     store.start()
-    proxy = DelayProxy(store.port)
+    proxy = FaultyProxy(store.port)  # slows the store down for w2 only
     group = f"faults-{seed}-schedule"
     workers = [
         WorkerProcess("w1", tmp_path, bootstrap, group, store.url()),

@@ -28,7 +28,7 @@ import pytest
 from backports import zstd
 from clickhouse_connect.driver.exceptions import DatabaseError
 from driftline.sinks import EmbeddedStore, StoreError, open_store
-from driftline.sinks.http_interface import ServerHandle, serve_store
+from driftline.sinks.clickhouse_http import ServerHandle, serve_store
 from driftline.sinks.http_sql import parse_statement
 
 from .conftest import make_predictions, now_ms
@@ -646,7 +646,7 @@ def test_server_store_against_the_endpoint(server: ServerHandle, store: Embedded
 _CLI = """
 import argparse, sys, types
 from pathlib import Path
-from driftline.sinks.http_interface import add_clickhouse_command
+from driftline.sinks.clickhouse_http import add_clickhouse_command
 parser = argparse.ArgumentParser()
 add_clickhouse_command(parser.add_subparsers(dest="command", required=True))
 args = parser.parse_args(sys.argv[2:])

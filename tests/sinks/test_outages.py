@@ -9,13 +9,9 @@ replayed after the outage, is stored once (raw count with the dedup token, and u
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,50 +21,15 @@ from driftline.sinks import ServerStore, StoreError
 from driftline.sinks.base import StoreUnavailable
 from driftline.sinks.resilience import wait_until
 from driftline.sinks.server import is_transient
-
-from driftline.local_kafka import free_port, port_open
+from support.clickhouse import StoreServer
+from support.proxy import FaultyProxy
 
 from .conftest import make_predictions
 
-USER = "tester:tester"
-
-
-class Endpoint:
-    """``driftline clickhouse serve`` over one data dir on one port; stoppable and restartable."""
-
-    def __init__(self, data_dir: Path, port: int) -> None:
-        self.data_dir = data_dir
-        self.port = port
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{USER}@127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - the child owns it
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "driftline.cli", "--data-dir", str(self.data_dir),
-             "clickhouse", "serve", "--port", str(self.port), "--user", USER],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not port_open("127.0.0.1", self.port):
-            assert self.process.poll() is None, (self.data_dir / "server.log").read_text()
-            assert time.monotonic() < deadline, "endpoint did not start"
-            time.sleep(0.1)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            self.process.wait(timeout=30)
-        self.process = None
-
 
 @pytest.fixture
-def endpoint(tmp_path: Path) -> Iterator[Endpoint]:
-    ep = Endpoint(tmp_path / "served", free_port())
-    ep.data_dir.mkdir()
+def endpoint(tmp_path: Path) -> Iterator[StoreServer]:
+    ep = StoreServer(tmp_path / "served")
     try:
         yield ep
     finally:
@@ -79,9 +40,9 @@ def count(store: ServerStore, final: bool) -> int:
     return store.query(f"SELECT count() FROM predictions{' FINAL' if final else ''}")[0][0]
 
 
-def test_store_rides_out_a_server_restart(endpoint: Endpoint) -> None:
+def test_store_rides_out_a_server_restart(endpoint: StoreServer) -> None:
     # Opened before the server exists: no error until something is asked of it.
-    store = ServerStore(endpoint.url, "outage", ttl_days=None, backoff_seconds=0.05)
+    store = ServerStore(endpoint.url(), "outage", ttl_days=None, backoff_seconds=0.05)
     try:
         assert store.ping() is False
         started = time.monotonic()
@@ -122,57 +83,10 @@ def test_store_rides_out_a_server_restart(endpoint: Endpoint) -> None:
         store.close()
 
 
-class LosingProxy:
-    """TCP proxy to ``target``; while ``lose`` > 0 it forwards a request to the server, lets the
-    server answer, and then drops the answer and the connection: the insert landed, the client
-    cannot know."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.lose = 0
-        self.lost = 0
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if answers:
-                    with self._lock:
-                        losing = self.lose > 0
-                        if losing:
-                            self.lose -= 1
-                            self.lost += 1
-                    if losing:
-                        break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def close(self) -> None:
-        self._listener.close()
-
-
-def test_retried_insert_whose_answer_was_lost_is_stored_once(endpoint: Endpoint) -> None:
+def test_retried_insert_whose_answer_was_lost_is_stored_once(endpoint: StoreServer) -> None:
     endpoint.start()
-    proxy = LosingProxy(endpoint.port)
-    store = ServerStore(f"http://{USER}@127.0.0.1:{proxy.port}", "lost_answers", ttl_days=None,
+    proxy = FaultyProxy(endpoint.port)
+    store = ServerStore(endpoint.url(proxy.port), "lost_answers", ttl_days=None,
                         backoff_seconds=0.05)  # fmt: skip
     try:
         store.migrate()
@@ -193,7 +107,7 @@ def test_retried_insert_whose_answer_was_lost_is_stored_once(endpoint: Endpoint)
 
 
 def test_a_data_dir_owned_by_another_process_is_a_configuration_error(
-    endpoint: Endpoint,
+    endpoint: StoreServer,
 ) -> None:
     endpoint.start()
     script = (
