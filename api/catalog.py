@@ -21,6 +21,20 @@ DETECTORS: Final = (
     "PageHinkley",
 )
 
+# Window tests against a model's reference (driftline.detectors.monitor.SIGNAL_TESTS): the
+# ``detector`` of the drift events the worker's data-drift stage raises.
+WINDOW_TESTS: Final = (
+    "ks",
+    "chisquare",
+    "missing_rate",
+    "out_of_range",
+    "unseen_categories",
+    "constant",
+    "wrong_type",
+    "new_feature",
+    "pca_reconstruction",
+)
+
 # The DriftEvent StreamKind enum (schemas/DriftEvent.avsc).
 STREAM_KINDS: Final = ("FEATURE", "PREDICTION", "ERROR", "METRIC")
 

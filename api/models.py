@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from .catalog import DETECTORS, METRICS, SCOPES, STATISTIC_FIELDS, STREAM_KINDS
+from .catalog import DETECTORS, METRICS, SCOPES, STATISTIC_FIELDS, STREAM_KINDS, WINDOW_TESTS
 
 # -- scalar types -----------------------------------------------------------------------------
 
@@ -72,12 +72,15 @@ assert set(SCOPES) == {"read", "write", "admin"}
 StreamKind = Literal["FEATURE", "PREDICTION", "ERROR", "METRIC"]
 # "*" is every detector.
 Detector = Literal[
-    "*", "ADWIN", "CUSUM", "DDM", "EDDM", "EWMAChart", "HDDM_A", "HDDM_W", "KSWIN", "PageHinkley"
+    "*", "ADWIN", "CUSUM", "DDM", "EDDM", "EWMAChart", "HDDM_A", "HDDM_W", "KSWIN", "PageHinkley",
+    # window tests against the reference (catalog.WINDOW_TESTS)
+    "ks", "chisquare", "missing_rate", "out_of_range", "unseen_categories", "constant",
+    "wrong_type", "new_feature", "pca_reconstruction",
 ]
 Metric = Literal["accuracy", "error_rate", "label_coverage", "mae", "rmse", "prediction_count"]
 StatisticField = Literal["estimate", "statistic", "p_value", "n_values"]
 # The Literals above are what OpenAPI shows; the catalog is what tests compare to the project.
-assert set(Detector.__args__) == {"*", *DETECTORS}
+assert set(Detector.__args__) == {"*", *DETECTORS, *WINDOW_TESTS}
 assert set(StreamKind.__args__) == set(STREAM_KINDS)
 assert set(Metric.__args__) == set(METRICS)
 assert set(StatisticField.__args__) == set(STATISTIC_FIELDS)

@@ -1014,6 +1014,57 @@ class DriftlineProducer:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
+    def set_reference(
+        self,
+        model_id: str,
+        data: Mapping[str, Any] | pd.DataFrame | pa.Table,
+        *,
+        version: str = "",
+        categorical: Sequence[str] = (),
+        prediction_score: str | None = None,
+        prediction_value: str | None = None,
+        prediction_label: str | None = None,
+        uploaded_by: str = "",
+        topic: str = topics.REFERENCES,
+        timeout: float = 30.0,
+    ) -> str:
+        """Publish ``data`` (the model's training data: one row per event) as the model's
+        reference profile; running workers test their windows against it from their next
+        window on. Returns the profile's ``reference_id``.
+
+        ``prediction_*`` name columns holding the model's outputs on that data;
+        ``categorical`` forces columns to be labels. Bad data (empty, mixed types, non-finite,
+        too large for one message) raises ``ValueError`` and sends nothing. Waits for the
+        broker's acknowledgement: a reference is rare and should be durable when this returns.
+        """
+        from driftline.detectors.reference import build_profile_within
+
+        self._check_open()
+        profile = build_profile_within(
+            data,
+            model_id=model_id,
+            version=version,
+            categorical=categorical,
+            prediction_score=prediction_score,
+            prediction_value=prediction_value,
+            prediction_label=prediction_label,
+        )
+        value = self.codec.encode(
+            topics.REFERENCE_PROFILE, profile.to_record(_now_ms(), uploaded_by)
+        )
+        errors: list[str] = []
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                errors.append(error.str())
+
+        self._producer.produce(topic, value=value, key=model_id.encode(), on_delivery=delivered)
+        if self._producer.flush(timeout) > 0:
+            raise TimeoutError(f"reference for {model_id!r} not acknowledged within {timeout} s")
+        if errors:
+            raise RuntimeError(f"reference for {model_id!r} was not stored: {errors[0]}")
+        return profile.reference_id
+
     def flush(self, timeout: float = 30.0) -> int:
         """Send every buffer, wait for acknowledgements; returns how many are still pending."""
         self._send_all()

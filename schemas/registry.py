@@ -38,6 +38,7 @@ SCHEMA_FILES: dict[str, str] = {
     "AlertEvent": "AlertEvent.avsc",
     "PredictionBatch": "PredictionBatch.avsc",
     "OutcomeBatch": "OutcomeBatch.avsc",
+    "ReferenceProfile": "ReferenceProfile.avsc",
 }
 
 

@@ -27,6 +27,8 @@ __all__ = [
     "DRIFT_EVENTS",
     "RETRAINING_REQUESTS",
     "ALERTS",
+    "FEATURE_DRIFT",
+    "DATA_QUALITY",
     "columns_for",
     "joined_label",
 ]
@@ -199,6 +201,37 @@ ALERTS = TableSpec(
     key=("model_id", "fingerprint", "updated_at", "state"),
 )
 
+# Window tests against the reference and data-quality tests (streams/profiles.py
+# ``window_rows``): one row per (window, column, test); both tables share one layout.
+_WINDOW_TEST_COLUMNS = {
+    "model_id": LC,
+    "model_version": LC,
+    "window_index": "UInt64",
+    "window_start": TIME,
+    "window_end": TIME,
+    "first_position": "UInt64",
+    "last_position": "UInt64",
+    "stream_kind": LC,
+    "feature": LC,
+    "column_kind": LC,
+    "test": LC,
+    "statistic": NF64,
+    "p_value": NF64,
+    "threshold": "Float64",
+    "n_reference": "UInt64",
+    "n_current": "UInt64",
+    "insufficient_data": "UInt8",
+    "drifted": "UInt8",
+    "reference_id": LC,
+    "reference_version": LC,
+    "reference_source": LC,
+}
+_WINDOW_TEST_KEY = ("model_id", "window_end", "window_index", "feature", "test")
+FEATURE_DRIFT = TableSpec(
+    "feature_drift", dict(_WINDOW_TEST_COLUMNS), "window_end", _WINDOW_TEST_KEY
+)
+DATA_QUALITY = TableSpec("data_quality", dict(_WINDOW_TEST_COLUMNS), "window_end", _WINDOW_TEST_KEY)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -209,6 +242,8 @@ TABLES: dict[str, TableSpec] = {
         DRIFT_EVENTS,
         RETRAINING_REQUESTS,
         ALERTS,
+        FEATURE_DRIFT,
+        DATA_QUALITY,
     )
 }
 

@@ -18,10 +18,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+from driftline.detectors.monitor import MonitorConfig
 from driftline.schemas import Codec, DecodeError, InvalidEvent, event_id, singlepath, topics
 from driftline.schemas.columns import OutcomeColumns, PredictionColumns, RowError
 from driftline.schemas.validation import validate_outcome, validate_prediction
 from driftline.sinks.columns import outcome_insert_columns, prediction_insert_columns
+from driftline.streams import profiles
 from driftline.streams.join import JoinState, OutcomePart, Pairs, PredictionPart
 from driftline.streams.state import (
     STREAM_ERROR,
@@ -91,6 +93,8 @@ class ProcessorConfig:
     retraining_lookback_ms: int = 3_600_000
     known_models: frozenset[str] = frozenset()  # empty: every model is welcome
     specs: tuple[DetectorSpec, ...] = DEFAULT_SPECS
+    # windows against the reference + data quality (streams/profiles.py); None: off
+    profiles: MonitorConfig | None = MonitorConfig()
 
 
 @dataclass
@@ -268,7 +272,10 @@ class BatchProcessor:
         self.codec = codec
         self.config = config
         self.states: dict[int, PartitionState] = states if states is not None else {}
-        self._bulk: dict[int, tuple[Any, int, Any]] = {}
+        self._bulk = _Bulk.empty(0)
+        self._messages: list[SourceMessage] = []  # the batch being applied
+        # uploaded references (driftline.references.v1), set by the worker; None: first events
+        self.references: profiles.ReferenceBook | None = None
 
     def partition(self, partition: int) -> PartitionState:
         state = self.states.get(partition)
@@ -639,6 +646,10 @@ class BatchProcessor:
         self._detect_features(state, predictions, prediction_ids, result)
         self._detect_predictions(state, predictions, prediction_ids, result)
         self._detect_errors(state, joined.pairs, metrics["error"], result)
+        if self.config.profiles is not None:
+            profiles.observe(
+                state, predictions, prediction_ids, self.config.profiles, result, self.references
+            )
 
         orphans = join.expire(state.prediction_clock_ms, state.outcome_clock_ms)
         for i in range(len(orphans.outcome_id)):

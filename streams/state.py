@@ -18,6 +18,7 @@ import driftline.detectors  # noqa: F401  (registers every detector class)
 import numpy as np
 from driftline.detectors.bank import DetectorBank
 from driftline.detectors.base import REGISTRY, ChangeDetector
+from driftline.detectors.monitor import ProfileMonitor
 from driftline.streams.join import JoinState
 
 STREAM_FEATURE = "FEATURE"
@@ -69,6 +70,9 @@ class ModelState:
     outcome_clock_ms: int = 0
     model_version: str = ""
     last_retraining_ms: int | None = None
+    # windows of features and predictions against the reference (streams/profiles.py):
+    # a driftline.detectors.monitor.ProfileMonitor, created on the model's first predictions
+    profiles: ProfileMonitor | None = None
     # derivable from ``streams``; not serialised
     _row_cache: dict[tuple[str, tuple[str, ...]], np.ndarray] = field(
         default_factory=dict, repr=False
@@ -124,19 +128,26 @@ class ModelState:
             "model_version": self.model_version,
             "last_retraining_ms": self.last_retraining_ms,
             "banks": sorted(self.banks),
+            "profiles": self.profiles is not None,
         }
         parts = [json.dumps(header, separators=(",", ":")).encode()]
         parts += [self.banks[key].to_state() for key in header["banks"]]
+        if self.profiles is not None:
+            parts.append(self.profiles.to_bytes())
         return _frame(_MAGIC, parts)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ModelState:
         parts = _unframe(_MAGIC, data)
         header = json.loads(parts[0])
+        n_banks = len(header["banks"])
         banks = {
             key: DetectorBank.from_state(blob)
-            for key, blob in zip(header["banks"], parts[1:], strict=True)
+            for key, blob in zip(header["banks"], parts[1 : 1 + n_banks], strict=True)
         }
+        profiles = None
+        if header.get("profiles"):  # absent in checkpoints written before the stage existed
+            profiles = ProfileMonitor.from_bytes(parts[1 + n_banks])
         return cls(
             model_id=header["model_id"],
             specs=tuple(DetectorSpec(k, d, p) for k, d, p in header["specs"]),
@@ -148,6 +159,7 @@ class ModelState:
             outcome_clock_ms=header["outcome_clock_ms"],
             model_version=header["model_version"],
             last_retraining_ms=header["last_retraining_ms"],
+            profiles=profiles,
         )
 
 

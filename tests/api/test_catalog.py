@@ -18,6 +18,14 @@ def test_detector_names_equal_the_registry() -> None:
     assert sorted(DETECTORS) == sorted(REGISTRY)
 
 
+def test_window_test_names_equal_the_monitor_signals() -> None:
+    from driftline.api.catalog import WINDOW_TESTS
+    from driftline.detectors.monitor import SIGNAL_TESTS
+
+    assert WINDOW_TESTS == SIGNAL_TESTS
+    assert not set(WINDOW_TESTS) & set(REGISTRY)  # a rule's detector name means one thing
+
+
 def test_stream_kinds_equal_the_drift_event_enum() -> None:
     schema = load_schema("DriftEvent")
     field = next(f for f in schema["fields"] if f["name"] == "stream_kind")
@@ -25,14 +33,11 @@ def test_stream_kinds_equal_the_drift_event_enum() -> None:
 
 
 def test_metrics_are_what_the_dry_run_computes() -> None:
-    from driftline.api.dryrun import _metric_value
+    from driftline.schemas.alert_lifecycle import metric_value
 
-    sums = dict.fromkeys(
-        ("predictions", "labeled", "classified", "correct", "scored", "error_sum",
-         "squared_error_sum"), 4.0
-    )  # fmt: skip
+    sums = [4.0] * 7  # every slot of the lifecycle's metric sums
     for metric in METRICS:
-        value, _ = _metric_value(metric, sums)
+        value, _ = metric_value(metric, sums)
         assert value is not None, metric
 
 

@@ -150,6 +150,7 @@ def test_static_registry_serves_the_manifest() -> None:
         "driftline.alerts.v1-value": 5,
         "driftline.predictions.v1-dev.driftline.PredictionBatch": 6,
         "driftline.outcomes.v1-dev.driftline.OutcomeBatch": 7,
+        "driftline.references.v1-value": 8,
     }
     assert registry.register(SUBJECT, load_schema("OutcomeEvent")) == 2
     assert registry.schema_by_id(2) == load_schema("OutcomeEvent")

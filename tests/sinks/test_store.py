@@ -115,6 +115,35 @@ def _sample_rows(n: int = 5) -> dict[str, list[dict]]:
             }
             for i in range(n)
         ],
+        **{
+            table: [
+                {
+                    "model_id": "m1",
+                    "model_version": "v1",
+                    "window_index": i,
+                    "window_start": t + 1000 * i,
+                    "window_end": t + 1000 * i + 999,
+                    "first_position": 2000 * i,
+                    "last_position": 2000 * i + 1999,
+                    "stream_kind": "FEATURE",
+                    "feature": "age",
+                    "column_kind": "numeric",
+                    "test": test,
+                    "statistic": None if i == 0 else 0.1 * i,
+                    "p_value": None if i % 2 else 0.01 * i,
+                    "threshold": 1e-6,
+                    "n_reference": 10_000,
+                    "n_current": 2000,
+                    "insufficient_data": int(i == 0),
+                    "drifted": i % 2,
+                    "reference_id": "abc",
+                    "reference_version": "train-1",
+                    "reference_source": "uploaded",
+                }
+                for i in range(n)
+            ]
+            for table, test in (("feature_drift", "ks"), ("data_quality", "missing_rate"))
+        },
     }
 
 

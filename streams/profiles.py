@@ -1,0 +1,302 @@
+"""The worker's data-drift stage: each model's predictions, in windows, against its reference.
+
+One call per model and batch (:func:`observe`, from ``BatchProcessor._model``): the batch's
+prediction columns go to the model's :class:`~driftline.detectors.monitor.ProfileMonitor`
+(kept in its ``ModelState``, so it is checkpointed with the detector banks and a restarted
+worker continues the same windows), and every window that closes becomes
+
+* ``feature_drift`` rows — one per (column, drift test) and the multivariate test;
+* ``data_quality`` rows — one per (column, quality test);
+* drift events (``driftline.drift.v1``) — one per drifted column, quality issue and
+  multivariate drift, carrying the window's evidence.
+
+Window boundaries, rows and event ids depend on the model's event sequence only, so any
+batching and any restart give the same results.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from driftline.detectors.monitor import (
+    CodedLabels,
+    FeatureBatch,
+    MonitorConfig,
+    ProfileMonitor,
+    TestRow,
+    WindowReport,
+)
+from driftline.detectors.reference import (
+    PREDICTION_LABEL,
+    PREDICTION_SCORE,
+    PREDICTION_VALUE,
+    ReferenceProfile,
+)
+from driftline.schemas import Codec, event_id
+from driftline.schemas.columns import PredictionColumns
+from driftline.schemas.topics import REFERENCE_PROFILE
+from driftline.streams.state import STREAM_FEATURE, STREAM_PREDICTION, ModelState
+
+__all__ = ["ReferenceBook", "feature_batch", "observe", "set_reference", "window_rows"]
+
+log = logging.getLogger("driftline.profiles")
+
+STREAM_METRIC = "METRIC"
+# The reference's names for the model outputs -> the stream names drift events already use.
+_OUTPUT_STREAMS = {PREDICTION_SCORE: "score", PREDICTION_VALUE: "value", PREDICTION_LABEL: "label"}
+
+
+def feature_batch(predictions: PredictionColumns) -> FeatureBatch:
+    """The monitor's view of prediction columns (no copies of the numeric matrix)."""
+    score = predictions.prediction_score
+    value = predictions.prediction_value
+    label = predictions.prediction_label
+    return FeatureBatch(
+        tuple(predictions.numeric_names),
+        predictions.numeric,
+        {name: _coded(array) for name, array in predictions.categorical.items()},
+        np.asarray(predictions.event_time, dtype=np.int64),
+        score if not np.isnan(score).all() else None,
+        value if not np.isnan(value).all() else None,
+        _coded(label) if label.null_count < len(label) else None,
+    )
+
+
+def _coded(array: Any) -> CodedLabels:
+    """An Arrow string column as codes into its distinct values: counting categories is then
+    one ``bincount``, with no Python object per event."""
+    encoded = array.dictionary_encode()
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    codes = np.where(encoded.indices.is_null().to_numpy(zero_copy_only=False), -1, codes)
+    return CodedLabels(codes.astype(np.int64), tuple(encoded.dictionary.to_pylist()))
+
+
+class ReferenceBook:
+    """The latest uploaded reference per model, from the compacted topic
+    ``driftline.references.v1`` (fed by a ``schemas.control_plane.CompactedTopicFollower``,
+    on its own thread). :func:`observe` looks a model up at every batch, so a running worker
+    uses a new reference from the model's next window on, without a restart.
+
+    A record that cannot be decoded, or whose profile does not match it, is skipped with a
+    warning and counted in :attr:`refused` (the API, CLI and SDK validate before publishing;
+    this guards against other writers). A tombstone removes the model's entry; the worker then
+    keeps the reference it has.
+    """
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self._latest: dict[str, ReferenceProfile] = {}
+        self._lock = threading.Lock()
+        self.applied = 0
+        self.refused = 0
+
+    def on_record(self, key: str, value: bytes | None, partition: int, offset: int) -> None:
+        model_id = key.decode() if isinstance(key, bytes) else key
+        if value is None:
+            with self._lock:
+                self._latest.pop(model_id, None)
+            return
+        try:
+            name, record = self.codec.decode(value, expected=REFERENCE_PROFILE)
+            profile = ReferenceProfile.from_record(record)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the reader
+            self.refused += 1
+            log.warning("skipping reference record at offset %d of %s: %s", offset, key, exc)
+            return
+        with self._lock:
+            self._latest[profile.model_id] = profile
+            self.applied += 1
+
+    def put(self, profile: ReferenceProfile) -> None:
+        """Use ``profile`` as if it had arrived on the topic (tests, tools)."""
+        with self._lock:
+            self._latest[profile.model_id] = profile
+
+    def get(self, model_id: str) -> ReferenceProfile | None:
+        with self._lock:
+            return self._latest.get(model_id)
+
+
+def set_reference(state: ModelState, profile: ReferenceProfile, config: MonitorConfig) -> None:
+    """Use ``profile`` for this model from its next window on."""
+    if state.profiles is None:
+        state.profiles = ProfileMonitor(state.model_id, profile, config)
+    else:
+        state.profiles.set_reference(profile)
+
+
+def observe(
+    state: ModelState,
+    predictions: PredictionColumns,
+    event_ids: np.ndarray,
+    config: MonitorConfig,
+    result: Any,
+    references: ReferenceBook | None = None,
+) -> None:
+    """Feed one model's predictions of a batch (in event order) to its windows; add the rows
+    and drift events of every window that closed to ``result`` (a ``BatchResult``).
+
+    A reference in ``references`` that differs from the one in use replaces it first (from
+    the model's next window on). When that happens depends on when the record arrived, the
+    one thing here that is not a function of the event sequence; the reference in use is part
+    of the checkpointed state, so a restart continues with it."""
+    n = len(predictions)
+    if not n:
+        return
+    monitor = state.profiles
+    uploaded = references.get(state.model_id) if references is not None else None
+    if uploaded is not None and (
+        monitor is None
+        or monitor.profile is None
+        or monitor.profile.reference_id != uploaded.reference_id
+    ):
+        set_reference(state, uploaded, config)
+        monitor = state.profiles
+        result.counters["references_applied"] += 1
+    if monitor is None:
+        monitor = state.profiles = ProfileMonitor(state.model_id, config=config)
+    first_seq = monitor.seq
+    for report in monitor.update(feature_batch(predictions)):
+        # The closing event is always in this batch; its version (not the batch's last one)
+        # keeps the rows independent of where the batch ends.
+        closing = report.closed_by_seq - first_seq
+        version = str(predictions.model_version[closing])
+        drift_rows, quality_rows = window_rows(report, version)
+        result.rows["feature_drift"] += drift_rows
+        result.rows["data_quality"] += quality_rows
+        for event in drift_events(report, version, str(event_ids[closing])):
+            result.drift_events.append(event)
+            result.rows["drift_events"].append(event)
+        result.counters["drift_windows"] += 1
+
+
+def _stream(feature: str, signal: str) -> tuple[str, str]:
+    if signal == "multivariate":
+        return STREAM_METRIC, "multivariate"
+    if feature in _OUTPUT_STREAMS:
+        return STREAM_PREDICTION, _OUTPUT_STREAMS[feature]
+    return STREAM_FEATURE, feature
+
+
+def window_rows(
+    report: WindowReport, model_version: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``feature_drift`` and ``data_quality`` rows of one closed window."""
+    drift: list[dict[str, Any]] = []
+    quality: list[dict[str, Any]] = []
+    for row in report.rows:
+        kind, name = _stream(row.feature, row.signal)
+        r = row.result
+        record = {
+            "model_id": report.model_id,
+            "model_version": model_version,
+            "window_index": report.window_index,
+            "window_start": report.start_time_ms,
+            "window_end": report.end_time_ms,
+            "first_position": report.first_seq,
+            "last_position": report.last_seq,
+            "stream_kind": kind,
+            "feature": name,
+            "column_kind": row.kind,
+            "test": r.test,
+            "statistic": _finite(r.statistic),
+            "p_value": r.p_value,
+            "threshold": float(r.threshold),
+            "n_reference": int(r.n_reference),
+            "n_current": int(r.n_current),
+            "insufficient_data": int(r.insufficient_data),
+            "drifted": int(r.drift),
+            "reference_id": report.reference_id,
+            "reference_version": report.reference_version,
+            "reference_source": report.reference_source,
+        }
+        (quality if row.signal == "quality" else drift).append(record)
+    return drift, quality
+
+
+def _finite(value: float | None) -> float | None:
+    """ClickHouse takes inf, but JSON consumers do not; an infinite statistic (a category
+    the reference never had, in Evidently's χ²) is kept as null with the p-value saying it."""
+    if value is None or not np.isfinite(value):
+        return None
+    return float(value)
+
+
+def drift_events(
+    report: WindowReport, model_version: str, source_event_id: str
+) -> list[dict[str, Any]]:
+    """One DriftEvent per drifted column, quality issue and multivariate drift."""
+    by_feature: dict[str, list[TestRow]] = {}
+    for row in report.rows:
+        by_feature.setdefault(row.feature, []).append(row)
+    window = {
+        "window_index": str(report.window_index),
+        "window_start": str(report.start_time_ms),
+        "window_end": str(report.end_time_ms),
+        "first_position": str(report.first_seq),
+        "last_position": str(report.last_seq),
+        "reference_id": report.reference_id,
+        "reference_version": report.reference_version,
+        "reference_source": report.reference_source,
+        "alpha": repr(report.alpha),
+    }
+    events = []
+    for feature in report.drifted_features:
+        rows = [r for r in by_feature[feature] if r.signal == "drift"]
+        deciding = min(
+            (r for r in rows if r.result.p_value is not None and r.result.test != "psi"),
+            key=lambda r: r.result.p_value,
+        )
+        events.append(_event(report, model_version, source_event_id, deciding, rows, window))
+    for feature, test in report.quality_issues:
+        (row,) = [r for r in by_feature[feature] if r.result.test == test]
+        events.append(_event(report, model_version, source_event_id, row, [row], window))
+    if report.multivariate_drift:
+        (row,) = [r for r in by_feature["*"] if r.signal == "multivariate"]
+        events.append(_event(report, model_version, source_event_id, row, [row], window))
+    return events
+
+
+def _event(
+    report: WindowReport,
+    model_version: str,
+    source_event_id: str,
+    deciding: TestRow,
+    rows: list[TestRow],
+    window: dict[str, str],
+) -> dict[str, Any]:
+    kind, name = _stream(deciding.feature, deciding.signal)
+    evidence = {**window, "signal": deciding.signal}
+    for row in rows:
+        r = row.result
+        evidence[f"{r.test}.statistic"] = repr(r.statistic)
+        if r.p_value is not None:
+            evidence[f"{r.test}.p_value"] = repr(r.p_value)
+        evidence[f"{r.test}.threshold"] = repr(r.threshold)
+        evidence[f"{r.test}.drift"] = str(r.drift).lower()
+    evidence["n_reference"] = str(deciding.result.n_reference)
+    evidence["n_current"] = str(deciding.result.n_current)
+    test = deciding.result.test
+    return {
+        "event_id": event_id(
+            "drift", report.model_id, kind, name, test, str(report.closed_by_seq)
+        ),
+        "model_id": report.model_id,
+        "model_version": model_version,
+        "stream_kind": kind,
+        "stream_name": name,
+        "detector": test,
+        "detected_at": report.end_time_ms,
+        "position": report.closed_by_seq,
+        "statistic": _finite(deciding.result.statistic),
+        "p_value": deciding.result.p_value,
+        "threshold": float(deciding.result.threshold),
+        "evidence": evidence,
+        "source_event_id": source_event_id,
+    }

@@ -1,0 +1,41 @@
+"""Smoke test of benchmarks/drift_quality.py on tiny sizes: every method runs on every stream,
+the tables have a row per stream and change, and the alarm positions mean what they say.
+
+No assertions on the rates themselves beyond what a tiny run cannot get wrong: the figures of a
+100,000-value run are noise."""
+
+from __future__ import annotations
+
+import numpy as np
+from support.scripts import load_benchmark
+
+
+def _load():
+    return load_benchmark("drift_quality.py")
+
+
+def test_tables_cover_every_stream_and_change(capsys) -> None:  # noqa: ANN001
+    bench = _load()
+    assert bench.main(["--values", "20000", "--runs", "1", "--window", "1000"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    names = [s.name for s in bench.STATIONARY] + [s.name for s in bench.CHANGES]
+    for name in names:
+        assert any(row.startswith(f"| {name} |") for row in rows), name
+    assert len(rows) == len(names) + 2  # plus the two header rows
+
+
+def test_every_method_sees_a_gross_change_and_reports_its_position() -> None:
+    bench = _load()
+    stream = bench.CHANGES[0]  # mean shift
+    g = np.random.default_rng(1)
+    reference = stream.before(g, 5000)
+    values = np.concatenate([stream.before(g, 4000), g.normal(3.0, 1.0, 4000)])
+    alarms = bench.run_all(stream, reference, values, 1000)
+    for method in bench.METHODS:
+        after = [a for a in alarms[method] if a >= 4000]
+        assert after, method
+        # a gross shift is seen within the first window after it
+        assert after[0] < 5000, (method, after[0])
+    # windowed methods alarm at the last value of a window
+    assert all((a + 1) % 1000 == 0 for a in alarms["driftline"] + alarms["Evidently-style"])
