@@ -21,8 +21,10 @@ from typing import Any
 
 import faust
 from driftline.schemas import Codec, topics
+from driftline.schemas.control_plane import CompactedTopicFollower
 from driftline.sinks.base import Store
 from driftline.sinks.resilience import quiet_kafka_config
+from driftline.streams import profiles
 from driftline.streams.alerting import AlertEvaluator
 from driftline.streams.checkpoint import Checkpoints, changelog_topic, ensure_changelog
 from driftline.streams.effects import EffectWriter, RecordProducer
@@ -48,6 +50,7 @@ class WorkerConfig:
     batch_max_seconds: float = 0.1
     commit_interval_s: float = 1.0
     session_timeout_ms: int = 6000
+    alert_idle_timeout_s: float = 10.0  # the idle watermark (streams/source.py)
     web_host: str = "127.0.0.1"
     web_port: int | None = None
     processor: ProcessorConfig = field(default_factory=ProcessorConfig)
@@ -86,9 +89,24 @@ class Worker:
             config.bootstrap, changelog_topic(config.app_id), self.producer
         )
         self.processor = BatchProcessor(self.codec, config.processor)
+        # Reference profiles (streams/profiles.py), picked up as they change (no restart).
+        self.processor.references = profiles.ReferenceBook(self.codec)
+        self.reference_follower = CompactedTopicFollower(
+            config.bootstrap,
+            self.processor.references.on_record,
+            topics.REFERENCES,
+            name="references",
+            create=True,
+            client_config=quiet_kafka_config(log, f"references reader ({config.bootstrap})"),
+        )
         # Alert rules from the control-plane topic, applied as they change (no restart).
-        self.rulebook = RuleBook()
-        self.follower = ControlPlaneFollower(config.bootstrap, topics.RULES, self.rulebook)
+        self.rulebook = _AnnouncingRuleBook()
+        self.follower = ControlPlaneFollower(
+            config.bootstrap,
+            topics.RULES,
+            self.rulebook,
+            client_config=quiet_kafka_config(log, f"alert rules reader ({config.bootstrap})"),
+        )
         self.evaluator = AlertEvaluator(
             self.rulebook, retrain_cooldown_ms=config.processor.retraining_cooldown_ms
         )
@@ -103,6 +121,7 @@ class Worker:
                 batch_max_seconds=config.batch_max_seconds,
                 commit_interval_s=config.commit_interval_s,
                 session_timeout_ms=config.session_timeout_ms,
+                alert_idle_timeout_s=config.alert_idle_timeout_s,
             ),
             self.processor,
             self.evaluator,
@@ -171,11 +190,12 @@ class Worker:
     def _stop_data_path(self) -> None:
         if self.source.is_alive():
             self.source.stop()
-            self.source.stopped.wait(30.0)
+            self.source.stopped.wait(15.0)
         if self.writer.is_alive():
             self.writer.stop()
-            self.writer.join(10.0)
+            self.writer.join(5.0)
         self.follower.close()
+        self.reference_follower.close()
 
     # -- health, readiness, metrics ----------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -233,13 +253,25 @@ class Worker:
             f"; waiting for {self.writer.outage}" if self.writer.outage else "",
         )
 
-    def run(self, loglevel: str = "info") -> int:
+    def run(self, loglevel: str = "info", verbose: bool = False) -> int:
+        """Run until SIGTERM/SIGINT; ``verbose`` keeps faust's own service lines (each of
+        its services starting and stopping), which are otherwise left out."""
         # Read the alert rules before the first batch; changes keep arriving while we run.
         self.follower.start(30.0)
-        if not self.follower.wait_caught_up(30.0):
+        if not self.follower.wait_ready(30.0):
             log.warning("alert rules not fully read within 30 s; evaluating with what is known")
+        self.reference_follower.start(30.0)
+        if not self.reference_follower.wait_ready(30.0):
+            log.warning("references not fully read within 30 s; models without one use their "
+                        "first events until it arrives")  # fmt: skip
+        snapshot = self.rulebook.snapshot()
+        log.info("alert rules: %d rules, %d silences from %s",
+                 len(snapshot.rules), len(snapshot.silences), topics.RULES)  # fmt: skip
+        self.rulebook.announce = True  # from now on, one line per rule that changes
         self._exit_code = 0
-        self._faust_worker = worker = faust.Worker(self.app, loglevel=loglevel, quiet=True)
+        self._faust_worker = worker = _FaustWorker(
+            self.app, loglevel=loglevel, quiet=True, verbose=verbose
+        )
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
@@ -247,6 +279,44 @@ class Worker:
         finally:
             self._stop_data_path()
         return self._exit_code
+
+
+class _FaustWorker(faust.Worker):
+    """faust's worker with its service tree's lines (``[^--Monitor]: Starting...``, a dozen at
+    each start and stop) left out unless ``verbose``: the worker says what matters itself."""
+
+    def __init__(self, *args: Any, verbose: bool = False, **kwargs: Any) -> None:
+        self.verbose = verbose
+        super().__init__(*args, **kwargs)
+
+    def on_setup_root_logger(self, logger: Any, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        if not self.verbose:
+            # faust's and mode's services, and our faust.App subclass (it logs under this
+            # module's name); the worker's own lines use "driftline.worker".
+            for name in ("faust", "mode", __name__):
+                logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
+class _AnnouncingRuleBook(RuleBook):
+    """The rule book, logging each alert rule that arrives, changes or goes once the worker
+    runs (``announce``), so that an operator sees the worker picked a rule up."""
+
+    announce = False
+
+    def apply(self, key: bytes | str, value: bytes | None) -> bool:
+        changed = super().apply(key, value)
+        if changed and self.announce:
+            text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+            kind, _, ident = text.partition(":")
+            if kind == "rule":
+                version = self.version("rule", ident)
+                rule = next((r for r in self.snapshot().rules if r.id == ident), None)
+                if value is None or rule is None:
+                    log.info("alert rule %s removed or disabled (v%s)", ident, version)
+                else:
+                    log.info("alert rule %r (%s) loaded, v%s", rule.name, ident, version)
+        return changed
 
 
 class _Collector:

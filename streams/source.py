@@ -61,6 +61,10 @@ class SourceConfig:
     # predictions partition to look caught up.
     max_hold_s: float = 30.0
     max_held: int = 20_000  # held outcome messages per partition before its outcomes pause
+    # The idle watermark (docs/alerting.md, "The idle watermark"): a caught-up partition
+    # without input this long moves its models' alert clocks by this much event time, once
+    # per timeout; 0 = off.
+    alert_idle_timeout_s: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,6 +81,7 @@ class SourceStats:
     dead_letters: Counter = field(default_factory=Counter)  # by reason
     drifts: Counter = field(default_factory=Counter)  # by stream kind
     last_drift_at: float | None = None  # wall clock (epoch seconds)
+    idle_steps: int = 0  # idle-watermark steps of alert clocks (see InputLoop._advance_idle)
 
     def add(self, result: BatchResult) -> None:
         self.counters.update(result.counters)
@@ -119,6 +124,8 @@ class InputLoop(threading.Thread):
         self._stash: list[SourceMessage] = []  # fetched while paused, for the next epoch
         self._holding_since: dict[int, float] = {}  # partition -> when outcomes began to wait
         self._held_paused: dict[int, TopicPartition] = {}  # outcomes paused while held
+        self._last_input: dict[int, float] = {}  # partition -> when a message last came
+        self._idle_steps: dict[int, int] = {}  # partition -> idle steps taken since then
         self.consumer = Consumer(
             {
                 "bootstrap.servers": config.bootstrap,
@@ -169,8 +176,8 @@ class InputLoop(threading.Thread):
         if not self._epoch.empty:
             # in an outage what was not written is replayed by the next owner
             with contextlib.suppress(TimeoutError):
-                self._submit(block_s=10.0)
-        if not self.writer.wait_idle(15.0):
+                self._submit(block_s=5.0)
+        if not self.writer.wait_idle(5.0):
             log.warning("stopping with an epoch not written; it will be replayed")
             self.writer.abort()
         self._commit_landed()
@@ -199,8 +206,8 @@ class InputLoop(threading.Thread):
             self.config.batch_max_events, self.config.batch_max_seconds
         )
         batch, self._stash = [*self._stash, *self._source(messages)], []
-        for message in batch:
-            self._epoch.saw(message.partition)
+        for partition in {message.partition for message in batch}:
+            self._epoch.saw(partition)
         if batch or self.processor.holding():
             started = time.perf_counter()
             result = self.processor.process(batch, self._predictions_caught_up)
@@ -225,6 +232,7 @@ class InputLoop(threading.Thread):
                     "retraining requested: model=%s %s", request["model_id"], request["reason"]
                 )
         self._lag = self._measure_lag()
+        self._advance_idle(batch)
         if not self._epoch.empty and (
             time.monotonic() - self._last_submit >= self.config.commit_interval_s
             # somebody waits for a drift, alert or retraining record: land it now unless
@@ -232,6 +240,44 @@ class InputLoop(threading.Thread):
             or (self._epoch.urgent and not self.writer.busy())
         ):
             self._submit()
+
+    def _advance_idle(self, batch: list[SourceMessage]) -> None:
+        """The idle watermark (docs/alerting.md, "The idle watermark"): alert clocks run on
+        event time, so a model that stops sending would freeze its ``for``, repeats and
+        resolves. A partition
+        that is caught up and has had no input for ``alert_idle_timeout_s`` moves the alert
+        clocks of its models by that much event time, once per timeout that passes. The step is
+        a fixed quantum from the checkpointed clock and the state it leaves is checkpointed
+        like any other: a replay after a crash takes the same steps to the same records."""
+        timeout = self.config.alert_idle_timeout_s
+        if timeout <= 0:
+            return
+        now = time.monotonic()
+        for partition in {message.partition for message in batch}:
+            self._last_input[partition] = now
+            self._idle_steps.pop(partition, None)
+        for partition in sorted(self.stats.assigned):
+            since = self._last_input.setdefault(partition, now)
+            state = self.processor.states.get(partition)
+            if state is None or not state.alerts or state.held:
+                continue
+            if any(self._lag.get((topic, partition), 0) for topic in INPUTS):
+                continue  # a backlog is not idleness: its event times move the clocks
+            due = int((now - since) // timeout)
+            done = self._idle_steps.get(partition, 0)
+            if due <= done:
+                continue
+            self._idle_steps[partition] = due
+            models = sorted(state.alerts)
+            outcome = self.evaluator.advance_idle(
+                models,
+                round((due - done) * timeout * 1000),
+                self.alert_states,
+                dict.fromkeys(models, partition),
+            )
+            self._epoch.saw(partition)
+            self._epoch.add(BatchResult(), outcome, 0)
+            self.stats.idle_steps += due - done
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Messages not yet applied per assigned (topic, partition), as of the input thread's
@@ -358,6 +404,9 @@ class InputLoop(threading.Thread):
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = sorted({tp.partition for tp in partitions})
         started = time.monotonic()
+        for number in numbers:  # the idle timer of an arriving partition starts now
+            self._last_input.pop(number, None)
+            self._idle_steps.pop(number, None)
         for p in numbers:
             blob = self.checkpoints.restore(p)
             state = self.restore_state(p, blob) if blob is not None else PartitionState(p)
@@ -386,6 +435,7 @@ class InputLoop(threading.Thread):
             self.writer.abort()
         self._commit_landed()
         self._forget()
+        self._unpause(consumer, partitions)
         consumer.unassign()
         log.info("partitions revoked")
 
@@ -393,6 +443,17 @@ class InputLoop(threading.Thread):
         log.warning("partitions lost (session timed out); uncommitted work is replayed")
         self.writer.abort()
         self._forget()
+        self._unpause(consumer, partitions)
+
+    @staticmethod
+    def _unpause(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """librdkafka keeps a partition's pause flag across a revoke and re-assignment to the
+        same consumer (librdkafka#1849): a partition paused during an outage and revoked
+        mid-pause came back paused and was never read again (a worker idle for good after a
+        rebalance, seen in the fault suite). Resume while still assigned; resuming after a new
+        assign() can race the assign's start offset (librdkafka#2190)."""
+        with contextlib.suppress(Exception):
+            consumer.resume(partitions)
 
     def _forget(self) -> None:
         with self._commit_lock:
