@@ -4,13 +4,13 @@ ClickHouse wants few, large inserts (every insert makes a part), the worker prod
 batches; a ``BatchWriter`` bridges the two without unbounded memory: it never holds more than
 ``max_rows`` rows, flushing as soon as the bound is reached.
 
->>> import tempfile, pathlib
+>>> import tempfile, pathlib, time
 >>> from driftline.sinks import EmbeddedStore
 >>> store = EmbeddedStore(pathlib.Path(tempfile.mkdtemp()), "demo_writer")
 >>> _ = store.migrate()
 >>> sink = Sink(store, max_rows=1000, max_seconds=1.0)
 >>> sink.add("outcomes", [{"event_id": "o1", "prediction_id": "p1", "model_id": "m",
-...                        "event_time": 1700000000000, "label": "yes"}])
+...                        "event_time": int(time.time() * 1000), "label": "yes"}])
 0
 >>> sink.flush_all()
 {'outcomes': 1}

@@ -43,15 +43,6 @@ def test_decoded_view_of_a_valid_record_and_previews_of_the_rest() -> None:
     assert describe_value(b"x" * 100).endswith("(+36 bytes)")
 
 
-def test_module_doctests_pass() -> None:
-    import doctest
-
-    import driftline.deadletters as module
-
-    result = doctest.testmod(module)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_since_accepts_durations_and_times_and_says_what_is_wrong() -> None:
     assert parse_since("90s") < parse_since("1s")
     assert parse_since("2026-01-01T00:00:00+00:00") == 1767225600000
