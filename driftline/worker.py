@@ -131,8 +131,10 @@ def run_worker(settings: Settings, loglevel: str = "info", verbose: bool = False
         return 0
     finally:
         status.close()  # faust's web server takes the port over
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        # Until faust takes the signals over, a SIGTERM/SIGINT ends the worker cleanly (exit 0,
+        # store closed) instead of killing it (-15): a stop can come at any moment of startup.
+        for sig in previous:
+            signal.signal(sig, _exit_now)
     endpoint = None
     if settings.clickhouse_http_port is not None and isinstance(store, EmbeddedStore):
         users = http_users(settings)
@@ -162,6 +164,8 @@ def run_worker(settings: Settings, loglevel: str = "info", verbose: bool = False
     try:
         worker = Worker(worker_config(settings), store, codec_for(settings))
         code = worker.run(loglevel=loglevel, verbose=verbose)
+    except SystemExit as exc:  # stopped before faust ran (see _exit_now)
+        code = int(exc.code or 0)
     finally:
         if endpoint is not None:
             clear_endpoint(settings.data_dir)
@@ -169,6 +173,10 @@ def run_worker(settings: Settings, loglevel: str = "info", verbose: bool = False
         store.close()
         log.info("stopped (exit code %d)", code)
     return code
+
+
+def _exit_now(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 class _StartupStatus:

@@ -256,23 +256,24 @@ class Worker:
     def run(self, loglevel: str = "info", verbose: bool = False) -> int:
         """Run until SIGTERM/SIGINT; ``verbose`` keeps faust's own service lines (each of
         its services starting and stopping), which are otherwise left out."""
-        # Read the alert rules before the first batch; changes keep arriving while we run.
-        self.follower.start(30.0)
-        if not self.follower.wait_ready(30.0):
-            log.warning("alert rules not fully read within 30 s; evaluating with what is known")
-        self.reference_follower.start(30.0)
-        if not self.reference_follower.wait_ready(30.0):
-            log.warning("references not fully read within 30 s; models without one use their "
-                        "first events until it arrives")  # fmt: skip
-        snapshot = self.rulebook.snapshot()
-        log.info("alert rules: %d rules, %d silences from %s",
-                 len(snapshot.rules), len(snapshot.silences), topics.RULES)  # fmt: skip
-        self.rulebook.announce = True  # from now on, one line per rule that changes
         self._exit_code = 0
-        self._faust_worker = worker = _FaustWorker(
-            self.app, loglevel=loglevel, quiet=True, verbose=verbose
-        )
         try:
+            # Read the alert rules before the first batch; changes keep arriving while we run.
+            self.follower.start(30.0)
+            if not self.follower.wait_ready(30.0):
+                log.warning("alert rules not fully read within 30 s; evaluating with what is "
+                            "known")  # fmt: skip
+            self.reference_follower.start(30.0)
+            if not self.reference_follower.wait_ready(30.0):
+                log.warning("references not fully read within 30 s; models without one use "
+                            "their first events until it arrives")  # fmt: skip
+            snapshot = self.rulebook.snapshot()
+            log.info("alert rules: %d rules, %d silences from %s",
+                     len(snapshot.rules), len(snapshot.silences), topics.RULES)  # fmt: skip
+            self.rulebook.announce = True  # from now on, one line per rule that changes
+            self._faust_worker = worker = _FaustWorker(
+                self.app, loglevel=loglevel, quiet=True, verbose=verbose
+            )
             worker.execute_from_commandline()
         except SystemExit as exc:
             return int(exc.code or self._exit_code)

@@ -178,3 +178,20 @@ def test_api_first(pieces: Pieces) -> None:
     for name in ("api", "deliver", "worker", "broker"):
         _bounded(pieces.stop(name), MAX_LINES_WHILE_STOPPING, pieces, f"while {name} stopped")
     _said_stopped(pieces)
+
+
+@pytest.mark.parametrize("after", ["embedded store in", "alert rules:", "assigned partitions"])
+def test_a_worker_stopped_at_any_moment_of_its_start_exits_cleanly(
+    kafka_broker: LocalKafka, tmp_path: Path, after: str
+) -> None:
+    """SIGTERM right after each startup step: exit code 0 (never killed by the signal)."""
+    from e2e_support import start_worker, stop_worker, worker_env
+
+    log = tmp_path / "worker.log"
+    env = worker_env(kafka_broker.bootstrap, tmp_path / "data", f"stop-{os.getpid()}-{time.time_ns()}")
+    worker = start_worker(env, log)
+    try:
+        _wait(lambda: after in log.read_text() or worker.poll() is not None, f"'{after}'")
+    finally:
+        code = stop_worker(worker)
+    assert code == 0, log.read_text()[-3000:]
