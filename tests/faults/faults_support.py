@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from driftline.schemas import Codec, topics
 from driftline.streams.processor import BatchProcessor, ProcessorConfig, SourceMessage
 from e2e_support import lag, wait_for
@@ -329,12 +329,29 @@ def committed(bootstrap: str, group: str, names: Iterable[str]) -> dict[tuple[st
         partitions = [
             TopicPartition(name, p) for name in names for p in metadata.topics[name].partitions
         ]
-        return {
-            (tp.topic, tp.partition): max(tp.offset, 0)
-            for tp in consumer.committed(partitions, timeout=30)
-        }
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                found = consumer.committed(partitions, timeout=30)
+                break
+            except KafkaException as exc:
+                # right after a broker restart the group coordinator is still loading
+                # (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS): ask again
+                if not exc.args[0].retriable() and exc.args[0].code() not in _COORDINATOR_MOVING:
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in found}
     finally:
         consumer.close()
+
+
+_COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
 
 
 def committed_event_ids(bootstrap: str, group: str) -> dict[str, set[str]]:
