@@ -29,7 +29,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from driftline.sinks.resilience import backoff_delays
+from driftline.sinks.resilience import backoff_delays, quiet_kafka_config
 
 log = logging.getLogger("driftline.checkpoint")
 
@@ -50,7 +50,9 @@ def changelog_topic(app_id: str) -> str:
 
 def ensure_changelog(bootstrap: str, topic: str, partitions: int, replication: int = 1) -> None:
     """Create the changelog topic if it is missing (same partition count as the inputs)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(
+        {"bootstrap.servers": bootstrap, **quiet_kafka_config(log, f"admin ({bootstrap})")}
+    )
     existing = admin.list_topics(timeout=10).topics
     if topic in existing:
         return
@@ -125,7 +127,9 @@ class Checkpoints:
                     "enable.auto.commit": False,
                     "enable.partition.eof": True,
                     "fetch.max.bytes": 64 * 1024 * 1024,
-                    "log_level": 3,
+                    # a broker going down mid-restore: errors once per interval, not per
+                    # reconnect attempt (librdkafka's own stderr lines, every 50 ms)
+                    **quiet_kafka_config(log, f"checkpoint restore ({self.bootstrap})"),
                 }
             )
             try:
