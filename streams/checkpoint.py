@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,12 @@ from driftline.sinks.resilience import backoff_delays, quiet_kafka_config
 
 log = logging.getLogger("driftline.checkpoint")
 
+
+class RestoreInterrupted(Exception):
+    """The worker began to stop while a partition's state was being restored."""
+
 CHUNK_BYTES = 512 * 1024
+WATERMARK_TIMEOUT_S = 2.0
 MANIFEST = b"manifest"
 # Compaction soon after a segment closes, so old checkpoints do not pile up on disk.
 TOPIC_CONFIG = {
@@ -108,14 +114,21 @@ class Checkpoints:
         self.last.clear()
 
     def restore(
-        self, partition: int, timeout: float = 60.0, wait_s: float = 240.0
+        self,
+        partition: int,
+        timeout: float = 60.0,
+        wait_s: float = 240.0,
+        stopping: threading.Event | None = None,
     ) -> bytes | None:
         """The latest complete checkpoint of ``partition``, or None if there is none.
 
         Right after a broker restart the group can assign partitions before the broker leads
         the changelog's partitions again (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE,
         timeouts): such errors are retried for up to ``wait_s`` (inside the input consumer's
-        ``max.poll.interval.ms``) instead of ending the input loop and the worker."""
+        ``max.poll.interval.ms``) instead of ending the input loop and the worker. Once
+        ``stopping`` is set it raises RestoreInterrupted within about a second: a SIGTERM while
+        the broker is gone mid-restore stopped the worker only after 60 s (seen in CI)."""
+        stopping = stopping or threading.Event()
         delays = backoff_delays(0.2, 2.0)
         deadline = time.monotonic() + wait_s
         failed_at: float | None = None
@@ -133,9 +146,11 @@ class Checkpoints:
                 }
             )
             try:
-                restored = self._restore(consumer, partition, timeout)
+                restored = self._restore(consumer, partition, timeout, stopping)
                 break
             except (KafkaException, TimeoutError) as exc:
+                if stopping.is_set():
+                    raise RestoreInterrupted(f"partition {partition}") from exc
                 if time.monotonic() >= deadline:
                     raise
                 if failed_at is None:
@@ -143,7 +158,8 @@ class Checkpoints:
                     log.warning("restoring partition %d: %s; retrying", partition, exc)
             finally:
                 consumer.close()
-            time.sleep(next(delays))
+            if stopping.wait(next(delays)):
+                raise RestoreInterrupted(f"partition {partition}")
         if failed_at is not None:
             log.info(
                 "partition %d restored after %.1f s of retries",
@@ -153,15 +169,18 @@ class Checkpoints:
         self.last[partition] = (restored.version, restored.chunks)
         return restored.blob
 
-    def _restore(self, consumer: Consumer, partition: int, timeout: float) -> Restored:
+    def _restore(
+        self, consumer: Consumer, partition: int, timeout: float, stopping: threading.Event
+    ) -> Restored:
         tp = TopicPartition(self.topic, partition)
-        low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        # short blocking calls, retried by restore(), so a stop is seen between them
+        low, high = consumer.get_watermark_offsets(tp, timeout=min(timeout, WATERMARK_TIMEOUT_S))
         if high <= low:
             return Restored(0, 0, None)
         window = 64
         while True:
             start = max(low, high - window)
-            records = _read(consumer, self.topic, partition, start, high, timeout)
+            records = _read(consumer, self.topic, partition, start, high, timeout, stopping)
             manifests = [(o, v) for o, k, v in records if k == MANIFEST and v is not None]
             if manifests:
                 offset, value = manifests[-1]
@@ -173,6 +192,7 @@ class Checkpoints:
                     offset - meta["chunks"],
                     offset,
                     timeout,
+                    stopping,
                 )
                 expected = [_chunk_key(meta["version"], i) for i in range(meta["chunks"])]
                 if [k for _, k, _ in chunks] == expected:
@@ -180,16 +200,22 @@ class Checkpoints:
                     if len(blob) == meta["size"]:
                         return Restored(meta["version"], meta["chunks"], blob)
                 log.warning("checkpoint of partition %d not contiguous; scanning", partition)
-                return self._scan(consumer, partition, low, high, timeout)
+                return self._scan(consumer, partition, low, high, timeout, stopping)
             if start == low:
                 return Restored(0, 0, None)
             window *= 4
 
     def _scan(
-        self, consumer: Consumer, partition: int, low: int, high: int, timeout: float
+        self,
+        consumer: Consumer,
+        partition: int,
+        low: int,
+        high: int,
+        timeout: float,
+        stopping: threading.Event,
     ) -> Restored:
         latest: dict[bytes, bytes | None] = {}
-        for _, key, value in _read(consumer, self.topic, partition, low, high, timeout):
+        for _, key, value in _read(consumer, self.topic, partition, low, high, timeout, stopping):
             latest[key] = value
         value = latest.get(MANIFEST)
         if value is None:
@@ -204,7 +230,13 @@ class Checkpoints:
 
 
 def _read(
-    consumer: Consumer, topic: str, partition: int, start: int, end: int, timeout: float
+    consumer: Consumer,
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    timeout: float,
+    stopping: threading.Event,
 ) -> list[tuple[int, bytes, bytes | None]]:
     """Records at offsets [start, end) of one partition: (offset, key, value)."""
     if end <= start:
@@ -213,6 +245,8 @@ def _read(
     out: list[tuple[int, bytes, bytes | None]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if stopping.is_set():
+            raise RestoreInterrupted(f"{topic}[{partition}]")
         for message in consumer.consume(1000, 0.5):
             error = message.error()
             if error is not None:

@@ -30,7 +30,7 @@ from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, TopicPartition
 from driftline.schemas import topics
 from driftline.sinks.resilience import quiet_kafka_config
 from driftline.streams.alerting import AlertEvaluator
-from driftline.streams.checkpoint import Checkpoints
+from driftline.streams.checkpoint import Checkpoints, RestoreInterrupted
 from driftline.streams.effects import EffectWriter, Epoch
 from driftline.streams.kv import PartitionAlerts
 from driftline.streams.processor import BatchProcessor, BatchResult, SourceMessage
@@ -408,7 +408,13 @@ class InputLoop(threading.Thread):
             self._last_input.pop(number, None)
             self._idle_steps.pop(number, None)
         for p in numbers:
-            blob = self.checkpoints.restore(p)
+            try:
+                blob = self.checkpoints.restore(p, stopping=self.stopping)
+            except RestoreInterrupted:
+                # stopping: nothing of these partitions was read; the next owner restores them
+                self.processor.states.clear()
+                log.info("stopped while restoring partition %d", p)
+                return
             state = self.restore_state(p, blob) if blob is not None else PartitionState(p)
             self.processor.states[p] = state
         for tp in partitions:
