@@ -6,10 +6,11 @@ import signal
 import uuid
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from driftline.schemas import Codec, topics
 from driftline.streams.processor import BatchProcessor, ProcessorConfig, SourceMessage
 from e2e_support import (
+    INPUTS,
     decode_all,
     lag,
     query_store,
@@ -299,3 +300,49 @@ def test_worker_health_readiness_and_metrics_while_it_processes(fresh_kafka, tmp
         assert metrics["driftline_worker_epochs_committed_total"][()] >= 1
     finally:
         assert stop_worker(worker) in (0, -signal.SIGTERM), log.read_text()[-3000:]
+
+
+def test_a_restart_commits_a_checkpoint_that_is_ahead_of_the_committed_offsets(
+    fresh_kafka, tmp_path
+):
+    """A worker killed after its checkpoint landed but before its offset commit: the restarted
+    worker resumes from the checkpoint and must also commit it, or with no new input the group
+    shows lag for good (seen in the fault suite under load). Here the group's offsets are
+    rewound by hand while no member runs: the same state of the world, made on purpose."""
+    bootstrap = fresh_kafka.bootstrap
+    ensure_topics(bootstrap, 4)
+    n = 2000
+    publish(bootstrap, SyntheticStream("rewind", n_features=4, seed=5), n, outcome_lag=LAG)
+    app_id = f"worker-{uuid.uuid4().hex[:8]}"
+    env = worker_env(bootstrap, tmp_path / "data", app_id)
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    try:
+        wait_for(lambda: lag(bootstrap, app_id) == 0, 240, "the worker", worker, log)
+    finally:
+        assert stop_worker(worker) == 0, log.read_text()[-3000:]
+
+    rewind = Consumer({"bootstrap.servers": bootstrap, "group.id": app_id})
+    try:
+        metadata = rewind.list_topics(timeout=30)
+        rewind.commit(
+            offsets=[
+                TopicPartition(name, p, 0) for name in INPUTS for p in metadata.topics[name].partitions
+            ],
+            asynchronous=False,
+        )
+    finally:
+        rewind.close()
+    assert lag(bootstrap, app_id) == 2 * n - LAG
+
+    worker = start_worker(env, log)
+    try:
+        wait_for(lambda: lag(bootstrap, app_id) == 0, 120, "the restarted worker", worker, log)
+    finally:
+        assert stop_worker(worker) == 0, log.read_text()[-3000:]
+    # resumed from the checkpoint, not from the rewound offsets: nothing was read twice
+    counts = query_store(
+        tmp_path / "data",
+        {"predictions": "SELECT count() FROM predictions", "outcomes": "SELECT count() FROM outcomes"},
+    )
+    assert counts == {"predictions": [[n]], "outcomes": [[n - LAG]]}
