@@ -26,9 +26,9 @@ from support.kafka import start_broker
 from driftline.local_kafka import LocalKafka, free_port
 
 GRACE_S = 15.0  # README: every piece exits within 15 s of SIGTERM
-OUTAGE_S = 20.0  # how long a dependency stays away while lines are counted
+OUTAGE_S = 10.0  # how long a dependency stays away while lines are counted
 # Per process while a dependency is gone for OUTAGE_S: a warning when it goes, at most one
-# per kind of error per 30 s, /ready changes. Per attempt would be hundreds.
+# per kind of error per 30 s, /ready changes. Per attempt would be ~100 lines in 10 s.
 MAX_LINES_DURING_OUTAGE = 12
 MAX_LINES_WHILE_STOPPING = 15
 
