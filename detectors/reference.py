@@ -38,10 +38,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
+import threading
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,9 +60,16 @@ __all__ = [
     "CategoricalProfile",
     "NumericProfile",
     "PCAProfile",
+    "ProfileTooLarge",
+    "ReferenceBook",
+    "ReferenceEntry",
     "ReferenceProfile",
+    "UnknownModel",
     "build_profile",
     "build_profile_within",
+    "check_model_id",
+    "prepare_reference",
+    "read_table",
     "split_kinds",
 ]
 
@@ -79,6 +89,17 @@ PCA_MIN_ROWS = 100
 # A standardised column with (near) zero spread would divide by zero.
 MIN_SCALE = 1e-12
 _FORMAT = 1
+log = logging.getLogger("driftline.references")
+# Longest model id a reference may carry (it is the topic key and a ClickHouse column).
+MAX_MODEL_ID = 255
+
+
+class ProfileTooLarge(ValueError):
+    """The profile would not fit in one Kafka message even with the smallest KS samples."""
+
+
+class UnknownModel(ValueError):
+    """A reference for a model the deployment does not accept (``DRIFTLINE_KNOWN_MODELS``)."""
 
 
 # The reference side of a NumericWindow: what a profile stores so a window can be rebuilt
@@ -427,6 +448,44 @@ class ReferenceProfile:
             "multivariate": None if self.pca is None else list(self.pca.features),
         }
 
+    def column_stats(self) -> list[dict[str, Any]]:
+        """One JSON-friendly row per column, in name order: what the API returns and the
+        ``reference_profiles`` table holds. ``quantiles`` are the inner bin edges the χ² and
+        PSI tests use (deciles, or the distinct values of a discrete column) and
+        ``bin_counts`` the reference's count per bin (one more than edges)."""
+        out: list[dict[str, Any]] = []
+        for name, p in sorted(self.numeric.items()):
+            out.append({
+                "column": name,
+                "column_kind": "numeric",
+                "n_present": p.n_present,
+                "n_missing": p.n_missing,
+                "missing_rate": p.n_missing / max(p.n_present + p.n_missing, 1),
+                "min": p.minimum,
+                "max": p.maximum,
+                "std": float(p.scalars["reference_std"]),
+                "top_share": float(p.top_share),
+                "quantiles": [float(v) for v in p.arrays["edges"]],
+                "bin_counts": [int(v) for v in p.arrays["reference_counts"]],
+                "categories": {},
+            })  # fmt: skip
+        for name, c in sorted(self.categorical.items()):
+            out.append({
+                "column": name,
+                "column_kind": "categorical",
+                "n_present": c.n_present,
+                "n_missing": c.n_missing,
+                "missing_rate": c.n_missing / max(c.n_present + c.n_missing, 1),
+                "min": None,
+                "max": None,
+                "std": None,
+                "top_share": c.top_share,
+                "quantiles": [],
+                "bin_counts": [],
+                "categories": dict(zip(c.categories, c.counts.astype(int).tolist(), strict=True)),
+            })  # fmt: skip
+        return sorted(out, key=lambda row: row["column"])
+
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """What ``np.savez`` writes, with a fixed timestamp on every member: ``np.savez`` stamps
@@ -568,7 +627,7 @@ def build_profile_within(data: Any, max_bytes: int = MAX_PROFILE_BYTES, **kwargs
         profile = build_profile(data, ks_sample=int(smaller) - 1, **kwargs)
         if len(profile.to_bytes()) <= max_bytes:
             return profile
-    raise ValueError(
+    raise ProfileTooLarge(
         f"the reference profile is {size:,} bytes, over the {max_bytes:,}-byte limit even with "
         f"{MIN_KS_SAMPLE} KS values per column ({len(profile.numeric)} numeric, "
         f"{len(profile.categorical)} categorical columns); profile fewer columns, or columns "
@@ -655,3 +714,161 @@ def build_profile(
     if pca_columns:
         profile.pca = _fit_pca(pca_names, np.column_stack(pca_columns), seed)
     return profile
+
+
+# -- what every uploader shares (SDK, CLI, API) and every reader (workers, API) ----------------
+
+
+def read_table(source: Path | bytes, fmt: str | None = None) -> Any:
+    """A pyarrow Table from CSV or Parquet: a path (format from its suffix) or bytes (``fmt``
+    ``"csv"`` or ``"parquet"``); ``ValueError`` with the reason otherwise."""
+    if isinstance(source, Path):
+        fmt = fmt or {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(
+            source.suffix.lower()
+        )
+        if not source.is_file():
+            raise ValueError(f"{source}: no such file")
+        if fmt is None:
+            raise ValueError(
+                f"{source}: unknown format {source.suffix.lower()!r}; give a .csv or .parquet file"
+            )
+        what: Any = source
+    else:
+        what = io.BytesIO(source)
+    try:
+        if fmt == "csv":
+            from pyarrow import csv
+
+            return csv.read_csv(what)
+        if fmt == "parquet":
+            from pyarrow import parquet
+
+            return parquet.read_table(what)
+    except Exception as exc:  # noqa: BLE001 - pyarrow's errors vary; the reason is in the text
+        raise ValueError(f"{source if isinstance(source, Path) else fmt}: cannot read it: {exc}") from exc
+    raise ValueError(f"unknown format {fmt!r}; give csv or parquet")
+
+
+def prepare_reference(
+    data: Any,
+    *,
+    model_id: str,
+    known_models: Iterable[str] = (),
+    max_bytes: int = MAX_PROFILE_BYTES,
+    **options: Any,
+) -> ReferenceProfile:
+    """The one check-and-build every upload path runs (SDK, CLI, API) before anything is
+    published: a model id the deployment accepts, then :func:`build_profile_within` with
+    ``options`` (``version``, ``categorical``, ``prediction_score`` ...).
+
+    Raises :class:`UnknownModel` when ``known_models`` is not empty and lacks ``model_id``,
+    :class:`ProfileTooLarge` when the profile cannot fit one message, ``ValueError`` for bad
+    data (the message names the column) and ``TypeError`` for data that is not columns.
+    """
+    check_model_id(model_id, known_models)
+    return build_profile_within(data, max_bytes=max_bytes, model_id=model_id, **options)
+
+
+def check_model_id(model_id: str, known_models: Iterable[str] = ()) -> None:
+    """The model half of :func:`prepare_reference`, for callers that can refuse a model
+    before reading its data (the API): ``ValueError`` for an empty or overlong id,
+    :class:`UnknownModel` for one outside a non-empty ``known_models``."""
+    if not isinstance(model_id, str) or not model_id.strip():
+        raise ValueError("model_id must be a non-empty string")
+    if len(model_id) > MAX_MODEL_ID:
+        raise ValueError(f"model_id is {len(model_id)} characters, over {MAX_MODEL_ID}")
+    known = frozenset(known_models)
+    if known and model_id not in known:
+        raise UnknownModel(
+            f"model {model_id!r} is not one of the models this deployment accepts "
+            f"(DRIFTLINE_KNOWN_MODELS: {sorted(known)})"
+        )
+
+
+@dataclass(frozen=True)
+class ReferenceEntry:
+    """A reference as it arrived on ``driftline.references.v1``: the profile and who sent it
+    when (``uploaded_at`` in epoch ms), and where it was on the topic."""
+
+    profile: ReferenceProfile
+    uploaded_at: int = 0
+    uploaded_by: str = ""
+    partition: int = -1
+    offset: int = -1
+
+
+class ReferenceBook:
+    """The latest reference per model on the compacted topic ``driftline.references.v1``,
+    fed record by record (``on_record``, a ``schemas.control_plane.CompactedTopicFollower``
+    callback, on its own thread) — what workers test against and what the API serves.
+
+    ``decode`` turns a record's bytes into the ``ReferenceProfile`` Avro record (a dict); the
+    caller passes its codec's, since this layer does not know the wire format. A record that
+    cannot be decoded, or whose profile does not match it, is skipped with a warning and
+    counted in :attr:`refused` (the uploaders validate before publishing; this guards against
+    other writers). A tombstone removes the model's entry.
+
+    With ``keep_arrivals`` every applied record is also kept for :meth:`take_arrivals` until
+    taken (the worker writes them to ClickHouse); off, nothing accumulates.
+    """
+
+    def __init__(
+        self, decode: Callable[[bytes], Mapping[str, Any]], *, keep_arrivals: bool = False
+    ) -> None:
+        self.decode = decode
+        self.keep_arrivals = keep_arrivals
+        self._latest: dict[str, ReferenceEntry] = {}
+        self._arrivals: list[ReferenceEntry] = []
+        self._lock = threading.Lock()
+        self.applied = 0
+        self.refused = 0
+
+    def on_record(self, key: Any, value: bytes | None, partition: int, offset: int) -> None:
+        model_id = key.decode() if isinstance(key, bytes) else str(key)
+        if value is None:
+            with self._lock:
+                self._latest.pop(model_id, None)
+            return
+        try:
+            record = self.decode(value)
+            profile = ReferenceProfile.from_record(record)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the reader
+            self.refused += 1
+            log.warning(
+                "skipping reference record at offset %d of %s: %s", offset, model_id, exc
+            )
+            return
+        entry = ReferenceEntry(
+            profile, int(record.get("uploaded_at") or 0), str(record.get("uploaded_by") or ""),
+            partition, offset,
+        )  # fmt: skip
+        self._store(entry)
+
+    def put(self, profile: ReferenceProfile, uploaded_at: int = 0, uploaded_by: str = "") -> None:
+        """Use ``profile`` as if it had arrived on the topic (tests, tools)."""
+        self._store(ReferenceEntry(profile, uploaded_at, uploaded_by))
+
+    def _store(self, entry: ReferenceEntry) -> None:
+        with self._lock:
+            self._latest[entry.profile.model_id] = entry
+            if self.keep_arrivals:
+                self._arrivals.append(entry)
+            self.applied += 1
+
+    def get(self, model_id: str) -> ReferenceProfile | None:
+        entry = self.entry(model_id)
+        return None if entry is None else entry.profile
+
+    def entry(self, model_id: str) -> ReferenceEntry | None:
+        with self._lock:
+            return self._latest.get(model_id)
+
+    def models(self) -> list[str]:
+        with self._lock:
+            return sorted(self._latest)
+
+    def take_arrivals(self) -> list[ReferenceEntry]:
+        """Every entry applied since the last call, in arrival order."""
+        with self._lock:
+            arrivals, self._arrivals = self._arrivals, []
+        return arrivals

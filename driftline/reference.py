@@ -9,7 +9,8 @@ built here (nothing but the profile leaves the machine) and published to
 next window on.
 
 Exit codes: 0 published; 2 bad input (unreadable file, unknown format, bad data: the message
-names the column), nothing published; 1 the broker did not take it.
+names the column, a model outside ``DRIFTLINE_KNOWN_MODELS`` when that list is set), nothing
+published; 1 the broker did not take it.
 """
 
 from __future__ import annotations
@@ -46,22 +47,11 @@ def add_reference_command(subparsers: Any) -> None:
 
 
 def read_table(path: Path) -> Any:
-    """A pyarrow Table from a CSV or Parquet file; ``ValueError`` with the reason otherwise."""
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    try:
-        if suffix == ".csv":
-            from pyarrow import csv
+    """A pyarrow Table from a CSV or Parquet file; ``ValueError`` with the reason otherwise
+    (the reader the API's uploads use too; imported here on call, so the CLI starts fast)."""
+    from driftline.detectors.reference import read_table as read
 
-            return csv.read_csv(path)
-        if suffix in (".parquet", ".pq"):
-            from pyarrow import parquet
-
-            return parquet.read_table(path)
-    except Exception as exc:  # noqa: BLE001 - pyarrow's errors vary; the reason is in the text
-        raise ValueError(f"{path}: cannot read it: {exc}") from exc
-    raise ValueError(f"{path}: unknown format {suffix!r}; give a .csv or .parquet file")
+    return read(path)
 
 
 def handler(args: argparse.Namespace, settings: Any) -> int:
@@ -69,12 +59,13 @@ def handler(args: argparse.Namespace, settings: Any) -> int:
 
     try:
         table = read_table(args.file)
-        from driftline.detectors.reference import build_profile_within
+        from driftline.detectors.reference import prepare_reference
 
         # Profile before connecting: bad data is refused without touching the broker.
-        build_profile_within(
+        prepare_reference(
             table,
             model_id=args.model,
+            known_models=settings.known_models,
             version=args.version,
             categorical=args.categorical,
             prediction_score=args.score,

@@ -6,7 +6,13 @@ and draws them as inline SVG written here, without a plotting library:
 * top panel: accuracy, error rate and label coverage per minute (lines, 0-100 %);
 * bottom panel: predictions per minute (bars);
 * both panels: drift events as vertical markers labelled with their stream, retraining requests
-  as dashed markers with a triangle.
+  as dashed markers with a triangle;
+* per-feature drift over time (``feature_drift FINAL``, the worker's windows against the
+  model's reference): one row per feature, model output and the multivariate test, one cell
+  per window on the same time axis, shaded by how close its smallest p-value came to the
+  budgeted alpha (``log p / log alpha``) and red where the window drifted; hovering a cell
+  shows the p-value, alpha, effect size, sample size and reference. A table beside it gives
+  each feature's windows, drifted windows and latest figures.
 
 The page also lists the drift events and retraining requests of the window, so nothing hides
 behind overlapping markers. ``--out x.svg`` writes the bare SVG instead.
@@ -25,19 +31,21 @@ import argparse
 import html
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "DriftMarker",
+    "FeatureWindow",
     "MinuteRow",
     "ReportData",
     "RetrainMarker",
     "add_report_command",
     "handler",
     "load_report_data",
+    "render_feature_svg",
     "render_html",
     "render_svg",
     "write_report",
@@ -77,6 +85,37 @@ class RetrainMarker:
 
 
 @dataclass(frozen=True)
+class FeatureWindow:
+    """One window of one feature (or model output, or the multivariate test) against the
+    reference: the row of the per-feature drift chart."""
+
+    start: datetime
+    end: datetime
+    window_index: int
+    stream_kind: str
+    feature: str
+    p_value: float | None  # the smallest p-value of the deciding tests
+    alpha: float | None
+    effect: float | None  # normed Wasserstein (numbers) or Jensen-Shannon (categories)
+    n_current: int
+    drifted: bool
+    reference: str  # source and version
+
+    @property
+    def closeness(self) -> float:
+        """0 (nowhere near) .. 1 (at or past alpha): ``log p / log alpha``, clipped."""
+        if self.p_value is None or self.alpha is None or not 0 < self.alpha < 1:
+            return 0.0
+        if self.p_value <= 0:
+            return 1.0
+        return max(0.0, min(1.0, math.log(min(self.p_value, 1.0)) / math.log(self.alpha)))
+
+    @property
+    def label(self) -> str:
+        return self.feature if self.stream_kind == "FEATURE" else f"{self.stream_kind.lower()}:{self.feature}"
+
+
+@dataclass(frozen=True)
 class ReportData:
     model_id: str
     start: datetime
@@ -87,6 +126,8 @@ class ReportData:
     note: str = ""
     # width of one point/bar: a minute, or seconds when the model's traffic spans minutes only
     bucket: timedelta = timedelta(minutes=1)
+    # the windows tested against the reference (empty: the data-drift stage wrote none)
+    feature_windows: list[FeatureWindow] = field(default_factory=list)
 
     @property
     def bucket_label(self) -> str:
@@ -114,6 +155,30 @@ FROM drift_events FINAL
 WHERE model_id = {model_id:String}
   AND detected_at >= {start:DateTime('UTC')} AND detected_at < {end:DateTime('UTC')}
 ORDER BY detected_at, stream_kind, stream_name
+"""
+# One row per (window, column): the deciding tests' smallest p-value and alpha, the effect size,
+# and the column's verdict (a p-value below alpha and the effect size at its floor; the
+# multivariate test alone). PSI is evidence only and stays out.
+_FEATURE_DRIFT_SQL = """
+SELECT
+    window_start,
+    window_end,
+    window_index,
+    stream_kind,
+    feature,
+    minIf(p_value, test IN ('ks', 'chisquare', 'pca_reconstruction')) AS p_value,
+    minIf(threshold, test IN ('ks', 'chisquare', 'pca_reconstruction')) AS alpha,
+    maxIf(statistic, test IN ('wasserstein', 'jensenshannon')) AS effect,
+    max(n_current) AS n_current,
+    (maxIf(drifted, test IN ('ks', 'chisquare'))
+        AND maxIf(drifted, test IN ('wasserstein', 'jensenshannon')))
+        OR maxIf(drifted, test = 'pca_reconstruction') AS drifted,
+    concat(any(reference_source), ' ', any(reference_version)) AS reference
+FROM feature_drift FINAL
+WHERE model_id = {model_id:String}
+  AND window_end >= {start:DateTime('UTC')} AND window_end < {end:DateTime('UTC')}
+GROUP BY window_start, window_end, window_index, stream_kind, feature
+ORDER BY stream_kind, feature, window_index
 """
 _RETRAIN_SQL = """
 SELECT requested_at, policy, reason
@@ -218,6 +283,11 @@ def load_report_data(
         [RetrainMarker(_utc(t), p, r) for t, p, r in store.query(_RETRAIN_SQL, params)],
         note,
         bucket,
+        [
+            FeatureWindow(_utc(ws), _utc(we), int(i), k, f, _opt(p), _opt(a), _opt(e), int(n),
+                          bool(d), str(ref).strip())
+            for ws, we, i, k, f, p, a, e, n, d, ref in store.query(_FEATURE_DRIFT_SQL, params)
+        ],
     )
 
 
@@ -295,14 +365,15 @@ def _fmt_count(value: float) -> str:
 
 
 class _Canvas:
-    def __init__(self, data: ReportData) -> None:
+    def __init__(self, data: ReportData, left: float = LEFT) -> None:
         self.data = data
+        self.left = left
         self.parts: list[str] = []
         self.span = (data.end - data.start).total_seconds() or 60.0
 
     def x(self, t: datetime) -> float:
         frac = (t - self.data.start).total_seconds() / self.span
-        return LEFT + frac * (WIDTH - LEFT - RIGHT)
+        return self.left + frac * (WIDTH - self.left - RIGHT)
 
     def add(self, element: str) -> None:
         self.parts.append(element)
@@ -458,6 +529,100 @@ def render_svg(data: ReportData) -> str:
     return "\n".join(c.parts)
 
 
+# -- per-feature drift over time ---------------------------------------------------------------
+
+HEAT_ROW, HEAT_TOP, HEAT_LEFT = 18, 40, 170  # feature names need a wider margin
+HEAT_LABEL_CHARS = 26
+CALM_COLOUR, DRIFTED_COLOUR, NO_DATA_COLOUR = (241, 243, 245), "#d62728", "#ffffff"
+NEAR_COLOUR = (245, 159, 0)  # a window whose p-value came close to alpha
+
+
+def _shade(closeness: float) -> str:
+    r, g, b = (round(c + (n - c) * closeness) for c, n in zip(CALM_COLOUR, NEAR_COLOUR, strict=True))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _feature_order(windows: Sequence[FeatureWindow]) -> list[tuple[str, str]]:
+    """Inputs first (by name), then the model's outputs, then the multivariate test."""
+    rank = {"FEATURE": 0, "PREDICTION": 1}
+    keys = {(w.stream_kind, w.feature) for w in windows}
+    return sorted(keys, key=lambda k: (rank.get(k[0], 2), k[1]))
+
+
+def render_feature_svg(data: ReportData) -> str:
+    """Per-feature drift over time: a row per column, a cell per window on the report's time
+    axis. Empty when there are no windows."""
+    windows = data.feature_windows
+    if not windows:
+        return ""
+    rows = _feature_order(windows)
+    height = HEAT_TOP + HEAT_ROW * len(rows) + 50
+    c = _Canvas(data, HEAT_LEFT)
+    c.add(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        f'viewBox="0 0 {WIDTH} {height}" font-family="Helvetica, Arial, sans-serif" '
+        f'font-size="12" role="img" class="feature-drift" '
+        f'aria-label="per-feature drift of {html.escape(data.model_id)}">'
+    )
+    c.add(
+        "<style>.tick{fill:#444;font-size:11px}.tick-line{stroke:#888}.frame{fill:none;"
+        "stroke:#888}.panel-title{font-weight:bold;fill:#222}.feature{fill:#222;"
+        "font-size:11px}</style>"
+    )
+    c.add(f'<rect width="{WIDTH}" height="{height}" fill="white"/>')
+    c.add(_text(HEAT_LEFT, 24, "drift against the reference per feature and window (shade: "
+                "log p / log alpha; red: drifted)", class_="panel-title"))  # fmt: skip
+    index = {key: i for i, key in enumerate(rows)}
+    for (kind, feature), i in index.items():
+        label = feature if kind == "FEATURE" else f"{kind.lower()}:{feature}"
+        short = label if len(label) <= HEAT_LABEL_CHARS else label[: HEAT_LABEL_CHARS - 1] + "…"
+        c.add(f"<g><title>{html.escape(label)}</title>"
+              + _text(HEAT_LEFT - 6, HEAT_TOP + i * HEAT_ROW + 13, short, text_anchor="end",
+                      class_="feature") + "</g>")  # fmt: skip
+    for w in windows:
+        y = HEAT_TOP + index[(w.stream_kind, w.feature)] * HEAT_ROW
+        x0 = max(HEAT_LEFT, c.x(w.start))
+        x1 = min(WIDTH - RIGHT, max(c.x(w.end), x0 + 2))
+        fill = (DRIFTED_COLOUR if w.drifted
+                else NO_DATA_COLOUR if w.p_value is None else _shade(w.closeness))  # fmt: skip
+        tip = (
+            f"{w.label}, window {w.window_index} ({w.start:%H:%M:%S} - {w.end:%H:%M:%S}): "
+            + ("drifted; " if w.drifted else "")
+            + ("too few values" if w.p_value is None else f"p = {w.p_value:.3g}, "
+               f"alpha = {(w.alpha or 0):.3g}")
+            + ("" if w.effect is None else f", effect {w.effect:.3f}")
+            + f", n = {w.n_current}; reference {w.reference}"
+        )  # fmt: skip
+        c.add(
+            f'<rect class="window{" drifted" if w.drifted else ""}" '
+            f'data-feature="{html.escape(w.feature)}" data-window="{w.window_index}" '
+            f'x="{x0:.1f}" y="{y + 1}" width="{x1 - x0:.1f}" height="{HEAT_ROW - 2}" '
+            f'fill="{fill}" stroke="#ccc" stroke-width="0.5"><title>{html.escape(tip)}</title></rect>'
+        )
+    bottom = HEAT_TOP + HEAT_ROW * len(rows)
+    c.add(f'<rect class="frame" x="{HEAT_LEFT}" y="{HEAT_TOP}" width="{WIDTH - HEAT_LEFT - RIGHT}" '
+          f'height="{bottom - HEAT_TOP}"/>')  # fmt: skip
+    _time_axis(c, HEAT_TOP, bottom - HEAT_TOP)
+    c.add("</svg>")
+    return "\n".join(c.parts)
+
+
+def _feature_summary(windows: Sequence[FeatureWindow]) -> list[list[Any]]:
+    rows = []
+    for kind, feature in _feature_order(windows):
+        mine = [w for w in windows if (w.stream_kind, w.feature) == (kind, feature)]
+        drifted = [w for w in mine if w.drifted]
+        last = max(mine, key=lambda w: w.window_index)
+        rows.append([
+            mine[0].label, len(mine), len(drifted),
+            f"{max(w.end for w in drifted):%Y-%m-%d %H:%M:%S}" if drifted else "-",
+            "-" if last.p_value is None else f"{last.p_value:.3g}",
+            "-" if last.effect is None else f"{last.effect:.3f}",
+            last.reference,
+        ])  # fmt: skip
+    return rows
+
+
 # -- HTML --------------------------------------------------------------------------------------
 
 
@@ -497,6 +662,17 @@ def render_html(data: ReportData) -> str:
         ["requested at (UTC)", "policy", "reason"],
         [[f"{r.at:%Y-%m-%d %H:%M:%S}", r.policy, r.reason] for r in data.retraining],
     )
+    if data.feature_windows:
+        features = render_feature_svg(data) + _table(
+            ["feature", "windows", "drifted", "last drifted (UTC)", "latest p-value",
+             "latest effect size", "reference"],
+            _feature_summary(data.feature_windows),
+        )  # fmt: skip
+    else:
+        features = (
+            "<p>No window of this model was tested against a reference in this period "
+            "(the data-drift stage is off, or the model has not had enough events yet).</p>"
+        )
     name = html.escape(data.model_id)
     note = f'<p class="note">{html.escape(data.note)}</p>' if data.note else ""
     return f"""<!DOCTYPE html>
@@ -517,6 +693,8 @@ Metrics are per prediction minute (labels arriving later fill in the last minute
 {render_svg(data)}
 <h2>Summary</h2>
 {summary}
+<h2>Per-feature drift against the reference</h2>
+{features}
 <h2>Drift events ({len(data.drifts)})</h2>
 {drifts}
 <h2>Retraining requests ({len(data.retraining)})</h2>

@@ -10,18 +10,22 @@ worker continues the same windows), and every window that closes becomes
 * drift events (``driftline.drift.v1``) — one per drifted column, quality issue and
   multivariate drift, carrying the window's evidence.
 
+The references in use land in ``reference_profiles`` (one row per column, keyed by the
+content-hash ``reference_id``): uploaded ones as they arrive on ``driftline.references.v1``
+(:func:`reference_rows` of the book's arrivals, written with the next batch), a model's
+first-events reference when it is built.
+
 Window boundaries, rows and event ids depend on the model's event sequence only, so any
 batching and any restart give the same results.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from driftline.detectors import reference
 from driftline.detectors.monitor import (
     CodedLabels,
     FeatureBatch,
@@ -34,6 +38,7 @@ from driftline.detectors.reference import (
     PREDICTION_LABEL,
     PREDICTION_SCORE,
     PREDICTION_VALUE,
+    ReferenceEntry,
     ReferenceProfile,
 )
 from driftline.schemas import Codec, event_id
@@ -41,9 +46,14 @@ from driftline.schemas.columns import PredictionColumns
 from driftline.schemas.topics import REFERENCE_PROFILE
 from driftline.streams.state import STREAM_FEATURE, STREAM_PREDICTION, ModelState
 
-__all__ = ["ReferenceBook", "feature_batch", "observe", "set_reference", "window_rows"]
-
-log = logging.getLogger("driftline.profiles")
+__all__ = [
+    "ReferenceBook",
+    "feature_batch",
+    "observe",
+    "reference_rows",
+    "set_reference",
+    "window_rows",
+]
 
 STREAM_METRIC = "METRIC"
 # The reference's names for the model outputs -> the stream names drift events already use.
@@ -77,50 +87,51 @@ def _coded(array: Any) -> CodedLabels:
     return CodedLabels(codes.astype(np.int64), tuple(encoded.dictionary.to_pylist()))
 
 
-class ReferenceBook:
-    """The latest uploaded reference per model, from the compacted topic
-    ``driftline.references.v1`` (fed by a ``schemas.control_plane.CompactedTopicFollower``,
-    on its own thread). :func:`observe` looks a model up at every batch, so a running worker
-    uses a new reference from the model's next window on, without a restart.
-
-    A record that cannot be decoded, or whose profile does not match it, is skipped with a
-    warning and counted in :attr:`refused` (the API, CLI and SDK validate before publishing;
-    this guards against other writers). A tombstone removes the model's entry; the worker then
-    keeps the reference it has.
-    """
+class ReferenceBook(reference.ReferenceBook):
+    """The worker's :class:`driftline.detectors.reference.ReferenceBook` (the one the API
+    reads too), decoding with the worker's codec and keeping arrivals for
+    ``reference_profiles``. :func:`observe` looks a model up at every batch, so a running
+    worker uses a new reference from the model's next window on, without a restart; a
+    tombstone removes the model's entry and the worker keeps the reference it has."""
 
     def __init__(self, codec: Codec) -> None:
+        super().__init__(
+            lambda value: codec.decode(value, expected=REFERENCE_PROFILE)[1], keep_arrivals=True
+        )
         self.codec = codec
-        self._latest: dict[str, ReferenceProfile] = {}
-        self._lock = threading.Lock()
-        self.applied = 0
-        self.refused = 0
 
-    def on_record(self, key: str, value: bytes | None, partition: int, offset: int) -> None:
-        model_id = key.decode() if isinstance(key, bytes) else key
-        if value is None:
-            with self._lock:
-                self._latest.pop(model_id, None)
-            return
-        try:
-            name, record = self.codec.decode(value, expected=REFERENCE_PROFILE)
-            profile = ReferenceProfile.from_record(record)
-        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the reader
-            self.refused += 1
-            log.warning("skipping reference record at offset %d of %s: %s", offset, key, exc)
-            return
-        with self._lock:
-            self._latest[profile.model_id] = profile
-            self.applied += 1
 
-    def put(self, profile: ReferenceProfile) -> None:
-        """Use ``profile`` as if it had arrived on the topic (tests, tools)."""
-        with self._lock:
-            self._latest[profile.model_id] = profile
-
-    def get(self, model_id: str) -> ReferenceProfile | None:
-        with self._lock:
-            return self._latest.get(model_id)
+def reference_rows(entry: ReferenceEntry) -> list[dict[str, Any]]:
+    """``reference_profiles`` rows of one reference: one per column, stream names as in
+    ``feature_drift`` (``score`` / ``value`` / ``label`` for the model's outputs)."""
+    profile = entry.profile
+    rows = []
+    for stats in profile.column_stats():
+        kind, name = _stream(stats["column"], "drift")
+        rows.append({
+            "model_id": profile.model_id,
+            "reference_id": profile.reference_id,
+            "reference_version": profile.version,
+            "reference_source": profile.source,
+            "uploaded_at": int(entry.uploaded_at),
+            "uploaded_by": entry.uploaded_by,
+            "n_events": int(profile.n_events),
+            "stream_kind": kind,
+            "feature": name,
+            "column_kind": stats["column_kind"],
+            "n_present": stats["n_present"],
+            "n_missing": stats["n_missing"],
+            "missing_rate": float(stats["missing_rate"]),
+            "min": stats["min"],
+            "max": stats["max"],
+            "std": stats["std"],
+            "top_share": float(stats["top_share"]),
+            "quantiles": stats["quantiles"],
+            "bin_counts": stats["bin_counts"],
+            "categories": stats["categories"],
+            "in_multivariate": int(profile.pca is not None and stats["column"] in profile.pca.features),
+        })  # fmt: skip
+    return rows
 
 
 def set_reference(state: ModelState, profile: ReferenceProfile, config: MonitorConfig) -> None:
@@ -162,7 +173,15 @@ def observe(
     if monitor is None:
         monitor = state.profiles = ProfileMonitor(state.model_id, config=config)
     first_seq = monitor.seq
-    for report in monitor.update(feature_batch(predictions)):
+    had_reference = monitor.profile is not None
+    reports = monitor.update(feature_batch(predictions))
+    if not had_reference and monitor.profile is not None:
+        # Built from the model's first events in this batch: "uploaded" at the event time of
+        # its last event, so a replay writes the same row.
+        last = min(max(config.auto_reference_events - 1 - first_seq, 0), n - 1)
+        entry = ReferenceEntry(monitor.profile, int(predictions.event_time[last]), "worker")
+        result.rows["reference_profiles"] += reference_rows(entry)
+    for report in reports:
         # The closing event is always in this batch; its version (not the batch's last one)
         # keeps the rows independent of where the batch ends.
         closing = report.closed_by_seq - first_seq

@@ -22,7 +22,10 @@ def test_tables_cover_every_stream_and_change(capsys) -> None:  # noqa: ANN001
     names = [s.name for s in bench.STATIONARY] + [s.name for s in bench.CHANGES]
     for name in names:
         assert any(row.startswith(f"| {name} |") for row in rows), name
-    assert len(rows) == len(names) + 2  # plus the two header rows
+    # part 3, ADWIN on raw features: the numeric stationary streams and the mean shift
+    numeric = [s.name for s in bench.STATIONARY if s.kind == "numeric"]
+    assert len(rows) == len(names) + 2 + len(numeric) + 2  # plus a header row per table
+    assert any(row.startswith("| mean +0.25 sd: detected, delay |") for row in rows)
 
 
 def test_every_method_sees_a_gross_change_and_reports_its_position() -> None:
@@ -39,3 +42,13 @@ def test_every_method_sees_a_gross_change_and_reports_its_position() -> None:
         assert after[0] < 5000, (method, after[0])
     # windowed methods alarm at the last value of a window
     assert all((a + 1) % 1000 == 0 for a in alarms["driftline"] + alarms["Evidently-style"])
+
+
+def test_feature_adwin_alarms_index_the_values_with_missing_ones_skipped() -> None:
+    bench = _load()
+    g = np.random.default_rng(2)
+    values = np.concatenate([g.normal(0.0, 1.0, 3000), g.normal(4.0, 1.0, 3000)])
+    values[::3] = np.nan  # the worker feeds present values only
+    alarms = bench.feature_adwin_alarms(values, 0.002)
+    assert alarms and 3000 <= alarms[0] < 3500
+    assert all(not np.isnan(values[a]) for a in alarms)

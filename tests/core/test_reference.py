@@ -121,3 +121,14 @@ def test_cli_refuses_bad_files_with_a_reason(tmp_path: Path, capsys, content, na
 def test_cli_refuses_a_missing_file(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     assert main(["reference", "upload", str(tmp_path / "nope.csv"), "--model", "m"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_model_outside_known_models(tmp_path: Path, capsys, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("DRIFTLINE_KNOWN_MODELS", '["churn"]')
+    path = tmp_path / "train.csv"
+    path.write_text("x\n1\n2\n3\n")
+    # Refused before any connection, as the API refuses it (404) and the worker would (DLQ).
+    code = main(["--bootstrap", "127.0.0.1:1", "reference", "upload", str(path),
+                 "--model", "other"])  # fmt: skip
+    assert code == 2
+    assert "DRIFTLINE_KNOWN_MODELS" in capsys.readouterr().err

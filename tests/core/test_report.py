@@ -20,7 +20,13 @@ from types import SimpleNamespace
 import pytest
 from driftline.sinks import EmbeddedStore, Store
 
-from driftline.report import add_report_command, handler, load_report_data, render_svg
+from driftline.report import (
+    add_report_command,
+    handler,
+    load_report_data,
+    render_svg,
+    write_report,
+)
 from driftline.synthetic import SyntheticStream
 
 _spec = importlib.util.spec_from_file_location(
@@ -61,7 +67,8 @@ def test_report_html_has_the_metric_series_and_the_drift_markers(filled, tmp_pat
     assert args.handler(args, settings) == 0
     page = out.read_text("utf-8")
 
-    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 1
+    # the chart, and the per-feature drift over time
+    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 2
     for series in ("accuracy", "error_rate", "label_coverage", "predictions"):
         assert f'data-series="{series}"' in page
     # one point per minute with labels: the lines really carry the data
@@ -189,3 +196,42 @@ def test_report_says_in_one_line_what_to_pass_when_the_worker_serves_nothing(
     assert len(lines) == 1, answer.stderr
     assert "DRIFTLINE_CLICKHOUSE_HTTP_PORT" in lines[0] and "--clickhouse-url" in lines[0]
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_shows_per_feature_drift_over_time(filled, tmp_path):
+    """From feature_drift: a row per column, a cell per window, red where the window drifted
+    (only the shifted f00, and perhaps the multivariate test it moves), and a summary row per
+    column that agrees with the rows."""
+    _, store, rows = filled
+    data = load_report_data(store, "churn", 24)
+    windows = data.feature_windows
+    stored = {(r["feature"], r["window_index"]) for r in rows["feature_drift"] if r["model_id"] == "churn"}
+    assert {(w.feature, w.window_index) for w in windows} == stored
+    # the synthetic stream: five numeric features and the categorical "plan"
+    assert {w.feature for w in windows if w.stream_kind == "FEATURE"} == {*(f"f0{i}" for i in range(5)), "plan"}
+    drifted = {w.feature for w in windows if w.drifted}
+    assert "f00" in drifted and drifted <= {"f00", "multivariate"}
+    # the first drifted f00 window is the first after the change (n/2 = 1500, windows of 250)
+    assert min(w.window_index for w in windows if w.drifted and w.feature == "f00") == 2
+    assert all(w.closeness == 1.0 for w in windows if w.drifted)
+
+    out = tmp_path / "churn.html"
+    write_report(data, out)
+    page = out.read_text("utf-8")
+    cells = re.findall(r'<rect class="window( drifted)?" data-feature="(\w+)" data-window="(\d+)"', page)
+    assert len(cells) == len(windows)
+    assert {(f, int(i)) for d, f, i in cells if d} == {(w.feature, w.window_index) for w in windows if w.drifted}
+    summary = re.search(r"Per-feature drift against the reference</h2>.*?<tbody>(.*?)</tbody>", page, re.S)[1]
+    f00 = re.search(r"<tr><td>f00</td><td>(\d+)</td><td>(\d+)</td>", summary)
+    assert int(f00[1]) == sum(w.feature == "f00" for w in windows)
+    assert int(f00[2]) == sum(w.feature == "f00" and w.drifted for w in windows) > 0
+
+
+def test_report_without_windows_says_why() -> None:
+    from datetime import UTC, datetime
+
+    from driftline.report import MinuteRow, ReportData, render_html
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    page = render_html(ReportData("m", t0, t0 + timedelta(minutes=3), [MinuteRow(t0, 1, 1, 1.0, 0.0, 1.0)], [], []))
+    assert page.count("<svg") == 1 and "No window of this model was tested" in page

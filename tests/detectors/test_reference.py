@@ -10,9 +10,14 @@ from driftline.detectors.histogram import CategoricalWindow, NumericWindow
 from driftline.detectors.reference import (
     PREDICTION_LABEL,
     PREDICTION_SCORE,
+    ProfileTooLarge,
+    ReferenceBook,
     ReferenceProfile,
+    UnknownModel,
     build_profile,
     build_profile_within,
+    prepare_reference,
+    read_table,
 )
 
 
@@ -148,5 +153,82 @@ def test_profiles_too_large_for_a_message_shrink_their_samples_or_are_refused() 
     fitted = build_profile_within(wide, model_id="m")
     assert len(fitted.to_bytes()) <= 900_000
     assert 200 <= fitted.numeric["f00"].arrays["reference_sorted"].shape[0] < 2000
-    with pytest.raises(ValueError, match="over the 50,000-byte limit"):
+    with pytest.raises(ProfileTooLarge, match="over the 50,000-byte limit"):
         build_profile_within(wide, max_bytes=50_000, model_id="m")
+
+
+def test_prepare_reference_is_the_one_check_of_every_uploader() -> None:
+    data = {"x": [1.0, 2.0, 3.0]}
+    with pytest.raises(UnknownModel, match="DRIFTLINE_KNOWN_MODELS"):
+        prepare_reference(data, model_id="other", known_models=["churn"])
+    assert issubclass(UnknownModel, ValueError) and issubclass(ProfileTooLarge, ValueError)
+    for bad in ("", "   ", "m" * 256):
+        with pytest.raises(ValueError, match="model_id"):
+            prepare_reference(data, model_id=bad)
+    profile = prepare_reference(data, model_id="churn", known_models=["churn"], version="v2")
+    assert (profile.model_id, profile.version, profile.n_events) == ("churn", "v2", 3)
+    assert prepare_reference(data, model_id="any").model_id == "any"  # no list: any model
+    with pytest.raises(ProfileTooLarge):
+        prepare_reference(_data(), model_id="m", max_bytes=10_000)
+
+
+def test_read_table_takes_paths_and_bytes_of_csv_and_parquet(tmp_path) -> None:  # noqa: ANN001
+    frame = pd.DataFrame({"x": [1.5, 2.5], "plan": ["a", "b"]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.to_parquet(tmp_path / "t.parquet")
+    for source, fmt in [
+        (tmp_path / "t.csv", None),
+        (tmp_path / "t.parquet", None),
+        ((tmp_path / "t.csv").read_bytes(), "csv"),
+        ((tmp_path / "t.parquet").read_bytes(), "parquet"),
+    ]:
+        table = read_table(source, fmt)
+        assert table.column_names == ["x", "plan"] and table.num_rows == 2
+    with pytest.raises(ValueError, match="unknown format '.json'"):
+        (tmp_path / "t.json").write_text("{}")
+        read_table(tmp_path / "t.json")
+    with pytest.raises(ValueError, match="no such file"):
+        read_table(tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match="parquet: cannot read it"):
+        read_table(b"not parquet", "parquet")
+
+
+def test_column_stats_describe_every_column() -> None:
+    profile = build_profile(_data(), model_id="m", prediction_score="score", prediction_label="label")
+    stats = {row["column"]: row for row in profile.column_stats()}
+    assert set(stats) == {"age", "income", "plan", PREDICTION_SCORE, PREDICTION_LABEL}
+    age = stats["age"]
+    assert (age["n_present"], age["n_missing"]) == (2970, 30)
+    assert age["missing_rate"] == pytest.approx(0.01)
+    assert len(age["quantiles"]) == 9 and sum(age["bin_counts"]) == 2970
+    assert age["min"] <= age["quantiles"][0] and age["quantiles"][-1] <= age["max"]
+    plan = stats["plan"]
+    assert sorted(plan["categories"]) == ["free", "gold", "silver"]
+    assert sum(plan["categories"].values()) == 3000 and plan["min"] is None
+
+
+def test_reference_book_keeps_the_latest_per_model_and_refuses_junk() -> None:
+    import json
+
+    def decode(value: bytes) -> dict:
+        record = json.loads(value[: value.index(b"|")])
+        return {**record, "profile": value[value.index(b"|") + 1 :]}
+
+    def encode(profile: ReferenceProfile, by: str) -> bytes:
+        record = {k: v for k, v in profile.to_record(1234, by).items() if k != "profile"}
+        return json.dumps(record).encode() + b"|" + profile.to_bytes()
+
+    first = build_profile({"x": [1.0, 2.0]}, model_id="m", version="1")
+    second = build_profile({"x": [3.0, 4.0]}, model_id="m", version="2")
+    quiet, book = ReferenceBook(decode), ReferenceBook(decode, keep_arrivals=True)
+    for reader in (quiet, book):
+        reader.on_record(b"m", encode(first, "a"), 0, 0)
+        reader.on_record(b"m", b"junk", 0, 1)
+        reader.on_record("m", encode(second, "b"), 0, 2)
+    assert (book.applied, book.refused) == (2, 1)
+    entry = book.entry("m")
+    assert (entry.profile.version, entry.uploaded_by, entry.uploaded_at, entry.offset) == ("2", "b", 1234, 2)
+    assert [e.profile.version for e in book.take_arrivals()] == ["1", "2"]
+    assert book.take_arrivals() == [] and quiet.take_arrivals() == []  # quiet keeps none
+    book.on_record(b"m", None, 0, 3)  # a tombstone
+    assert book.get("m") is None and book.models() == []

@@ -23,6 +23,7 @@ import pytest
 from driftline.api.control_plane import Record, encode_value
 from driftline.api.models import RuleCreate, dump
 from driftline.api.tables import audit_row
+from driftline.detectors.monitor import MonitorConfig
 from driftline.schemas import Codec, topics
 from driftline.sinks import EmbeddedStore, Store
 from driftline.streams.alerting import AlertEvaluator, model_partitions
@@ -43,6 +44,9 @@ EVENT_TABLES = (
     "retraining_requests",
     "alerts",
     "rule_versions",
+    "feature_drift",
+    "data_quality",
+    "reference_profiles",
 )
 PARAMS = {"model_id": "churn", "hours": 24}
 
@@ -119,7 +123,10 @@ def fill_store(store: Store, *, n: int = 3000, now_ms: int | None = None) -> dic
     msgs = _messages([(churn_v1, 0, switch), (churn_v2, switch, n), (fraud, 0, n)])
 
     book, records = _rules(start)
-    processor = BatchProcessor(CODEC, ProcessorConfig())
+    # Features are watched by window tests against each model's first events (no ADWIN on raw
+    # features): windows of 250 after a 1,000-event reference, so the change at n/2 is found.
+    config = ProcessorConfig(profiles=MonitorConfig(window_size=250, auto_reference_events=1000))
+    processor = BatchProcessor(CODEC, config)
     evaluator = AlertEvaluator(book)
     alert_states = MemoryKV()
     rows: dict[str, list] = defaultdict(list)
@@ -240,3 +247,15 @@ def test_prediction_volume_by_version_matches_pandas(filled):
     totals = got.groupby(["model_id", "model_version"])["predictions"].sum()
     assert totals.to_dict() == want.to_dict()
     assert set(want.index) == {("churn", "1"), ("churn", "2"), ("fraud", "1")}
+
+
+def test_feature_drift_over_time_flags_only_the_shifted_feature(filled):
+    store, rows = filled
+    got = run(store, "Feature drift statistics over time")
+    assert set(got[got["drifted"] == 1]["feature"]) == {"f00"}
+    # the first drifted window is the first after the change (n/2 = 1500; windows of 250)
+    first = got[(got["drifted"] == 1)].sort_values("window_index").iloc[0]
+    assert first["window_index"] == 2 and first["reference_source"] == "first_events"
+    references = run(store, "Reference profiles of a model")
+    assert set(references["feature"]) >= {"f00", "f01", "f02", "f03", "f04"}
+    assert set(references["reference_source"]) == {"first_events"}

@@ -92,6 +92,20 @@ def test_unchanged_traffic_fills_the_tables_and_raises_nothing() -> None:
     # the rows are what the ClickHouse tables take (required columns present, types mapped)
     assert len(columns_for("feature_drift", drift)["test"]) == len(drift)
     assert len(columns_for("data_quality", quality)["test"]) == len(quality)
+    # the first-events reference is recorded for analysts once, when it is built
+    references = result.rows["reference_profiles"]
+    assert {r["feature"] for r in references} == {"x", "heavy", "plan", "score", "label"}
+    assert {(r["reference_id"], r["reference_source"], r["uploaded_by"]) for r in references} == {
+        (drift[0]["reference_id"], "first_events", "worker")
+    }
+    # "uploaded" at the event time of the reference's last event (event 1999)
+    assert {r["uploaded_at"] for r in references} == {START_MS + 10 * (REFERENCE_EVENTS - 1)}
+    plan = next(r for r in references if r["feature"] == "plan")
+    assert sum(plan["categories"].values()) == REFERENCE_EVENTS and plan["column_kind"] == "categorical"
+    x = next(r for r in references if r["feature"] == "x")
+    assert len(x["quantiles"]) == 9 and sum(x["bin_counts"]) == REFERENCE_EVENTS
+    assert x["in_multivariate"] == 1 and x["stream_kind"] == "FEATURE"
+    assert len(columns_for("reference_profiles", references)["feature"]) == len(references)
 
 
 @pytest.mark.parametrize(
@@ -125,7 +139,7 @@ def test_any_batching_and_restarts_give_the_same_windows(restart_between: bool) 
     (whole,) = run([msgs])
     cuts = sorted(np.random.default_rng(4).choice(len(msgs), 9, replace=False).tolist())
     split = run([msgs[a:b] for a, b in zip([0, *cuts], [*cuts, len(msgs)], strict=True)], restart_between)
-    for table in ("feature_drift", "data_quality", "drift_events"):
+    for table in ("feature_drift", "data_quality", "drift_events", "reference_profiles"):
         assert rows(split, table) == rows([whole], table), table
     assert [e["event_id"] for e in window_events(split)] == [e["event_id"] for e in window_events([whole])]
     assert window_events([whole]), "the scenario must raise window drift"
@@ -172,6 +186,13 @@ def test_a_reference_record_from_the_topic_reaches_the_running_processor() -> No
     book.on_record("live", record, 0, 1)
     assert (book.refused, book.applied) == (1, 1)
     second = processor.process(msgs[1500:])
+    # the uploaded reference is recorded as it reached the worker, with who sent it
+    uploaded = second.rows["reference_profiles"]
+    assert {(r["reference_id"], r["uploaded_by"], r["reference_version"]) for r in uploaded} == {
+        (reference.reference_id, "apikey:k/ci", "train-9")
+    }
+    assert {r["feature"] for r in uploaded} == {"x", "heavy", "plan"}
+    assert book.take_arrivals() == []  # taken once
     drift = second.rows["feature_drift"]
     assert {r["reference_version"] for r in drift} == {"train-9"}
     assert {r["first_position"] for r in drift} == {1500, 2000, 2500}
