@@ -39,6 +39,9 @@ SCHEMA_FILES: dict[str, str] = {
     "PredictionBatch": "PredictionBatch.avsc",
     "OutcomeBatch": "OutcomeBatch.avsc",
     "ReferenceProfile": "ReferenceProfile.avsc",
+    "ModelPublished": "ModelPublished.avsc",
+    "ModelVerdict": "ModelVerdict.avsc",
+    "RollbackRecommended": "RollbackRecommended.avsc",
 }
 
 

@@ -20,8 +20,15 @@ RULES: Final = "driftline.rules.v1"
 DLQ: Final = "driftline.dlq.v1"
 # Compacted: the latest reference profile per model (key = model_id) wins.
 REFERENCES: Final = "driftline.references.v1"
+# Compacted: model versions (ModelPublished), key = ``model_key(model_id, version)`` so that
+# compaction keeps every version of every model, as a model registry does.
+MODELS: Final = "driftline.models.v1"
+# Post-deploy verdicts (ModelVerdict) and the rollbacks they recommend (RollbackRecommended).
+VERDICTS: Final = "driftline.verdicts.v1"
 
-ALL_TOPICS: Final = (PREDICTIONS, OUTCOMES, DRIFT, RETRAINING, ALERTS, RULES, DLQ, REFERENCES)
+ALL_TOPICS: Final = (
+    PREDICTIONS, OUTCOMES, DRIFT, RETRAINING, ALERTS, RULES, DLQ, REFERENCES, MODELS, VERDICTS,
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,18 @@ TOPIC_SPECS[RULES] = TopicSpec(RULES, partitions=1, config={"cleanup.policy": "c
 TOPIC_SPECS[REFERENCES] = TopicSpec(
     REFERENCES, partitions=1, config={"cleanup.policy": "compact"}
 )
+# Model versions: small, read whole by every worker and the API, like the references.
+TOPIC_SPECS[MODELS] = TopicSpec(MODELS, partitions=1, config={"cleanup.policy": "compact"})
+
+
+def model_key(model_id: str, version: str) -> bytes:
+    """The key of a version on ``MODELS``: one per (model, version), so compaction drops
+    only re-publications of the same version.
+
+    >>> model_key("churn", "7")
+    b'churn@7'
+    """
+    return f"{model_id}@{version}".encode()
 
 
 def topic_spec(topic: str) -> TopicSpec:
@@ -62,6 +81,9 @@ DRIFT_EVENT: Final = "DriftEvent"
 RETRAINING_REQUESTED: Final = "RetrainingRequested"
 ALERT_EVENT: Final = "AlertEvent"
 REFERENCE_PROFILE: Final = "ReferenceProfile"
+MODEL_PUBLISHED: Final = "ModelPublished"
+MODEL_VERDICT: Final = "ModelVerdict"
+ROLLBACK_RECOMMENDED: Final = "RollbackRecommended"
 # Columnar records: many events of one model per Kafka message (see columns.py).
 PREDICTION_BATCH: Final = "PredictionBatch"
 OUTCOME_BATCH: Final = "OutcomeBatch"
@@ -76,6 +98,8 @@ TOPIC_SCHEMAS: Final[dict[str, str]] = {
     RETRAINING: RETRAINING_REQUESTED,
     ALERTS: ALERT_EVENT,
     REFERENCES: REFERENCE_PROFILE,
+    MODELS: MODEL_PUBLISHED,
+    VERDICTS: MODEL_VERDICT,
 }
 # Every record a topic may carry: the input topics take single events and batches alike.
 TOPIC_RECORDS: Final[dict[str, frozenset[str]]] = {
@@ -83,6 +107,7 @@ TOPIC_RECORDS: Final[dict[str, frozenset[str]]] = {
 }
 TOPIC_RECORDS[PREDICTIONS] = frozenset({PREDICTION_EVENT, PREDICTION_BATCH})
 TOPIC_RECORDS[OUTCOMES] = frozenset({OUTCOME_EVENT, OUTCOME_BATCH})
+TOPIC_RECORDS[VERDICTS] = frozenset({MODEL_VERDICT, ROLLBACK_RECOMMENDED})
 # Record (short name) -> the topic it is published to.
 SCHEMA_TOPICS: Final[dict[str, str]] = {
     name: topic for topic, names in TOPIC_RECORDS.items() for name in names
@@ -114,7 +139,8 @@ def subject_for(record: str) -> str:
     ('driftline.predictions.v1-value', 'driftline.outcomes.v1-dev.driftline.OutcomeBatch')
     """
     topic = SCHEMA_TOPICS[record]
-    return record_subject(topic, record) if record in BATCH_RECORDS else value_subject(topic)
+    single = TOPIC_SCHEMAS.get(topic) == record
+    return value_subject(topic) if single else record_subject(topic, record)
 
 
 # DLQ records carry the original bytes untouched plus these headers (values UTF-8).
@@ -136,6 +162,7 @@ UNKNOWN_MODEL: Final = "unknown_model"  # streams: model not registered (when re
 ORPHAN_OUTCOME: Final = "orphan_outcome"  # streams: no prediction joined within the TTL
 DUPLICATE: Final = "duplicate"  # streams: event_id already seen
 WRONG_SCHEMA_FOR_TOPIC: Final = "wrong_schema_for_topic"  # valid Avro of another record type
+VERSION_CONFLICT: Final = "version_conflict"  # a model version published again, changed
 
 REASONS: Final = frozenset(
     {
@@ -150,5 +177,6 @@ REASONS: Final = frozenset(
         ORPHAN_OUTCOME,
         DUPLICATE,
         WRONG_SCHEMA_FOR_TOPIC,
+        VERSION_CONFLICT,
     }
 )

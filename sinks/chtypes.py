@@ -75,8 +75,9 @@ def unwrap(ch_type: str) -> tuple[str, list[str]]:
 
 def _strip_wrappers(ch_type: str) -> str:
     name, args = unwrap(ch_type)
-    while name in ("Nullable", "LowCardinality"):
-        name, args = unwrap(args[0])
+    while name in ("Nullable", "LowCardinality", "SimpleAggregateFunction"):
+        # SimpleAggregateFunction(f, T) is stored (and inserted) as a plain T
+        name, args = unwrap(args[-1])
         ch_type = f"{name}({', '.join(args)})" if args else name
     return ch_type
 

@@ -7,8 +7,9 @@ data of the requested window from ClickHouse (``joined_labels FINAL`` for the la
 
 * ``<models-dir>/<model_id>/<version>.pkl``: the pickled river model;
 * ``<models-dir>/<model_id>/<version>.json``: what it was trained on (the ModelPublished record);
-* a ``ModelPublished`` JSON record on ``driftline.models.v1`` (key = model id, compacted, so
-  the topic holds the latest version of every model).
+* a ``ModelPublished`` Avro record (schemas/ModelPublished.avsc) on the compacted
+  ``driftline.models.v1`` (key = ``model@version``, so the topic keeps every version); the
+  workers put it in ClickHouse's ``model_versions`` and link it to its request (lineage).
 
 Delivery is at least once: the consumer offset of a request is committed only after its model
 is on disk and its ModelPublished record is acknowledged by the broker. A request seen again
@@ -44,11 +45,12 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from driftline.schemas import Codec, event_id, topics
+from driftline.schemas.model_versions import make_published
 
 log = logging.getLogger("driftline.examples.trainer")
 
-MODELS_TOPIC = "driftline.models.v1"
-MODEL_PUBLISHED = "ModelPublished"
+MODELS_TOPIC = topics.MODELS
+MODEL_PUBLISHED = topics.MODEL_PUBLISHED
 
 # The window's labelled rows with their features, oldest first. FINAL: the tables are
 # ReplacingMergeTrees that may still hold replayed duplicates.
@@ -204,7 +206,7 @@ class ModelStore:
         _atomic_write(path, pickle.dumps(model))
         _atomic_write(directory / f"{record['version']}.json", _json(record))
         ledger = self.ledger(record["model_id"])
-        ledger[record["request_event_id"]] = record["version"]
+        ledger[record["retraining_request_id"]] = int(record["version"])
         _atomic_write(directory / "ledger.json", _json(ledger))
         return path
 
@@ -259,25 +261,31 @@ class Trainer:
         started = time.perf_counter()
         model, prequential = train(rows, self.config.grace_period)
         version = self.store.next_version(model_id, request["model_version"])
-        record = {
-            "event_id": event_id("model-published", model_id, request["event_id"]),
-            "model_id": model_id,
-            "version": version,
-            "previous_version": request["model_version"],
-            "path": str(self.store.model_dir(model_id) / f"{version}.pkl"),
-            "format": "pickle",
-            "algorithm": "river.tree.HoeffdingTreeClassifier",
-            "request_event_id": request["event_id"],
-            "policy": request["policy"],
-            "reason": request["reason"],
-            "window_start": start,
-            "window_end": end,
-            "training_rows": len(rows),
-            "label_counts": dict(Counter(label for _, label in rows)),
-            "prequential_accuracy": round(prequential, 6),
-            "train_seconds": round(time.perf_counter() - started, 3),
-            "published_at": int(time.time() * 1000),
-        }
+        path = (self.store.model_dir(model_id) / f"{version}.pkl").resolve()
+        label_counts = Counter(str(label) for _, label in rows)
+        record = make_published(
+            model_id,
+            str(version),
+            published_at=int(time.time() * 1000),
+            artifact_uri=path.as_uri(),
+            training_window_start=start,
+            training_window_end=end,
+            retraining_request_id=request["event_id"],
+            previous_version=request["model_version"],
+            metrics={
+                "training_rows": len(rows),
+                "prequential_accuracy": round(prequential, 6),
+                "train_seconds": round(time.perf_counter() - started, 3),
+                **{f"label_count.{k}": n for k, n in sorted(label_counts.items())},
+            },
+            tags={
+                "format": "pickle",
+                "algorithm": "river.tree.HoeffdingTreeClassifier",
+                "policy": request["policy"],
+                "reason": request["reason"][:1000],
+            },
+            publisher="examples/trainer",
+        )
         self.store.save(model, record)
         log.info("trained %s v%d on %d rows (prequential accuracy %.3f)",
                  model_id, version, len(rows), prequential)  # fmt: skip
@@ -347,9 +355,8 @@ def run(
                 if record is not None:
                     producer.produce(
                         config.models_topic,
-                        key=record["model_id"].encode(),
-                        value=_json(record),
-                        headers={"driftline.kind": MODEL_PUBLISHED},
+                        key=topics.model_key(record["model_id"], record["version"]),
+                        value=codec.encode(MODEL_PUBLISHED, record),
                     )
                     if producer.flush(30) != 0:
                         raise RuntimeError("ModelPublished not acknowledged in 30 s")

@@ -151,6 +151,9 @@ def test_static_registry_serves_the_manifest() -> None:
         "driftline.predictions.v1-dev.driftline.PredictionBatch": 6,
         "driftline.outcomes.v1-dev.driftline.OutcomeBatch": 7,
         "driftline.references.v1-value": 8,
+        "driftline.models.v1-value": 9,
+        "driftline.verdicts.v1-value": 10,
+        "driftline.verdicts.v1-dev.driftline.RollbackRecommended": 11,
     }
     assert registry.register(SUBJECT, load_schema("OutcomeEvent")) == 2
     assert registry.schema_by_id(2) == load_schema("OutcomeEvent")
