@@ -213,6 +213,7 @@ class InputLoop(threading.Thread):
             result = self.processor.process(batch, self._predictions_caught_up)
             alerts = self.evaluator.evaluate(result, self.alert_states)
             self._epoch.add(result, alerts, len(batch))
+            self.writer.send_decisions(self._epoch)
             self.stats.process_seconds += time.perf_counter() - started
             self.stats.messages += len(batch)
             self.stats.batches += 1
@@ -277,6 +278,7 @@ class InputLoop(threading.Thread):
             )
             self._epoch.saw(partition)
             self._epoch.add(BatchResult(), outcome, 0)
+            self.writer.send_decisions(self._epoch)
             self.stats.idle_steps += due - done
 
     def lag(self) -> dict[tuple[str, int], int]:
