@@ -16,5 +16,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "config": ["ApiConfig"],
         "control_plane": ["BaseControlPlane", "ControlPlane", "InMemoryControlPlane", "Record"],
         "main": ["create_app"],
+        "references": ["InMemoryReferences", "ReferenceTopic", "References"],
     },
 )

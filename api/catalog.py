@@ -35,6 +35,14 @@ WINDOW_TESTS: Final = (
     "pca_reconstruction",
 )
 
+# Performance estimators (driftline.schemas.rules.ESTIMATOR): the ``detector`` of the
+# ``detector_stats`` rows of the worker's estimates before labels arrive (docs/cbpe.md).
+ESTIMATORS: Final = ("CBPE",)
+
+# Post-deploy verdicts a verdict rule can wait for (driftline.schemas.rules.VERDICT_OUTCOMES,
+# the ModelVerdict.avsc VerdictKind symbols; docs/versions.md).
+VERDICT_OUTCOMES: Final = ("BETTER", "WORSE", "INCONCLUSIVE")
+
 # The DriftEvent StreamKind enum (schemas/DriftEvent.avsc).
 STREAM_KINDS: Final = ("FEATURE", "PREDICTION", "ERROR", "METRIC")
 
@@ -47,6 +55,11 @@ METRIC_RANGES: Final[dict[str, tuple[float, float]]] = {
     "mae": (0.0, math.inf),
     "rmse": (0.0, math.inf),
     "prediction_count": (0.0, math.inf),
+    # estimated before labels arrive (CBPE windows; driftline.schemas.rules.ESTIMATED_METRICS)
+    "estimated_accuracy": (0.0, 1.0),
+    "estimated_precision": (0.0, 1.0),
+    "estimated_recall": (0.0, 1.0),
+    "estimated_f1": (0.0, 1.0),
 }
 METRICS: Final = tuple(METRIC_RANGES)
 

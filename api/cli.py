@@ -54,7 +54,9 @@ def _open_store(settings: Any) -> Any:
     from driftline.sinks import ServerStore
 
     # Does not connect: the store may come up after the API (see _connect_in_background).
-    return ServerStore(settings.clickhouse_url, settings.clickhouse_database)
+    # No DDL on connect: the API's migrate() creates the database when its user may, and a
+    # read-only user can still read (GET /v1/models/{model}/lineage and the other reads).
+    return ServerStore(settings.clickhouse_url, settings.clickhouse_database, create_database=False)
 
 
 def _control_plane(settings: Any, timeout: float = 30.0) -> Any:
@@ -67,7 +69,9 @@ def _control_plane(settings: Any, timeout: float = 30.0) -> Any:
     return control_plane
 
 
-def _connect_in_background(app: Any, control_plane: Any, stop: threading.Event) -> list[Any]:
+def _connect_in_background(
+    app: Any, control_plane: Any, stop: threading.Event, references: Any = None
+) -> list[Any]:
     """Wait for the broker (control plane) and the store (migrations) in two threads, each as
     long as it takes; ``/ready`` answers 503 naming what is missing until both are done."""
     from driftline.sinks.resilience import wait_until
@@ -84,6 +88,17 @@ def _connect_in_background(app: Any, control_plane: Any, stop: threading.Event) 
 
     threads = [threading.Thread(target=start_control_plane, name="driftline-api-kafka",
                                 daemon=True)]  # fmt: skip
+    if references is not None:
+        threads.append(
+            threading.Thread(
+                target=wait_until,
+                args=(lambda: references.start(timeout=3.0),),
+                kwargs={"what": f"Kafka at {references.bootstrap} (references topic "
+                        f"{references.topic})", "log": log, "max_interval_s": 5.0, "stop": stop},
+                name="driftline-api-references",
+                daemon=True,
+            )
+        )  # fmt: skip
     readiness = app.state.store_readiness
     if readiness is not None:
         threads.append(
@@ -108,9 +123,13 @@ def serve(args: argparse.Namespace, settings: Any) -> int:
     from .config import ApiConfig
     from .control_plane import ControlPlane
     from .main import create_app
+    from .references import ReferenceTopic
+    from .versions import ModelRegistry
 
     logging.basicConfig(level=args.loglevel.upper())
     control_plane = ControlPlane(settings.kafka_bootstrap, _topic())
+    references = ReferenceTopic(settings.kafka_bootstrap)
+    model_registry = ModelRegistry(settings.kafka_bootstrap)
     store = _open_store(settings)
     stop = threading.Event()
     threads: list[Any] = []
@@ -119,8 +138,14 @@ def serve(args: argparse.Namespace, settings: Any) -> int:
     # `finally` below never closes the control plane and the store. Ours ends run() instead.
     previous = {sig: signal.signal(sig, _exit_on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        app = create_app(ApiConfig(create_tables=False), control_plane=control_plane, store=store)
-        threads = _connect_in_background(app, control_plane, stop)
+        api_config = ApiConfig(create_tables=False, known_models=frozenset(settings.known_models))
+        app = create_app(
+            api_config, control_plane=control_plane, store=store, references=references,
+            model_registry=model_registry,
+        )  # fmt: skip
+        threads = _connect_in_background(app, control_plane, stop, references)
+        threads.append(_start_model_registry(model_registry, stop))
+        threads[-1].start()
         config = uvicorn.Config(
             app,
             host=args.host or settings.api_host,
@@ -142,12 +167,29 @@ def serve(args: argparse.Namespace, settings: Any) -> int:
         for thread in threads:
             thread.join(timeout=5)
         control_plane.close()
+        references.close()
+        model_registry.close()
         if store is not None:
             store.close()
         log.info("stopped: control plane and store closed")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _start_model_registry(registry: Any, stop: threading.Event) -> threading.Thread:
+    """Follow driftline.models.v1 once the broker answers (POST .../versions answers 503
+    until then)."""
+    from driftline.sinks.resilience import wait_until
+
+    return threading.Thread(
+        target=wait_until,
+        args=(lambda: registry.start(timeout=3.0),),
+        kwargs={"what": f"Kafka at {registry.bootstrap} (model versions)", "log": log,
+                "max_interval_s": 5.0, "stop": stop},
+        name="driftline-api-model-versions",
+        daemon=True,
+    )  # fmt: skip
 
 
 def _exit_on_signal(signum: int, frame: Any) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -18,3 +18,8 @@ class ApiConfig:
     create_tables: bool = True
     #: Most alerts one list call returns.
     max_alerts: int = 1000
+    #: Largest reference upload (``PUT /v1/models/{model}/reference``: training data as CSV,
+    #: Parquet or JSON columns); larger bodies get 413.
+    max_reference_bytes: int = 64 * 1024 * 1024
+    #: Models a reference may be uploaded for (``DRIFTLINE_KNOWN_MODELS``); empty: any.
+    known_models: frozenset[str] = field(default_factory=frozenset)

@@ -5,6 +5,7 @@ same events the dry-run says what the workers said:
 
 * drift signals read ``drift_events`` (the DriftEvents the workers evaluated);
 * statistic signals read ``detector_stats`` rows;
+* verdict signals read ``model_verdicts`` (the post-deploy verdicts the workers took);
 * metric signals read ``model_metrics_minute`` (all traffic, segment ``''``): the workers sum
   labelled rows into buckets by outcome time, the history has them per minute by prediction
   time, so metric dry-runs are as exact as minute sums allow.
@@ -24,7 +25,7 @@ from typing import Any
 
 from driftline.schemas.alert_lifecycle import FIRING, RESOLVED, AlertEvaluator
 from driftline.schemas.control_plane import Record, encode_value
-from driftline.schemas.rules import Rule, RuleBook, RuleError
+from driftline.schemas.rules import ESTIMATED_METRICS, ESTIMATOR, Rule, RuleBook, RuleError
 from fastapi.exceptions import RequestValidationError
 
 from .models import (
@@ -35,6 +36,8 @@ from .models import (
     RuleBase,
     StatisticSignal,
     Threshold,
+    VerdictIs,
+    VerdictSignal,
     dump,
     parse_duration,
 )
@@ -196,6 +199,30 @@ def _statistic_rows(store: Any, signal: StatisticSignal, models: list[str], star
     return [d for d in found if _stream_matches(signal, d["stream_name"])]
 
 
+_VERDICT_COLUMNS = ("event_id", "model_id", "version", "previous_version", "verdict", "metric",
+                    "test", "value", "previous_value", "n_labels", "p_value",
+                    "rollback_event_id", "rollback_to")  # fmt: skip
+
+
+def _verdict_rows(store: Any, models: list[str], start: datetime, end: datetime,
+                  max_rows: int) -> list[dict[str, Any]]:  # fmt: skip
+    """The verdicts of the range, as the workers' evaluator got them (every outcome: one that
+    is not the rule's resolves the group's alert)."""
+    rows = store.query(
+        "SELECT " + ", ".join(_VERDICT_COLUMNS) + ", toUnixTimestamp64Milli(decided_at) "
+        "FROM model_verdicts FINAL "
+        "WHERE decided_at >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') "
+        "AND decided_at < fromUnixTimestamp64Milli({end:Int64}, 'UTC') "
+        "AND has(JSONExtract(unhex({models:String}), 'Array(String)'), model_id) "
+        "ORDER BY decided_at, event_id LIMIT {limit:UInt64}",
+        {"start": _ms(start), "end": _ms(end), "models": hexed(json.dumps(models)),
+         "limit": max_rows + 1},
+    )  # fmt: skip
+    if len(rows) > max_rows:
+        raise _too_many(max_rows)
+    return [dict(zip((*_VERDICT_COLUMNS, "decided_at"), row, strict=True)) for row in rows]
+
+
 def rulebook_of(rule: RuleBase) -> tuple[Rule, RuleBook]:
     """The rule as the workers parse it from its control-plane record, alone in a rulebook
     (enabled: a dry-run of a disabled rule asks what it would do if enabled)."""
@@ -246,9 +273,16 @@ def evaluate(store: Any, rule: RuleBase, start: datetime, end: datetime, *,
              max_rows: int = 200_000) -> DryRunResult:  # fmt: skip
     warnings: list[str] = []
     signal, condition = rule.signal, rule.condition
+    if isinstance(signal, MetricSignal) and signal.metric in ESTIMATED_METRICS:
+        # CBPE estimates are detector_stats rows, as the workers evaluate them (schemas/rules.py)
+        signal = StatisticSignal(
+            kind="statistic", stream_kind="METRIC", stream_name=signal.metric,
+            detector=ESTIMATOR, field="estimate",
+        )  # fmt: skip
     drifts: list[dict[str, Any]] = []
     stats: list[dict[str, Any]] = []
     sums: list[tuple[str, int, list[float]]] = []
+    verdicts: list[dict[str, Any]] = []
     if isinstance(signal, DriftSignal):
         models = _models(store, rule, "drift_events", "detected_at", start, end, warnings)
         drifts = _drift_rows(store, signal, models, start, end, max_rows) if models else []
@@ -261,6 +295,10 @@ def evaluate(store: Any, rule: RuleBase, start: datetime, end: datetime, *,
         models = _models(store, rule, "detector_stats", "time", start, end, warnings)
         stats = _statistic_rows(store, signal, models, start, end, max_rows) if models else []
         evaluated = len(stats)
+    elif isinstance(signal, VerdictSignal) and isinstance(condition, VerdictIs):
+        models = _models(store, rule, "model_verdicts", "decided_at", start, end, warnings)
+        verdicts = _verdict_rows(store, models, start, end, max_rows) if models else []
+        evaluated = len(verdicts)
     else:  # check_rule refuses these combinations before we get here
         raise RequestValidationError(
             [
@@ -275,7 +313,11 @@ def evaluate(store: Any, rule: RuleBase, start: datetime, end: datetime, *,
         warnings.append("no model of the rule has history in this range")
     parsed, book = rulebook_of(rule)
     outcome = AlertEvaluator(book).replay(
-        drifts=drifts, stats=stats, sums=sums, until=dict.fromkeys(models, _ms(end))
+        drifts=drifts,
+        stats=stats,
+        sums=sums,
+        verdicts=verdicts,
+        until=dict.fromkeys(models, _ms(end)),
     )
     found = firings(outcome.alerts, parsed, _ms(start))
     return DryRunResult(

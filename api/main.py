@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from driftline.sinks import StoreError
@@ -15,7 +16,9 @@ from .config import ApiConfig
 from .control_plane import BaseControlPlane, NotFound, Unavailable, VersionConflict
 from .metrics import Metrics, MetricsMiddleware
 from .readiness import StoreReadiness
-from .routes import alerts, api_keys, feed, health, rules, silences, subscriptions
+from .references import References
+from .routes import alerts, api_keys, feed, health, models, rules, silences, subscriptions
+from .routes import references as reference_routes
 from .tables import SerializedStore
 from .ui.routes import install as install_dashboard
 
@@ -35,20 +38,28 @@ body (409 when stale); every entity's response carries `ETag: "<version>"`.
 
 
 class BodyLimitMiddleware:
-    """413 for request bodies over ``limit`` bytes, declared (Content-Length) or streamed."""
+    """413 for request bodies over ``limit`` bytes, declared (Content-Length) or streamed;
+    ``overrides`` give paths matching a pattern another limit (reference uploads)."""
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(
+        self, app: Any, limit: int, overrides: tuple[tuple[re.Pattern[str], int], ...] = ()
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.overrides = overrides
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        limit = next(
+            (limit for pattern, limit in self.overrides if pattern.match(path)), self.limit
+        )
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._refuse(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(scope, receive, send, limit)
             return
         body, more = b"", True
         while more:
@@ -58,8 +69,8 @@ class BodyLimitMiddleware:
                 return
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > self.limit:
-                await self._refuse(scope, receive, send)
+            if len(body) > limit:
+                await self._refuse(scope, receive, send, limit)
                 return
         replayed = False
 
@@ -72,9 +83,9 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope: dict, receive: Any, send: Any) -> None:
+    async def _refuse(self, scope: dict, receive: Any, send: Any, limit: int) -> None:
         response = JSONResponse(
-            {"detail": f"request body larger than {self.limit} bytes"},
+            {"detail": f"request body larger than {limit} bytes"},
             status_code=413,
         )
         await response(scope, receive, send)
@@ -85,10 +96,16 @@ def _error(code: int, detail: str) -> JSONResponse:
 
 
 def create_app(
-    config: ApiConfig, *, control_plane: BaseControlPlane, store: Any | None = None
+    config: ApiConfig,
+    *,
+    control_plane: BaseControlPlane,
+    store: Any | None = None,
+    references: References | None = None,
+    model_registry: Any | None = None,
 ) -> FastAPI:
     """The API over a control plane and an optional ClickHouse store
-    (``driftline.sinks.Store``; without one, history reads and dry-runs answer 503).
+    (``driftline.sinks.Store``; without one, history reads and dry-runs answer 503) and
+    references topic (``api.references``; without one, reference routes answer 503).
 
     The caller owns both and closes them after. The control plane may still be starting
     (``/ready`` answers 503 and key checks 503 until it has caught up); with
@@ -102,6 +119,9 @@ def create_app(
     app.state.config = config
     app.state.control_plane = control_plane
     app.state.store = store
+    app.state.references = references
+    # published model versions (api.versions.ModelRegistry); None: POST .../versions is 503
+    app.state.model_registry = model_registry
     app.state.store_readiness = StoreReadiness(store) if store is not None else None
     app.state.metrics = metrics = Metrics(control_plane)
 
@@ -122,6 +142,8 @@ def create_app(
         alerts.router,
         api_keys.router,
         feed.router,
+        reference_routes.router,
+        models.router,
     ):
         app.include_router(router, prefix="/v1")
         templates += ["/v1" + route.path for route in router.routes]
@@ -152,6 +174,10 @@ def create_app(
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     # Outermost first: metrics see the 413s of the body limit too.
-    app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=config.max_body_bytes,
+        overrides=((reference_routes.UPLOAD_PATH, config.max_reference_bytes),),
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics, paths=lambda: templates)
     return app

@@ -15,7 +15,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from .catalog import DETECTORS, METRICS, SCOPES, STATISTIC_FIELDS, STREAM_KINDS, WINDOW_TESTS
+from .catalog import (
+    DETECTORS,
+    ESTIMATORS,
+    METRICS,
+    SCOPES,
+    STATISTIC_FIELDS,
+    STREAM_KINDS,
+    VERDICT_OUTCOMES,
+    WINDOW_TESTS,
+)
 
 # -- scalar types -----------------------------------------------------------------------------
 
@@ -76,14 +85,21 @@ Detector = Literal[
     # window tests against the reference (catalog.WINDOW_TESTS)
     "ks", "chisquare", "missing_rate", "out_of_range", "unseen_categories", "constant",
     "wrong_type", "new_feature", "pca_reconstruction",
+    # performance estimates before labels arrive (catalog.ESTIMATORS)
+    "CBPE",
 ]
-Metric = Literal["accuracy", "error_rate", "label_coverage", "mae", "rmse", "prediction_count"]
+Metric = Literal[
+    "accuracy", "error_rate", "label_coverage", "mae", "rmse", "prediction_count",
+    "estimated_accuracy", "estimated_precision", "estimated_recall", "estimated_f1",
+]  # fmt: skip
 StatisticField = Literal["estimate", "statistic", "p_value", "n_values"]
+VerdictOutcome = Literal["BETTER", "WORSE", "INCONCLUSIVE"]
 # The Literals above are what OpenAPI shows; the catalog is what tests compare to the project.
-assert set(Detector.__args__) == {"*", *DETECTORS, *WINDOW_TESTS}
+assert set(Detector.__args__) == {"*", *DETECTORS, *WINDOW_TESTS, *ESTIMATORS}
 assert set(StreamKind.__args__) == set(STREAM_KINDS)
 assert set(Metric.__args__) == set(METRICS)
 assert set(StatisticField.__args__) == set(STATISTIC_FIELDS)
+assert VerdictOutcome.__args__ == VERDICT_OUTCOMES
 
 STRICT = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -122,7 +138,15 @@ class StatisticSignal(Strict):
     field: StatisticField = "statistic"
 
 
-Signal = Annotated[DriftSignal | MetricSignal | StatisticSignal, Field(discriminator="kind")]
+class VerdictSignal(Strict):
+    """Post-deploy verdicts of new model versions (``ModelVerdict``, docs/versions.md)."""
+
+    kind: Literal["verdict"]
+
+
+Signal = Annotated[
+    DriftSignal | MetricSignal | StatisticSignal | VerdictSignal, Field(discriminator="kind")
+]
 
 
 class DriftDetected(Strict):
@@ -135,7 +159,15 @@ class Threshold(Strict):
     value: float = Field(allow_inf_nan=False)
 
 
-Condition = Annotated[DriftDetected | Threshold, Field(discriminator="type")]
+class VerdictIs(Strict):
+    """A verdict signal's condition: the verdict a new version got against the one it
+    replaced."""
+
+    type: Literal["verdict_is"]
+    outcome: VerdictOutcome = "WORSE"
+
+
+Condition = Annotated[DriftDetected | Threshold | VerdictIs, Field(discriminator="type")]
 
 
 class RetrainAction(Strict):

@@ -17,6 +17,7 @@ from .models import (
     SilenceBase,
     StatisticSignal,
     Threshold,
+    VerdictSignal,
     parse_duration,
 )
 
@@ -45,6 +46,11 @@ def rule_errors(rule: RuleBase, *, control_plane: BaseControlPlane | None = None
         if condition.type != "drift_detected":
             errors.append(
                 _err(("condition", "type"), "a drift signal takes the 'drift_detected' condition")
+            )
+    elif isinstance(signal, VerdictSignal):
+        if condition.type != "verdict_is":
+            errors.append(
+                _err(("condition", "type"), "a verdict signal takes the 'verdict_is' condition")
             )
     elif condition.type != "threshold":
         errors.append(

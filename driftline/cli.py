@@ -9,6 +9,7 @@ from pathlib import Path
 from driftline.api.cli import add_api_command, add_api_key_command
 from driftline.deadletters import add_dlq_command
 from driftline.delivery import add_delivery_command
+from driftline.lineage import add_lineage_command
 from driftline.reference import add_reference_command
 from driftline.replay import add_replay_command
 from driftline.report import add_report_command
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_command(sub)
     add_dlq_command(sub)
     add_reference_command(sub)
+    add_lineage_command(sub)
 
     worker = sub.add_parser(
         "worker", help="run a stream worker in the foreground until SIGTERM/Ctrl-C"

@@ -76,6 +76,9 @@ def _start_worker(settings: Settings, log_path: Path, ch_port: int, ch_user: str
         DRIFTLINE_BATCH_MAX_SECONDS="0.5",
         # the demo's clock runs in seconds, not hours
         DRIFTLINE_RETRAINING_COOLDOWN_SECONDS="600",
+        # and its features are watched in windows of 2 s against its first 4 s of traffic
+        DRIFTLINE_MONITOR_WINDOW_SIZE="1000",
+        DRIFTLINE_MONITOR_AUTO_REFERENCE_EVENTS="2000",
     )
     log = open(log_path, "ab")  # noqa: SIM115 - inherited by the worker process
     return subprocess.Popen(

@@ -65,6 +65,27 @@ class Settings(BaseSettings):
     retraining_cooldown_seconds: float = Field(3600.0, ge=0)
     # How far back from a detected change a trainer should take its data.
     retraining_lookback_seconds: float = Field(3600.0, gt=0)
+    # Post-deploy verdicts (docs/versions.md): a new model version is compared with the one it
+    # replaced once it has this many labelled predictions, at this significance level.
+    verdict_min_labels: int = Field(500, ge=2)
+    verdict_alpha: float = Field(0.01, gt=0, lt=1)
+    # Data drift against a reference (docs/drift.md): each model's events in windows of this
+    # many (or fewer, once this much event time has passed), tested against its reference; a
+    # model without an uploaded reference uses its first N events. The false-alarm budget: at
+    # most this many false alarms, expected, per this many days of one model's traffic, spread
+    # over the windows of an upper estimate of its events per day. Off: no window tests.
+    monitor_enabled: bool = True
+    monitor_window_size: int = Field(5000, ge=100)
+    monitor_max_window_seconds: float = Field(86400.0, gt=0)
+    monitor_auto_reference_events: int = Field(10000, ge=100)
+    monitor_false_alarms: float = Field(1.0, gt=0)
+    monitor_false_alarm_days: float = Field(30.0, gt=0)
+    monitor_events_per_day: float = Field(1_000_000.0, gt=0)
+    # Performance before labels arrive (docs/cbpe.md): CBPE estimates per model over event-time
+    # windows of this width, calibrated on the model's first N labelled predictions. Off: none.
+    cbpe_enabled: bool = True
+    cbpe_window_seconds: float = Field(3600.0, gt=0)
+    cbpe_calibration_size: int = Field(5000, ge=100)
     # Models the worker accepts; empty accepts any (others go to the DLQ as unknown_model).
     known_models: list[str] = Field(default_factory=list)
     topic_replication: int = Field(1, ge=1)

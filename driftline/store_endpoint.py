@@ -85,8 +85,9 @@ def open_reader_store(settings: Any, url: str | None = None) -> Any:
 
     database = settings.clickhouse_database
     url = url or settings.clickhouse_url
+    # a reader never migrates: no DDL on connect, so a read-only user can read
     if url:
-        return ServerStore(url, database)
+        return ServerStore(url, database, create_database=False)
     data_dir = getattr(settings, "data_dir", None)
     endpoint = running_endpoint(data_dir) if data_dir is not None else None
     if endpoint is not None:
@@ -97,7 +98,9 @@ def open_reader_store(settings: Any, url: str | None = None) -> Any:
                 f"{endpoint['url']} needs a user ({', '.join(endpoint['users'])}): pass "
                 f"--clickhouse-url http://USER:PASSWORD@{host}"
             )
-        return ServerStore(endpoint["url"], endpoint.get("database", database))
+        return ServerStore(
+            endpoint["url"], endpoint.get("database", database), create_database=False
+        )
     held = ReaderStoreError(
         f"the embedded store at {settings.chdb_path} is open in another process (a running "
         "worker?) that does not serve it: start that worker with "

@@ -10,6 +10,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from driftline.admin import ensure_topics
+from driftline.detectors.budget import FalseAlarmBudget
+from driftline.detectors.monitor import MonitorConfig
 from driftline.schemas import Codec, ConfluentRegistry
 from driftline.settings import Settings
 from driftline.sinks.base import StoreUnavailable
@@ -19,18 +21,43 @@ from driftline.sinks.resilience import wait_until
 from driftline.sinks.store import Store, open_store
 from driftline.store_endpoint import clear_endpoint, record_endpoint
 from driftline.streams.app import Worker, WorkerConfig
+from driftline.streams.estimates import EstimateConfig
 from driftline.streams.processor import ProcessorConfig
+from driftline.streams.versions import VerdictConfig
 
 log = logging.getLogger("driftline.worker")
 
 
+def monitor_config(settings: Settings) -> MonitorConfig | None:
+    """The data-drift stage's settings (``DRIFTLINE_MONITOR_*``); None when it is off."""
+    if not settings.monitor_enabled:
+        return None
+    return MonitorConfig(
+        window_size=settings.monitor_window_size,
+        max_window_ms=int(settings.monitor_max_window_seconds * 1000),
+        auto_reference_events=settings.monitor_auto_reference_events,
+        budget=FalseAlarmBudget(settings.monitor_false_alarms, settings.monitor_false_alarm_days),
+        events_per_day=settings.monitor_events_per_day,
+    )
+
+
 def processor_config(settings: Settings) -> ProcessorConfig:
     return ProcessorConfig(
+        profiles=monitor_config(settings),
         join_ttl_ms=int(settings.join_ttl_seconds * 1000),
         orphan_ttl_ms=int(settings.orphan_outcome_ttl_seconds * 1000),
         retraining_cooldown_ms=int(settings.retraining_cooldown_seconds * 1000),
         retraining_lookback_ms=int(settings.retraining_lookback_seconds * 1000),
         known_models=frozenset(settings.known_models),
+        estimates=EstimateConfig(
+            window_ms=int(settings.cbpe_window_seconds * 1000),
+            calibration_size=settings.cbpe_calibration_size,
+        )
+        if settings.cbpe_enabled
+        else None,
+        verdicts=VerdictConfig(
+            min_labels=settings.verdict_min_labels, alpha=settings.verdict_alpha
+        ),
     )
 
 

@@ -24,6 +24,10 @@ Lifecycle (docs/alerting.md has the full story):
   RESOLVED at the first tick the condition stops holding.
 * statistic rules (``condition.type: threshold`` on a ``detector_stats`` column): evaluated
   at the rows' times like metric rules at ticks.
+* verdict rules (``condition.type: verdict_is``): a post-deploy verdict with the rule's outcome
+  is an event like a matching drift (same ``for``, repeat and quiet-period lifecycle, the
+  verdict's id as trigger); a later verdict of the same group with another outcome resolves
+  the alert at once (the model's latest verdict no longer says it).
 * after RESOLVED, a new episode of the same fingerprint waits for ``cooldown``.
 
 >>> from driftline.schemas.rules import RuleBook
@@ -83,6 +87,7 @@ STATUSES: Final = (PENDING, FIRING, RESOLVED)
 DRIFT: Final = "drift"
 METRIC: Final = "metric"
 STATISTIC: Final = "statistic"
+VERDICT: Final = "verdict"
 #: Label and value that make a firing alert inhibit the drift alerts of its model.
 INHIBIT_LABEL: Final = "alertclass"
 INHIBIT_VALUE: Final = "data_quality"
@@ -174,6 +179,8 @@ class Episode:
     baseline_stream: str = ""
     baseline: float | None = None
     shifted: float | None = None
+    # verdict rules: the latest matching verdict's facts, for the alert's annotations
+    verdict: dict[str, str] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -310,6 +317,7 @@ class _ModelBatch:
     joined_error: np.ndarray = field(default_factory=lambda: np.empty(0))
     joined_squared: np.ndarray = field(default_factory=lambda: np.empty(0))
     stats: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)  # model_verdicts rows
     # pre-aggregated metric sums (bucket time ms, the 7 slots of _N_PRED ...): stored history
     sums: list[tuple[int, list[float]]] = field(default_factory=list)
     clock: int = 0
@@ -369,6 +377,10 @@ class AlertEvaluator:
             b.drifts.append(d)
         for row in result.rows.get("detector_stats", ()):
             batches[row["model_id"]].stats.append(row)
+        for row in result.rows.get("model_verdicts", ()):
+            b = batches[row["model_id"]]
+            b.saw(int(row["decided_at"]))
+            b.verdicts.append(row)
         return self._run(batches, alert_states, partitions)
 
     def evaluate_drifts(
@@ -418,14 +430,16 @@ class AlertEvaluator:
         drifts: Iterable[Mapping[str, Any]] = (),
         stats: Iterable[Mapping[str, Any]] = (),
         sums: Iterable[tuple[str, int, list[float]]] = (),
+        verdicts: Iterable[Mapping[str, Any]] = (),
         until: Mapping[str, int] | None = None,
         alert_states: KV | None = None,
     ) -> AlertOutcome:
         """Evaluate stored history in one pass, as the workers would have batch by batch
         (decisions depend on event times only, never on batch boundaries): DriftEvent dicts,
         ``detector_stats`` rows, and metric sums as ``(model_id, time_ms, [predictions,
-        joined, classified, correct, regression rows, sum |error|, sum error^2])``; then each
-        model's clock advances to ``until[model]``. The API's dry-run."""
+        joined, classified, correct, regression rows, sum |error|, sum error^2])``,
+        ``model_verdicts`` rows (``decided_at`` in ms); then each model's clock advances to
+        ``until[model]``. The API's dry-run."""
         alert_states = alert_states if alert_states is not None else MemoryKV()
         batches: dict[str, _ModelBatch] = defaultdict(_ModelBatch)
         for d in drifts:
@@ -440,6 +454,10 @@ class AlertEvaluator:
             b = batches[model_id]
             b.saw(int(at))
             b.sums.append((int(at), [float(v) for v in values]))
+        for row in verdicts:
+            b = batches[str(row["model_id"])]
+            b.saw(int(row["decided_at"]))
+            b.verdicts.append(dict(row))
         partitions = dict.fromkeys(batches, 0)
         outcome = self._run(batches, alert_states, partitions)
         if until:
@@ -523,7 +541,12 @@ class _ModelRun:
             for r in self.rules.values()
             if r.signal_kind == STATISTIC and r.condition == "threshold" and r.stat_field
         ]
+        verdict_rules = [
+            r for r in self.rules.values() if r.signal_kind == VERDICT and r.outcome is not None
+        ]
         events: list[tuple[int, int, str, Any]] = []
+        if verdict_rules:
+            events += [(int(v["decided_at"]), 2, v["event_id"], v) for v in batch.verdicts]
         if drift_rules:
             events += [(int(d["detected_at"]), 0, d["event_id"], d) for d in batch.drifts]
         if stat_rules:
@@ -542,8 +565,11 @@ class _ModelRun:
                 for rule in drift_rules:
                     if rule.matches_drift(item):
                         self._on_drift(rule, item, t)
-            else:
+            elif kind == 1:
                 self._on_stats(stat_rules, item, t)
+            else:
+                for rule in verdict_rules:
+                    self._on_verdict(rule, item, t)
         self._advance(max(batch.clock, state.clock_ms))
         self._retire()
 
@@ -570,10 +596,11 @@ class _ModelRun:
                 best = (at, order, action, arg)
 
         for ep in self.state.alerts.values():
-            if not ep.active or ep.signal != DRIFT:
+            # verdict episodes are events like drifts: the same for/repeat/quiet deadlines
+            if not ep.active or ep.signal not in (DRIFT, VERDICT):
                 continue
             rule = self.rules.get(ep.rule_id)
-            if rule is None or rule.signal_kind != DRIFT:
+            if rule is None or rule.signal_kind != ep.signal:
                 continue  # resolved by _retire
             resolve_at = ep.last_signal + max(rule.repeat_ms, 1)
             offer(resolve_at, 0, self._resolve_drift, ep)
@@ -640,6 +667,51 @@ class _ModelRun:
 
     def _resolve_drift(self, ep: Episode, at: int) -> None:
         self._resolve(self.rules[ep.rule_id], ep, at)
+
+    # -- verdict rules -----------------------------------------------------------------------
+
+    def _on_verdict(self, rule: Rule, verdict: Mapping[str, Any], t: int) -> None:
+        """A post-deploy verdict: with the rule's outcome it starts (or extends) an episode like
+        a matching drift; with another outcome it resolves the group's open episode, since the
+        model's latest verdict no longer says what the rule watches for."""
+        signal_labels = {
+            "model_id": self.model_id,
+            "model_version": str(verdict.get("version", "")),
+            "previous_version": str(verdict.get("previous_version", "")),
+            "verdict": str(verdict.get("verdict", "")),
+            "metric": str(verdict.get("metric", "")),
+        }
+        group = {g: signal_labels.get(g, rule.labels.get(g, "")) for g in rule.group_by}
+        group["model_id"] = self.model_id
+        fp = fingerprint(rule.id, self.model_id, group)
+        ep = self.state.alerts.get(fp)
+        if not rule.matches_verdict(verdict):
+            if ep is not None and ep.active:
+                self.outcome.counters["alert_cleared_by_verdict"] += 1
+                self._resolve(rule, ep, t)
+            return
+        if int(verdict.get("n_labels") or 0) < rule.min_samples:
+            self.outcome.counters["alert_verdict_below_min_samples"] += 1
+            return
+        if ep is not None and ep.active:
+            ep.last_signal = max(ep.last_signal, t)
+            ep.count += 1
+            ep.value = float(verdict["value"])
+            ep.verdict = _verdict_facts(verdict)
+            if len(ep.triggers) < MAX_TRIGGERS:
+                ep.triggers.append(str(verdict["event_id"]))
+            return
+        if self._cooling(ep, rule, t):
+            return
+        ep = Episode(fp, rule.id, VERDICT, PENDING, t, t, group, count=1)
+        ep.value = float(verdict["value"])
+        ep.verdict = _verdict_facts(verdict)
+        ep.triggers.append(str(verdict["event_id"]))
+        self.state.alerts[fp] = ep
+        if rule.for_ms == 0:
+            self._fire(rule, ep, t)
+        else:
+            self._emit(rule, ep, PENDING, t)
 
     # -- metric rules ------------------------------------------------------------------------
 
@@ -898,7 +970,24 @@ class _ModelRun:
         version = self.state.model_version
         model = f"model {self.model_id}" + (f" v{version}" if version else "")
         facts: dict[str, str] = {"model_version": version} if version else {}
-        if ep.signal == DRIFT and ep.drift:
+        if ep.signal == VERDICT and ep.verdict:
+            v = ep.verdict
+            facts.update(v)
+            facts["model_version"] = v["version"]  # the judged version, not the serving one
+            what = f"version {v['version']} {v['verdict']} than {v['previous_version']}"
+            rollback = (
+                f" Rollback recommended to version {v['rollback_to']}."
+                if v.get("rollback_to")
+                else ""
+            )
+            description = (
+                f"Post-deploy verdict on model {self.model_id}: version {v['version']} is "
+                f"{v['verdict']} than version {v['previous_version']} on {v['metric']} "
+                f"({v['value']} vs {v['previous_value']}, {v['test']} p={v['p_value']}, "
+                f"{v['n_labels']} labels).{rollback}"
+            )
+            model = f"model {self.model_id}"
+        elif ep.signal == DRIFT and ep.drift:
             d = ep.drift
             facts.update(d)
             facts.setdefault("window_start", _iso(ep.first_signal or ep.starts_at))
@@ -957,11 +1046,12 @@ class _ModelRun:
         index: int,
         at: int,
     ) -> dict[str, Any]:
-        what = (
-            f"{ep.count} matching drift event(s)"
-            if ep.signal == DRIFT
-            else f"{rule.metric} = {_fmt(ep.value)} {rule.op} {rule.threshold:g}"
-        )
+        if ep.signal == DRIFT:
+            what = f"{ep.count} matching drift event(s)"
+        elif ep.signal == VERDICT:
+            what = f"verdict {rule.outcome} of version {ep.verdict.get('version', '?')}"
+        else:
+            what = f"{rule.metric} = {_fmt(ep.value)} {rule.op} {rule.threshold:g}"
         return {
             "event_id": event_id("retraining", self.model_id, alert["event_id"], str(index)),
             "model_id": self.model_id,
@@ -1021,6 +1111,26 @@ def _drift_facts(drift: Mapping[str, Any]) -> dict[str, str]:
     for name in ("window_start", "window_end"):  # window tests: the tested window
         if str(evidence.get(name, "")).isdigit():
             facts[name] = _iso(int(evidence[name]))
+    return facts
+
+
+def _verdict_facts(verdict: Mapping[str, Any]) -> dict[str, str]:
+    """The annotation facts of a ModelVerdict (strings; the rollback's only when it has one)."""
+    facts = {
+        "verdict_event_id": str(verdict.get("event_id", "")),
+        "verdict": str(verdict.get("verdict", "")),
+        "version": str(verdict.get("version", "")),
+        "previous_version": str(verdict.get("previous_version", "")),
+        "metric": str(verdict.get("metric", "")),
+        "test": str(verdict.get("test", "")),
+        "n_labels": str(verdict.get("n_labels", "")),
+    }
+    for name in ("value", "previous_value", "p_value"):
+        value = verdict.get(name)
+        facts[name] = "?" if value is None else f"{float(value):.4g}"
+    for name in ("rollback_event_id", "rollback_to"):
+        if verdict.get(name):
+            facts[name] = str(verdict[name])
     return facts
 
 

@@ -31,6 +31,8 @@ from driftline.schemas.control_plane import VersionedView
 from driftline.schemas.silences import Matcher, Silence, SilenceError, parse_time_ms
 
 __all__ = [
+    "ESTIMATED_METRICS",
+    "ESTIMATOR",
     "Ack",
     "Matcher",
     "RetrainAction",
@@ -38,12 +40,32 @@ __all__ = [
     "RuleBook",
     "RuleError",
     "Silence",
+    "VERDICT_OUTCOMES",
     "Snapshot",
     "parse_duration_ms",
     "parse_time_ms",
 ]
 
 log = logging.getLogger(__name__)
+
+# Performance estimated before labels arrive (CBPE, streams/estimates.py). A rule names one as
+# a metric (``{"kind": "metric", "metric": "estimated_accuracy"}``); the workers write each
+# window's estimate as a ``detector_stats`` row (stream kind METRIC, the metric's name as stream,
+# detector ESTIMATOR, value in ``estimate``), so underneath the rule is a statistic rule on
+# those rows, evaluated at each window's end, in the workers and the dry-run alike.
+ESTIMATED_METRICS: Final = (
+    "estimated_accuracy",
+    "estimated_precision",
+    "estimated_recall",
+    "estimated_f1",
+)
+ESTIMATOR: Final = "CBPE"
+
+# Post-deploy verdicts (ModelVerdict, streams/versions.py): a rule watches them with
+# ``{"kind": "verdict"}`` and the condition ``{"type": "verdict_is", "outcome": "WORSE"}``;
+# the evaluator takes each ``model_verdicts`` row as an event, like a DriftEvent
+# (docs/alerting.md, "Verdict rules"). The ModelVerdict.avsc VerdictKind symbols.
+VERDICT_OUTCOMES: Final = ("BETTER", "WORSE", "INCONCLUSIVE")
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _UNITS_MS = (86_400_000, 3_600_000, 60_000, 1000)
@@ -78,8 +100,8 @@ class Rule:
     id: str
     version: int
     name: str
-    signal_kind: str  # drift | metric | statistic
-    condition: str  # drift_detected | threshold
+    signal_kind: str  # drift | metric | statistic | verdict
+    condition: str  # drift_detected | threshold | verdict_is
     enabled: bool = True
     models: tuple[str, ...] | None = None
     model_selector: tuple[tuple[str, str], ...] | None = None
@@ -88,6 +110,7 @@ class Rule:
     detector: str = "*"
     metric: str | None = None
     stat_field: str | None = None  # statistic signals: estimate | statistic | p_value | n_values
+    outcome: str | None = None  # verdict signals: the VERDICT_OUTCOMES symbol that holds
     window_ms: int = 300_000
     op: str | None = None
     threshold: float | None = None
@@ -109,10 +132,19 @@ class Rule:
             signal = dict(data["signal"])
             condition = dict(data["condition"])
             kind, ctype = str(signal["kind"]), str(condition["type"])
-            if kind not in ("drift", "metric", "statistic"):
+            if kind not in ("drift", "metric", "statistic", "verdict"):
                 raise RuleError(f"unknown signal kind {kind!r}")
-            if ctype not in ("drift_detected", "threshold"):
+            if kind == "metric" and signal.get("metric") in ESTIMATED_METRICS:
+                kind = "statistic"
+                signal.update(stream_kind="METRIC", stream_name=signal["metric"],
+                              detector=ESTIMATOR, field="estimate")  # fmt: skip
+            if ctype not in ("drift_detected", "threshold", "verdict_is"):
                 raise RuleError(f"unknown condition type {ctype!r}")
+            if (kind == "verdict") != (ctype == "verdict_is"):
+                raise RuleError(f"a {kind} signal does not take a {ctype!r} condition")
+            outcome = str(condition.get("outcome", "WORSE")) if ctype == "verdict_is" else None
+            if outcome is not None and outcome not in VERDICT_OUTCOMES:
+                raise RuleError(f"verdict outcome {outcome!r}")
             if ctype == "threshold" and condition.get("op") not in ("<", "<=", ">", ">="):
                 raise RuleError(f"threshold op {condition.get('op')!r}")
             models = data.get("models")
@@ -141,6 +173,7 @@ class Rule:
                 detector=str(signal.get("detector", "*")),
                 metric=signal.get("metric"),
                 stat_field=signal.get("field", "statistic") if kind == "statistic" else None,
+                outcome=outcome,
                 window_ms=parse_duration_ms(str(signal.get("window", "5m"))),
                 op=condition.get("op"),
                 threshold=float(condition["value"]) if ctype == "threshold" else None,
@@ -185,6 +218,10 @@ class Rule:
             and fnmatchcase(str(drift.get("stream_name", "")), self.stream_name)
             and self.detector in ("*", drift.get("detector"))
         )
+
+    def matches_verdict(self, verdict: Mapping[str, Any]) -> bool:
+        """Does this ModelVerdict (or ``model_verdicts`` row) hold the rule's condition?"""
+        return self.signal_kind == "verdict" and verdict.get("verdict") == self.outcome
 
 
 @dataclass(frozen=True)

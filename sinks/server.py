@@ -158,6 +158,10 @@ class ServerStore(Store):
     ``backoff_seconds`` doubling, at most 5 s) and then raises :class:`StoreUnavailable`.
     ``client_factory`` builds the clickhouse-connect client (default
     ``clickhouse_connect.get_client(dsn=url)``); ``sleep`` is injectable for tests.
+
+    ``create_database``: create the database on connect, so a writer that inserts before its
+    first ``migrate()`` finds it. Readers pass False (``driftline lineage``, the API): a
+    read-only user is refused any DDL, and ``migrate()`` creates the database itself anyway.
     """
 
     def __init__(
@@ -171,8 +175,10 @@ class ServerStore(Store):
         ping_timeout: float = 2.0,
         client_factory: Callable[[], Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        create_database: bool = True,
     ) -> None:
         super().__init__(database, ttl_days=ttl_days)
+        self.create_database = create_database
         import clickhouse_connect
 
         _quiet_driver_logs()
@@ -212,9 +218,10 @@ class ServerStore(Store):
                     # The database may not exist before the first migrate(): create it, then
                     # make it the client's default so unqualified table names resolve there,
                     # as in the embedded store.
-                    client.command(
-                        f"CREATE DATABASE IF NOT EXISTS {self.database}", use_database=False
-                    )
+                    if self.create_database:
+                        client.command(
+                            f"CREATE DATABASE IF NOT EXISTS {self.database}", use_database=False
+                        )
                 except BaseException:
                     client.close()
                     raise

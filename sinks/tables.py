@@ -29,6 +29,8 @@ __all__ = [
     "ALERTS",
     "FEATURE_DRIFT",
     "DATA_QUALITY",
+    "REFERENCE_PROFILES",
+    "PERFORMANCE_ESTIMATES",
     "columns_for",
     "joined_label",
 ]
@@ -232,6 +234,68 @@ FEATURE_DRIFT = TableSpec(
 )
 DATA_QUALITY = TableSpec("data_quality", dict(_WINDOW_TEST_COLUMNS), "window_end", _WINDOW_TEST_KEY)
 
+# The references windows are tested against (streams/profiles.py ``reference_rows``): one row
+# per (reference, column), keyed by the profile's content hash.
+REFERENCE_PROFILES = TableSpec(
+    "reference_profiles",
+    {
+        "model_id": LC,
+        "reference_id": "String",
+        "reference_version": LC,
+        "reference_source": LC,
+        "uploaded_at": TIME,
+        "uploaded_by": "String",
+        "n_events": "UInt64",
+        "stream_kind": LC,
+        "feature": LC,
+        "column_kind": LC,
+        "n_present": "UInt64",
+        "n_missing": "UInt64",
+        "missing_rate": "Float64",
+        "min": NF64,
+        "max": NF64,
+        "std": NF64,
+        "top_share": "Float64",
+        "quantiles": "Array(Float64)",
+        "bin_counts": "Array(UInt64)",
+        "categories": "Map(String, UInt64)",
+        "in_multivariate": "UInt8",
+    },
+    time_column="uploaded_at",
+    key=("model_id", "reference_id", "feature"),
+)
+
+# CBPE estimates per model and event-time window (streams/estimates.py ``estimate_rows``).
+PERFORMANCE_ESTIMATES = TableSpec(
+    "performance_estimates",
+    {
+        "event_id": "String",
+        "model_id": LC,
+        "model_version": LC,
+        "method": LC,
+        "window_start": TIME,
+        "window_end": TIME,
+        "window_ms": "UInt64",
+        "n_predictions": "UInt64",
+        "n_late": "UInt64",
+        "estimated_accuracy": "Float64",
+        "accuracy_std_error": "Float64",
+        "estimated_precision": NF64,
+        "estimated_recall": NF64,
+        "estimated_f1": NF64,
+        "expected_tp": NF64,
+        "expected_fp": NF64,
+        "expected_fn": NF64,
+        "expected_tn": NF64,
+        "positive_label": NSTR,
+        "calibration_size": "UInt64",
+        "calibration_versions": "Array(String)",
+        "n_borrowed": "UInt64",
+    },
+    time_column="window_end",
+    key=("model_id", "window_end", "event_id"),
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -244,6 +308,8 @@ TABLES: dict[str, TableSpec] = {
         ALERTS,
         FEATURE_DRIFT,
         DATA_QUALITY,
+        REFERENCE_PROFILES,
+        PERFORMANCE_ESTIMATES,
     )
 }
 

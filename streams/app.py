@@ -24,7 +24,7 @@ from driftline.schemas import Codec, topics
 from driftline.schemas.control_plane import CompactedTopicFollower
 from driftline.sinks.base import Store
 from driftline.sinks.resilience import quiet_kafka_config
-from driftline.streams import profiles
+from driftline.streams import profiles, versions
 from driftline.streams.alerting import AlertEvaluator
 from driftline.streams.checkpoint import Checkpoints, changelog_topic, ensure_changelog
 from driftline.streams.effects import EffectWriter, RecordProducer
@@ -98,6 +98,16 @@ class Worker:
             name="references",
             create=True,
             client_config=quiet_kafka_config(log, f"references reader ({config.bootstrap})"),
+        )
+        # Published model versions (streams/versions.py): every version, read whole.
+        self.processor.versions = versions.VersionBook(self.codec)
+        self.models_follower = CompactedTopicFollower(
+            config.bootstrap,
+            self.processor.versions.on_record,
+            topics.MODELS,
+            name="model versions",
+            create=True,
+            client_config=quiet_kafka_config(log, f"model versions reader ({config.bootstrap})"),
         )
         # Alert rules from the control-plane topic, applied as they change (no restart).
         self.rulebook = _AnnouncingRuleBook()
@@ -196,6 +206,7 @@ class Worker:
             self.writer.join(5.0)
         self.follower.close()
         self.reference_follower.close()
+        self.models_follower.close()
 
     # -- health, readiness, metrics ----------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -267,6 +278,10 @@ class Worker:
             if not self.reference_follower.wait_ready(30.0):
                 log.warning("references not fully read within 30 s; models without one use "
                             "their first events until it arrives")  # fmt: skip
+            self.models_follower.start(30.0)
+            if not self.models_follower.wait_ready(30.0):
+                log.warning("model versions not fully read within 30 s; verdicts may lack "
+                            "their published record until it arrives")  # fmt: skip
             snapshot = self.rulebook.snapshot()
             log.info("alert rules: %d rules, %d silences from %s",
                      len(snapshot.rules), len(snapshot.silences), topics.RULES)  # fmt: skip

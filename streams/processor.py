@@ -23,7 +23,7 @@ from driftline.schemas import Codec, DecodeError, InvalidEvent, event_id, single
 from driftline.schemas.columns import OutcomeColumns, PredictionColumns, RowError
 from driftline.schemas.validation import validate_outcome, validate_prediction
 from driftline.sinks.columns import outcome_insert_columns, prediction_insert_columns
-from driftline.streams import profiles
+from driftline.streams import estimates, profiles, versions
 from driftline.streams.join import JoinState, OutcomePart, Pairs, PredictionPart
 from driftline.streams.state import (
     STREAM_ERROR,
@@ -38,8 +38,13 @@ DUPLICATE = topics.DUPLICATE
 # DLQ header naming the row of a batch record that was refused (absent for single events).
 HEADER_SOURCE_ROW = "driftline.source.row"
 
+# Raw features get no sequential detector by default: the window tests against the reference
+# (streams/profiles.py) watch them within the false-alarm budget, and ADWIN's bound assumes
+# bounded values, so no delta keeps a heavy-tailed feature in it (benchmarks/drift_quality.py,
+# part 3: a stationary lognormal feature raises 60 alarms per million values at delta = 0.002,
+# 5 at 1e-9, against a budget of 0.033 for a whole model). A spec for STREAM_FEATURE still
+# runs one where a feature is bounded and fast mean shifts matter.
 DEFAULT_SPECS: tuple[DetectorSpec, ...] = (
-    DetectorSpec(STREAM_FEATURE, "ADWIN", {"delta": 0.002}),
     DetectorSpec(STREAM_PREDICTION, "ADWIN", {"delta": 0.002}),
     DetectorSpec(STREAM_ERROR, "ADWIN", {"delta": 0.002}),
 )
@@ -95,6 +100,10 @@ class ProcessorConfig:
     specs: tuple[DetectorSpec, ...] = DEFAULT_SPECS
     # windows against the reference + data quality (streams/profiles.py); None: off
     profiles: MonitorConfig | None = MonitorConfig()
+    # post-deploy verdicts of new model versions (streams/versions.py); None: off
+    verdicts: versions.VerdictConfig | None = versions.VerdictConfig()
+    # CBPE performance estimates before labels arrive (streams/estimates.py); None: off
+    estimates: estimates.EstimateConfig | None = estimates.EstimateConfig()
 
 
 @dataclass
@@ -131,6 +140,8 @@ class BatchResult:
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     drift_events: list[dict[str, Any]] = field(default_factory=list)
     retraining: list[dict[str, Any]] = field(default_factory=list)
+    # other output records: (topic, record name, record), e.g. verdicts
+    records: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     counters: Counter = field(default_factory=Counter)
     # model -> the source partition its state belongs to
@@ -276,6 +287,8 @@ class BatchProcessor:
         self._messages: list[SourceMessage] = []  # the batch being applied
         # uploaded references (driftline.references.v1), set by the worker; None: first events
         self.references: profiles.ReferenceBook | None = None
+        # published model versions (driftline.models.v1), set by the worker; None: none
+        self.versions: versions.VersionBook | None = None
 
     def partition(self, partition: int) -> PartitionState:
         state = self.states.get(partition)
@@ -295,9 +308,15 @@ class BatchProcessor:
         applied after its prediction however the two topics' fetches interleave (a worker
         catching up a backlog may read outcomes far ahead). ``None``: always caught up."""
         result = BatchResult()
+        self._published(result)
         inputs: dict[tuple[int, str], _ModelInput] = {}
         touched: set[int] = set()
         messages = self._messages = list(messages)
+        if messages and self.references is not None:
+            # Uploaded references as they reached this worker, for analysts (a restart reads
+            # the topic again and rewrites them: same rows, collapsed by reference_id).
+            for entry in self.references.take_arrivals():
+                result.rows["reference_profiles"] += profiles.reference_rows(entry)
         self._bulk = self._decode_singles(messages)
         # model inputs are applied in the order of their first message (as one by one would)
         order: dict[tuple[int, str], int] = {}
@@ -334,6 +353,18 @@ class BatchProcessor:
             model_input.seal(model_id)
             self._model(partition, model_id, model_input, result)
         return result
+
+    def _published(self, result: BatchResult) -> None:
+        """Versions published since the last batch: their rows, and dead letters for the
+        records the book refused (every worker follows the whole topic, so each writes
+        them; the rows merge in ClickHouse)."""
+        if self.versions is None:
+            return
+        rows, refused = self.versions.drain()
+        result.rows["model_versions"] += rows
+        for r in refused:
+            source = SourceMessage(topics.MODELS, 0, r.offset, r.key, r.value)
+            self._dead(result, DeadLetter(source, r.reason, r.detail))
 
     def holding(self) -> bool:
         """True while outcome messages wait for their predictions (see ``process``)."""
@@ -643,12 +674,27 @@ class BatchProcessor:
         )
         result.activity[model_id] = activity
 
+        # re-baselining: prediction and error detectors per version (streams/versions.py)
+        served = versions.observe_predictions(
+            state.versions, model_id, _strings(predictions.model_version),
+            np.asarray(predictions.event_time, dtype=np.int64), result,
+        )  # fmt: skip
         self._detect_features(state, predictions, prediction_ids, result)
-        self._detect_predictions(state, predictions, prediction_ids, result)
+        self._detect_predictions(state, predictions, prediction_ids, served, result)
         self._detect_errors(state, joined.pairs, metrics["error"], result)
+        if self.config.verdicts is not None and len(joined.pairs):
+            versions.observe_labels(
+                state.versions, model_id, joined.pairs.model_version, metrics["correct"],
+                metrics["error"], joined.pairs.outcome_time, self.config.verdicts,
+                self.versions, result,
+            )  # fmt: skip
         if self.config.profiles is not None:
             profiles.observe(
                 state, predictions, prediction_ids, self.config.profiles, result, self.references
+            )
+        if self.config.estimates is not None:
+            estimates.observe(
+                state, predictions, joined.pairs, metrics["correct"], self.config.estimates, result
             )
 
         orphans = join.expire(state.prediction_clock_ms, state.outcome_clock_ms)
@@ -724,6 +770,7 @@ class BatchProcessor:
         state: ModelState,
         predictions: PredictionColumns,
         event_ids: np.ndarray,
+        served: tuple[list[str], np.ndarray],
         result: BatchResult,
     ) -> None:
         n = len(predictions)
@@ -734,16 +781,21 @@ class BatchProcessor:
         if not present.any():
             return
         names = [("score", "value")[j] for j in range(2) if present[:, j].any()]
-        rows_by_name = dict(
-            zip(names, state.stream_rows(STREAM_PREDICTION, tuple(names)).tolist(), strict=True)
-        )
-        rows = np.array([rows_by_name.get("score", -1), rows_by_name.get("value", -1)])
+        keys, groups = served
+        table = np.full((len(keys), 2), -1, dtype=np.int64)  # version -> (score row, value row)
+        for g, version in enumerate(keys):
+            streams = tuple(versions.versioned(name, version) for name in names)
+            rows_by_name = dict(
+                zip(names, state.stream_rows(STREAM_PREDICTION, streams).tolist(), strict=True)
+            )
+            table[g] = [rows_by_name.get("score", -1), rows_by_name.get("value", -1)]
+        stream_rows = table[groups][present]
         self._detect(
             state,
             STREAM_PREDICTION,
-            np.broadcast_to(rows, (n, 2))[present],
+            stream_rows,
             matrix[present],
-            (np.cumsum(present, axis=0) - 1)[present],
+            versions.ranks_within(stream_rows),
             np.broadcast_to(np.arange(n)[:, None], (n, 2))[present],
             event_ids,
             predictions.event_time,
@@ -756,14 +808,19 @@ class BatchProcessor:
         present = ~np.isnan(errors)
         if not present.any():
             return
-        (row,) = state.stream_rows(STREAM_ERROR, ("error",)).tolist()
         events = np.flatnonzero(present)
+        keys, groups = versions.version_groups(pairs.model_version[present])
+        table = np.array(
+            [state.stream_row(STREAM_ERROR, versions.versioned("error", v)) for v in keys],
+            dtype=np.int64,
+        )
+        rows = table[groups]
         self._detect(
             state,
             STREAM_ERROR,
-            np.full(len(events), row, dtype=np.int64),
+            rows,
             errors[present],
-            np.arange(len(events)),
+            versions.ranks_within(rows),
             np.arange(len(events)),
             pairs.outcome_id[present],
             pairs.outcome_time[present],
@@ -786,6 +843,9 @@ class BatchProcessor:
         value's rank within its stream in this batch (its position = count before + rank)."""
         counts = state.counts[kind]
         names = state.stream_names(kind)
+        shown = names  # stream names as rows show them (without the version)
+        if kind != STREAM_FEATURE:
+            shown = [versions.split_versioned(name)[0] for name in names]
         batch_end = int(event_times[value_events[-1]])
         per_row = np.bincount(rows, minlength=len(names))
         touched = np.flatnonzero(per_row)
@@ -821,7 +881,7 @@ class BatchProcessor:
                     {
                         "model_id": state.model_id,
                         "stream_kind": kind,
-                        "stream_name": names[r],
+                        "stream_name": shown[r],
                         "detector": spec.detector,
                         "time": batch_end,
                         "n_values": counts[r] + n,
@@ -846,6 +906,10 @@ class BatchProcessor:
         before: float,
         after: float,
     ) -> dict[str, Any]:
+        # prediction and error streams are per version: "score@7" is stream "score" of version 7
+        name, version = (stream_name, None)
+        if spec.stream_kind != STREAM_FEATURE:
+            name, version = versions.split_versioned(stream_name)
         evidence = {
             "value": repr(value),
             "params": ",".join(f"{k}={v}" for k, v in sorted(spec.params.items())),
@@ -859,9 +923,9 @@ class BatchProcessor:
                 "drift", state.model_id, spec.stream_kind, stream_name, spec.detector, str(position)
             ),
             "model_id": state.model_id,
-            "model_version": state.model_version,
+            "model_version": state.model_version if version is None else version,
             "stream_kind": spec.stream_kind,
-            "stream_name": stream_name,
+            "stream_name": name,
             "detector": spec.detector,
             "detected_at": detected_at,
             "position": position,
@@ -896,7 +960,7 @@ class BatchProcessor:
         request = {
             "event_id": event_id("retraining", state.model_id, drift["event_id"]),
             "model_id": state.model_id,
-            "model_version": state.model_version,
+            "model_version": drift["model_version"],  # the version whose error drifted
             "requested_at": now,
             "reason": (
                 f"{drift['detector']} detected drift on the error stream at position "

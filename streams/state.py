@@ -19,7 +19,9 @@ import numpy as np
 from driftline.detectors.bank import DetectorBank
 from driftline.detectors.base import REGISTRY, ChangeDetector
 from driftline.detectors.monitor import ProfileMonitor
+from driftline.streams.estimates import VersionedEstimates
 from driftline.streams.join import JoinState
+from driftline.streams.versions import VersionTracker
 
 STREAM_FEATURE = "FEATURE"
 STREAM_PREDICTION = "PREDICTION"
@@ -73,6 +75,11 @@ class ModelState:
     # windows of features and predictions against the reference (streams/profiles.py):
     # a driftline.detectors.monitor.ProfileMonitor, created on the model's first predictions
     profiles: ProfileMonitor | None = None
+    # which version serves, and each version's labelled results (streams/versions.py)
+    versions: VersionTracker = field(default_factory=VersionTracker)
+    # performance estimates before labels arrive (streams/estimates.py), from the first
+    # scored prediction or labelled pair on
+    estimates: VersionedEstimates | None = None
     # derivable from ``streams``; not serialised
     _row_cache: dict[tuple[str, tuple[str, ...]], np.ndarray] = field(
         default_factory=dict, repr=False
@@ -129,11 +136,15 @@ class ModelState:
             "last_retraining_ms": self.last_retraining_ms,
             "banks": sorted(self.banks),
             "profiles": self.profiles is not None,
+            "estimates": self.estimates is not None,
+            "versions": self.versions.to_json(),
         }
         parts = [json.dumps(header, separators=(",", ":")).encode()]
         parts += [self.banks[key].to_state() for key in header["banks"]]
         if self.profiles is not None:
             parts.append(self.profiles.to_bytes())
+        if self.estimates is not None:
+            parts.append(self.estimates.to_state())
         return _frame(_MAGIC, parts)
 
     @classmethod
@@ -148,6 +159,11 @@ class ModelState:
         profiles = None
         if header.get("profiles"):  # absent in checkpoints written before the stage existed
             profiles = ProfileMonitor.from_bytes(parts[1 + n_banks])
+        estimates = None
+        if header.get("estimates"):  # absent in checkpoints written before the stage existed
+            estimates = VersionedEstimates.from_state(
+                parts[1 + n_banks + int(profiles is not None)]
+            )
         return cls(
             model_id=header["model_id"],
             specs=tuple(DetectorSpec(k, d, p) for k, d, p in header["specs"]),
@@ -160,6 +176,9 @@ class ModelState:
             model_version=header["model_version"],
             last_retraining_ms=header["last_retraining_ms"],
             profiles=profiles,
+            estimates=estimates,
+            # absent in checkpoints written before versions were tracked
+            versions=VersionTracker.from_json(header.get("versions")),
         )
 
 

@@ -101,6 +101,12 @@ def test_api_command_serves(api_kafka: LocalKafka, tokens: dict[str, str], tmp_p
         base, headers = f"http://127.0.0.1:{port}", auth(tokens["read"])
         assert httpx.get(f"{base}/v1/rules", headers=headers).status_code == 200
         assert httpx.get(f"{base}/v1/alerts", headers=headers).status_code == 503
+        # the references topic is wired too (its reader catches up on its own: 503 until then)
+        while (reference := httpx.get(f"{base}/v1/models/no-such-model/reference",
+                                      headers=headers)).status_code == 503:  # fmt: skip
+            assert time.monotonic() < deadline + 60, reference.text
+            time.sleep(0.2)
+        assert reference.status_code == 404, reference.text
     finally:
         process.terminate()
         process.wait(timeout=30)

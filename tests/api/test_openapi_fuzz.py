@@ -13,7 +13,14 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from conftest import auth
-from driftline.api import ApiConfig, ControlPlane, InMemoryControlPlane, create_app
+from driftline.api import (
+    ApiConfig,
+    ControlPlane,
+    InMemoryControlPlane,
+    InMemoryReferences,
+    create_app,
+)
+from driftline.api.versions import InMemoryModelRegistry
 from driftline.sinks import Store
 from driftline.sinks.store import open_store
 from hypothesis import HealthCheck, given, settings
@@ -39,7 +46,10 @@ def fuzz_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 
 @pytest.fixture(scope="module")
 def api_schema(control_plane: ControlPlane, fuzz_store: Store):  # type: ignore[no-untyped-def]
-    app = create_app(ApiConfig(), control_plane=control_plane, store=fuzz_store)
+    app = create_app(
+        ApiConfig(), control_plane=control_plane, store=fuzz_store, references=InMemoryReferences(),
+        model_registry=InMemoryModelRegistry(),
+    )
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

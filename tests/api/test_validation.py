@@ -9,6 +9,7 @@ import pytest
 from api_factories import drift_rule, metric_rule
 from driftline.api import ApiConfig, InMemoryControlPlane, create_app, crud
 from driftline.api.models import parse_duration
+from driftline.schemas.rules import Rule
 from fastapi.testclient import TestClient
 
 
@@ -70,6 +71,18 @@ CASES = [
     (drift_rule(group_by=["model_id", "model_id"]), ("body", "group_by"), "unique"),
     (drift_rule(repeat_interval="10s"), ("body", "repeat_interval"), "1m"),
     (drift_rule(name=""), ("body", "name"), "at least 1"),
+    (drift_rule(signal={"kind": "verdict"}), ("body", "condition", "type"), "verdict_is"),
+    (drift_rule(signal={"kind": "verdict"},
+                condition={"type": "threshold", "op": "<", "value": 0.5}),
+     ("body", "condition", "type"), "verdict_is"),
+    (drift_rule(condition={"type": "verdict_is"}), ("body", "condition", "type"),
+     "drift_detected"),
+    (metric_rule(condition={"type": "verdict_is"}), ("body", "condition", "type"), "threshold"),
+    (drift_rule(signal={"kind": "verdict"}, condition={"type": "verdict_is", "outcome": "worse"}),
+     ("body", "condition", "verdict_is", "outcome"), "WORSE"),
+    (drift_rule(signal={"kind": "verdict", "stream_kind": "ERROR"},
+                condition={"type": "verdict_is"}),
+     ("body", "signal", "verdict", "stream_kind"), "Extra inputs"),
 ]  # fmt: skip
 
 
@@ -101,10 +114,17 @@ def test_valid_rules_are_accepted(memory_client: tuple[TestClient, InMemoryContr
             signal={"kind": "metric", "metric": "prediction_count", "window": "1h"},
             condition={"type": "threshold", "op": "<", "value": 1},
         ),  # fmt: skip
+        drift_rule(signal={"kind": "verdict"}, condition={"type": "verdict_is"}),
+        drift_rule(
+            signal={"kind": "verdict"}, condition={"type": "verdict_is", "outcome": "BETTER"}
+        ),
     ):
         response = client.post("/v1/rules", json=body)
         assert response.status_code == 201, response.text
-    assert cp.count("rule") == 5
+        # the workers parse what the API stored (schemas/rules.py)
+        record = cp.get("rule", response.json()["id"])
+        Rule.from_record(record.id, record.version, record.data)
+    assert cp.count("rule") == 7
 
 
 def test_patch_is_validated_as_the_merged_rule(

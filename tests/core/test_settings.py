@@ -116,3 +116,26 @@ def test_the_readme_configuration_table_lists_every_setting_with_its_default(mon
                 assert float(literal) == default, f"{name}: default {default}, README {cell!r}"
             else:
                 assert literal == shown, f"{name}: default {shown!r}, the README says {cell!r}"
+
+
+def test_monitor_settings_reach_the_workers_data_drift_stage(monkeypatch):
+    from driftline.worker import processor_config
+
+    monkeypatch.setenv("DRIFTLINE_MONITOR_WINDOW_SIZE", "1000")
+    monkeypatch.setenv("DRIFTLINE_MONITOR_MAX_WINDOW_SECONDS", "3600")
+    monkeypatch.setenv("DRIFTLINE_MONITOR_AUTO_REFERENCE_EVENTS", "2000")
+    monkeypatch.setenv("DRIFTLINE_MONITOR_FALSE_ALARMS", "2")
+    monkeypatch.setenv("DRIFTLINE_MONITOR_FALSE_ALARM_DAYS", "7")
+    monkeypatch.setenv("DRIFTLINE_MONITOR_EVENTS_PER_DAY", "50000")
+    monitor = processor_config(load_settings()).profiles
+    assert (monitor.window_size, monitor.max_window_ms, monitor.auto_reference_events) == (
+        1000, 3_600_000, 2000
+    )
+    assert (monitor.budget.false_alarms, monitor.budget.days) == (2.0, 7.0)
+    # 50 count-closed + 24 time-closed windows a day
+    assert monitor.events_per_day == 50_000 and monitor.windows_per_day() == 74.0
+    monkeypatch.setenv("DRIFTLINE_MONITOR_ENABLED", "false")
+    assert processor_config(load_settings()).profiles is None
+    monkeypatch.setenv("DRIFTLINE_MONITOR_WINDOW_SIZE", "10")
+    with pytest.raises(ValueError, match="monitor_window_size"):
+        load_settings()

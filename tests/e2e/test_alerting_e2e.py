@@ -18,7 +18,6 @@ wall-clock time it is published (after the silence was made), as live traffic wo
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import subprocess
@@ -30,6 +29,8 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import httpx
 import numpy as np
@@ -240,10 +241,6 @@ def start_delivery_at_the_beginning(bootstrap: str, group: str) -> None:
         consumer.commit(offsets=partitions, asynchronous=False)
     finally:
         consumer.close()
-
-
-def read_json_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    return [json.loads(value) for value, _ in read_topic(bootstrap, topic) if value]
 
 
 # -- the test ----------------------------------------------------------------------------------------
@@ -518,13 +515,14 @@ def test_drift_alert_webhook_alertmanager_silence_and_retraining(fresh_kafka, tm
         assert request["window_start"] >= stream.time_ms(CHANGE_1), "window before the change"
 
         def published() -> list[dict[str, Any]]:
-            return [m for m in read_json_topic(bootstrap, "driftline.models.v1")
-                    if m["request_event_id"] == request["event_id"]]  # fmt: skip
+            return [m for m in decode_all(read_topic(bootstrap, topics.MODELS))
+                    if m["retraining_request_id"] == request["event_id"]]  # fmt: skip
 
         (model_record,) = wait_until(published, "the trainer's ModelPublished", procs)
-        assert model_record["model_id"] == MODEL and model_record["version"] >= 2
-        assert model_record["training_rows"] >= 500
-        with open(model_record["path"], "rb") as f:
+        assert model_record["model_id"] == MODEL and int(model_record["version"]) >= 2
+        assert model_record["metrics"]["training_rows"] >= 500
+        model_path = url2pathname(urlsplit(model_record["artifact_uri"]).path)
+        with open(model_path, "rb") as f:
             retrained = pickle.load(f)  # noqa: S301 - written by this test's trainer
 
         # metrics recover: on held-out data of the new concept the retrained model wins
@@ -539,7 +537,7 @@ def test_drift_alert_webhook_alertmanager_silence_and_retraining(fresh_kafka, tm
 
         # a replayed request (at-least-once upstream) is not trained twice: the trainer
         # re-publishes the same record, and no new version appears
-        versions = sorted(p.name for p in Path(model_record["path"]).parent.glob("*.pkl"))
+        versions = sorted(p.name for p in Path(model_path).parent.glob("*.pkl"))
         (raw,) = [
             value
             for value, _ in read_topic(bootstrap, topics.RETRAINING)
@@ -550,4 +548,4 @@ def test_drift_alert_webhook_alertmanager_silence_and_retraining(fresh_kafka, tm
         assert producer.flush(30) == 0
         again = wait_until(lambda: len(published()) == 2 and published(), "the replay", procs)
         assert again[0] == again[1] == model_record
-        assert sorted(p.name for p in Path(model_record["path"]).parent.glob("*.pkl")) == versions
+        assert sorted(p.name for p in Path(model_path).parent.glob("*.pkl")) == versions

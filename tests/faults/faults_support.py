@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from driftline.detectors.monitor import MonitorConfig
 from driftline.schemas import Codec, topics
 from driftline.streams.processor import BatchProcessor, ProcessorConfig, SourceMessage
 from e2e_support import lag, wait_for
@@ -51,7 +52,12 @@ FAST_WORKER = {
     "DRIFTLINE_COMMIT_INTERVAL_SECONDS": "0.5",
     "DRIFTLINE_BATCH_MAX_EVENTS": "500",
     "DRIFTLINE_BATCH_MAX_SECONDS": "0.2",
+    # Feature drift comes from window tests against each model's first events (no ADWIN on
+    # raw features): windows of 100 after a 100-event reference, for streams of a few hundred.
+    "DRIFTLINE_MONITOR_WINDOW_SIZE": "100",
+    "DRIFTLINE_MONITOR_AUTO_REFERENCE_EVENTS": "100",
 }
+WINDOWS = MonitorConfig(window_size=100, auto_reference_events=100)
 
 
 def fault_seed() -> int:
@@ -279,7 +285,7 @@ def expected_feature_drifts(streams: list[SyntheticStream], steps: int) -> list[
     codec = Codec()
     out: list[str] = []
     for stream in streams:
-        processor = BatchProcessor(codec, ProcessorConfig())
+        processor = BatchProcessor(codec, ProcessorConfig(profiles=WINDOWS))
         messages = [
             SourceMessage(topics.PREDICTIONS, 0, i, b"", codec.encode("PredictionEvent", p))
             for i, (p, _) in enumerate(stream.events(steps))

@@ -103,3 +103,50 @@ def test_database_in_the_url_is_not_used_to_connect() -> None:
     assert _without_database("http://u:p@h:8123/driftline?x=1") == "http://u:p@h:8123?x=1"
     assert _without_database("https://h/db") == "https://h"
     assert _without_database("chdb:///var/lib/chdb") == "chdb:///var/lib/chdb"
+
+
+class Recording(Flaky):
+    """Forwards to a real client and records the SQL of every command it is sent."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        object.__setattr__(self, "sent", [])
+
+    def __getattr__(self, name: str) -> Any:
+        call = super().__getattr__(name)
+        if name != "command":
+            return call
+
+        def command(sql: str, *args: Any, **kwargs: Any) -> Any:
+            self.sent.append(sql)
+            return call(sql, *args, **kwargs)
+
+        return command
+
+
+def test_a_reader_store_sends_no_ddl_and_migrate_still_creates_the_database(
+    chdb_path: Path,
+) -> None:
+    """``create_database=False`` (readers, the API: a read-only user is refused DDL) connects
+    without CREATE DATABASE; its migrate() creates the database itself."""
+    recorder = Recording(clickhouse_connect.get_client(dsn=f"chdb://{chdb_path}", tz_mode="aware"))
+    reader = ServerStore("unused", "reader_db", client_factory=lambda: recorder,
+                         create_database=False)  # fmt: skip
+    try:
+        with pytest.raises(StoreError, match="reader_db does not exist"):  # reads, nothing else
+            reader.query("SELECT 1")
+        assert recorder.sent == []
+        reader.migrate()  # the API's store, with a user allowed to
+        assert recorder.sent[0] == "CREATE DATABASE IF NOT EXISTS reader_db"
+        assert reader.query("SELECT count() FROM schema_migrations FINAL")[0][0] > 0
+    finally:
+        reader.command("DROP DATABASE IF EXISTS reader_db")
+        reader.close()
+    writer = Recording(clickhouse_connect.get_client(dsn=f"chdb://{chdb_path}", tz_mode="aware"))
+    store = ServerStore("unused", "writer_db", client_factory=lambda: writer)
+    try:
+        store.query("SELECT 1")
+        assert writer.sent == ["CREATE DATABASE IF NOT EXISTS writer_db"]
+    finally:
+        store.command("DROP DATABASE IF EXISTS writer_db")
+        store.close()

@@ -388,16 +388,18 @@ def _rulebook_for_the_synthetic_stream() -> RuleBook:
 
 def _alerts_for(batches, restart: bool) -> tuple[list[str], list[str], bytes]:
     from .test_processor import CODEC as PCODEC
-    from .test_processor import restarted
+    from .test_processor import WINDOWS, restarted
 
     alert_states = MemoryKV()
     book = _rulebook_for_the_synthetic_stream()
-    processor = BatchProcessor(PCODEC, ProcessorConfig())
+    # feature drift comes from the window tests (ADWIN no longer runs on raw features)
+    config = ProcessorConfig(profiles=WINDOWS)
+    processor = BatchProcessor(PCODEC, config)
     evaluator = AlertEvaluator(book)
     ids, retrain = [], []
     for chunk in batches:
         if restart:  # a new worker: only the checkpoints carry over
-            processor = restarted(processor, ProcessorConfig())
+            processor = restarted(processor, config)
             evaluator = AlertEvaluator(book)
         result = processor.process(chunk)
         outcome = evaluator.evaluate(result, alert_states, model_partitions(chunk))

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from driftline.detectors.monitor import MonitorConfig
 from driftline.schemas import Codec, topics
 from driftline.streams.processor import BatchProcessor, ProcessorConfig, SourceMessage
 from e2e_support import (
@@ -29,6 +30,10 @@ pytestmark = pytest.mark.e2e
 N = 6000
 CHANGE = 3000
 LAG = 50  # outcomes arrive 50 steps after their predictions
+# Features are watched by window tests against each model's first events (ADWIN does not run
+# on raw features): windows of 500 after a 2,000-event reference, so a change at 3,000 is
+# found in the window [3000, 3500).
+WINDOWS_ENV = {"DRIFTLINE_MONITOR_WINDOW_SIZE": "500", "DRIFTLINE_MONITOR_AUTO_REFERENCE_EVENTS": "2000"}
 
 
 def _produce_raw(bootstrap: str, topic: str, key: bytes, values: list[bytes]) -> None:
@@ -56,7 +61,7 @@ def test_events_in_drift_out_clickhouse_exactly_once(fresh_kafka, tmp_path):
     )
 
     app_id = f"worker-{uuid.uuid4().hex[:8]}"
-    env = worker_env(bootstrap, tmp_path / "data", app_id)
+    env = worker_env(bootstrap, tmp_path / "data", app_id, **WINDOWS_ENV)
     log = tmp_path / "worker.log"
     worker = start_worker(env, log)
     try:
@@ -67,7 +72,8 @@ def test_events_in_drift_out_clickhouse_exactly_once(fresh_kafka, tmp_path):
         assert {d["model_id"] for d in drifts} == {"churn"}, "drift on the no-drift control"
         features = [d for d in drifts if d["stream_kind"] == "FEATURE"]
         assert {d["stream_name"] for d in features} == {"f00"}
-        assert CHANGE <= min(d["position"] for d in features) < CHANGE + 300
+        assert {d["detector"] for d in features} & {"ks", "chisquare"}  # window tests decided
+        assert min(d["position"] for d in features) == CHANGE + 499  # the window [3000, 3500)
         errors = [d for d in drifts if d["stream_kind"] == "ERROR"]
         assert errors and CHANGE - LAG <= min(d["position"] for d in errors) < CHANGE + 500
 
@@ -110,9 +116,10 @@ def test_events_in_drift_out_clickhouse_exactly_once(fresh_kafka, tmp_path):
 
 def _expected_feature_drifts(stream: SyntheticStream, n: int) -> list[str]:
     """Feature drift ids of an uninterrupted in-process run (features depend on predictions
-    only, so their order, and so the detections, are fixed by the topic's order)."""
+    only, so their order, and so the detections, are fixed by the topic's order), with the
+    worker's default windows."""
     codec = Codec()
-    processor = BatchProcessor(codec, ProcessorConfig())
+    processor = BatchProcessor(codec, ProcessorConfig(profiles=MonitorConfig()))
     messages = [
         SourceMessage(topics.PREDICTIONS, 0, i, b"", codec.encode("PredictionEvent", p))
         for i, (p, _) in enumerate(stream.events(n))
@@ -148,6 +155,9 @@ def test_sigkill_mid_stream_loses_nothing_and_detects_the_same(fresh_kafka, tmp_
 
     drifts = decode_all(read_topic(bootstrap, topics.DRIFT))
     feature_ids = sorted({d["event_id"] for d in drifts if d["stream_kind"] == "FEATURE"})
+    # default windows (5,000 after a 10,000-event reference): the change at 13,000 lands in
+    # the window [10000, 15000), whose state the SIGKILL interrupted
+    assert feature_ids, "the scenario must raise feature drift"
     assert feature_ids == _expected_feature_drifts(stream, total)
     assert any(d["stream_kind"] == "ERROR" for d in drifts)
 
@@ -217,6 +227,7 @@ def test_pipeline_on_a_clickhouse_server_through_the_http_interface(fresh_kafka,
             tmp_path / "data",
             app_id,
             DRIFTLINE_CLICKHOUSE_URL=f"http://writer:w-secret@127.0.0.1:{port}",
+            **WINDOWS_ENV,
         )
         log = tmp_path / "worker.log"
         worker = start_worker(env, log)
@@ -237,6 +248,14 @@ def test_pipeline_on_a_clickhouse_server_through_the_http_interface(fresh_kafka,
         ]
         drift = client.query_df("SELECT stream_kind, stream_name, position FROM drift_events FINAL")
         assert "f00" in set(drift["stream_name"])
+        # the model's first-events reference, through the server store's insert (maps, arrays)
+        references = client.query_df(
+            "SELECT feature, reference_source, n_present, quantiles FROM reference_profiles FINAL"
+        )
+        assert set(references["feature"]) >= {"f00", "f01", "f02", "f03"}
+        assert set(references["reference_source"]) == {"first_events"}
+        inputs = references[references["feature"].str.match(r"f\d\d$")]
+        assert len(inputs) == 4 and (inputs["n_present"] == 2000).all()
         with pytest.raises(Exception, match="READONLY|readonly"):
             client.command("TRUNCATE TABLE predictions")
     finally:
@@ -259,7 +278,7 @@ def test_worker_health_readiness_and_metrics_while_it_processes(fresh_kafka, tmp
     port = free_port()
     app_id = f"worker-{uuid.uuid4().hex[:8]}"
     env = worker_env(
-        bootstrap, tmp_path / "data", app_id, DRIFTLINE_WORKER_WEB_PORT=str(port)
+        bootstrap, tmp_path / "data", app_id, DRIFTLINE_WORKER_WEB_PORT=str(port), **WINDOWS_ENV
     )
     log = tmp_path / "worker.log"
     worker = start_worker(env, log)

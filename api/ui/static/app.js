@@ -556,8 +556,10 @@ function alertsPage() {
 // -- page: rules --------------------------------------------------------------------------------
 
 const describeSignal = (s) =>
+  s.kind === "verdict" ? "post-deploy verdict" :
   s.kind === "metric" ? `${s.metric} over ${s.window}` : `${s.kind} ${s.stream_kind}:${s.stream_name}${s.detector && s.detector !== "*" ? " by " + s.detector : ""}${s.kind === "statistic" ? " " + s.field : ""}`;
-const describeCondition = (c) => (c.type === "threshold" ? `${c.op} ${c.value}` : "drift detected");
+const describeCondition = (c) =>
+  c.type === "threshold" ? `${c.op} ${c.value}` : c.type === "verdict_is" ? `is ${c.outcome}` : "drift detected";
 
 function rulesPage() {
   let rules = [];
@@ -644,9 +646,13 @@ function ruleEditPage() {
     let label, values;
     if (sig.kind === "metric") {
       const pick = { accuracy: (p) => p.accuracy, error_rate: (p) => (p.accuracy == null ? null : 1 - p.accuracy),
-        label_coverage: (p) => p.label_coverage, mae: (p) => p.mae, rmse: (p) => p.mae, prediction_count: (p) => p.predictions }[sig.metric];
-      label = sig.metric + (sig.metric === "rmse" ? " (MAE shown)" : "");
+        label_coverage: (p) => p.label_coverage, mae: (p) => p.mae, rmse: (p) => p.mae, prediction_count: (p) => p.predictions }[sig.metric]
+        || (() => null);  // estimated_* (CBPE windows): not in the series, nothing charted
+      label = sig.metric + (sig.metric === "rmse" ? " (MAE shown)" : sig.metric.startsWith("estimated_") ? " (not charted)" : "");
       values = s.points.map(pick);
+    } else if (sig.kind === "verdict") {
+      label = "post-deploy verdicts (not charted: see the firing markers)";
+      values = t.map(() => null);
     } else {
       label = `drift events ${sig.stream_kind}:${sig.stream_name || "*"}`;
       const counts = new Map();

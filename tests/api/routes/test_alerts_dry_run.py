@@ -245,6 +245,42 @@ def test_statistic_dry_run_reads_detector_stats(client: TestClient, store: Store
     assert result["firings"][0]["value"] == 0.001
 
 
+def test_verdict_dry_run_reads_model_verdicts(client: TestClient, store: Store) -> None:
+    model = unique("vd")
+
+    def verdict(version: str, kind: str, minutes: int) -> dict:
+        ident = f"{model}-verdict-{version}"
+        worse = kind == "WORSE"
+        return {"event_id": ident, "model_id": model, "version": version,
+                "previous_version": str(int(version) - 1), "verdict": kind,
+                "metric": "accuracy", "test": "two_proportion_z", "value": 0.7,
+                "previous_value": 0.9, "n_labels": 500, "n_previous": 500, "statistic": -5.0,
+                "p_value": 1e-6, "alpha": 0.01, "decided_at": ms(T0 + timedelta(minutes=minutes)),
+                "published_event_id": None, "evidence": {},
+                "rollback_event_id": f"{ident}-rollback" if worse else None,
+                "rollback_to": str(int(version) - 1) if worse else None}  # fmt: skip
+
+    # version 2 is worse (fires), version 3 better (resolves), version 4 worse again
+    store.insert_rows(
+        "model_verdicts", [verdict("2", "WORSE", 5), verdict("3", "BETTER", 20),
+                           verdict("4", "WORSE", 40)],
+    )  # fmt: skip
+    rule = drift_rule(models=[model], signal={"kind": "verdict"},
+                      condition={"type": "verdict_is", "outcome": "WORSE"})  # fmt: skip
+    result = dry_run(client, rule, T0, T0 + timedelta(hours=1))
+    assert result["evaluated"] == 3
+    got = [(datetime.fromisoformat(f["at"]),
+            f["resolved_at"] and datetime.fromisoformat(f["resolved_at"]), f["event_ids"])
+           for f in result["firings"]]  # fmt: skip
+    assert got == [
+        (T0 + timedelta(minutes=5), T0 + timedelta(minutes=20), [f"{model}-verdict-2"]),
+        (T0 + timedelta(minutes=40), None, [f"{model}-verdict-4"]),
+    ]
+    better = dry_run(client, {**rule, "condition": {"type": "verdict_is", "outcome": "BETTER"}},
+                     T0, T0 + timedelta(hours=1))  # fmt: skip
+    assert [f["event_ids"] for f in better["firings"]] == [[f"{model}-verdict-3"]]
+
+
 def test_dry_run_range_is_checked(client: TestClient) -> None:
     rule = drift_rule()
     response = client.post(

@@ -116,7 +116,11 @@ def test_dashboard_live_in_a_browser(fresh_kafka, tmp_path):
             [sys.executable, "-m", "driftline.cli", "worker"],
             worker_env(bootstrap, tmp_path / "data", app_id, DRIFTLINE_TOPIC_PARTITIONS="2",
                        DRIFTLINE_CLICKHOUSE_HTTP_PORT=str(ch_port),
-                       DRIFTLINE_CLICKHOUSE_HTTP_USERS='{"writer": "w-secret"}'),
+                       DRIFTLINE_CLICKHOUSE_HTTP_USERS='{"writer": "w-secret"}',
+                       # f00 is watched by windows of 250 after a 1,000-event reference:
+                       # the change at CHANGE is found in the window right after it
+                       DRIFTLINE_MONITOR_WINDOW_SIZE="250",
+                       DRIFTLINE_MONITOR_AUTO_REFERENCE_EVENTS="1000"),
         )  # fmt: skip
         wait_until(lambda: port_open("127.0.0.1", ch_port), "the worker's ClickHouse", procs)
         api_port = free_port()
