@@ -67,7 +67,7 @@ def _registry(request: Request) -> Any:
 
 
 @router.get("", summary="Models driftline has seen, with their serving version")
-def list_models(store: StoreDep, _: ReadKey) -> dict[str, Any]:
+def list_models(_: ReadKey, store: StoreDep) -> dict[str, Any]:
     rows = store.query(
         "SELECT model_id, count() AS versions, countIf(published = 1) AS published, "
         "argMaxIf(version, last_seen, last_seen IS NOT NULL) AS serving, max(last_seen) "
@@ -89,7 +89,7 @@ def list_models(store: StoreDep, _: ReadKey) -> dict[str, Any]:
 
 
 @router.get("/{model}/versions", summary="A model's versions: published, serving, verdicts")
-def list_versions(model: ModelPath, store: StoreDep, _: ReadKey) -> dict[str, Any]:
+def list_versions(model: ModelPath, _: ReadKey, store: StoreDep) -> dict[str, Any]:
     versions = model_versions(store, model)
     if not versions:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no versions of model {model!r} known")
@@ -177,7 +177,7 @@ def publish_version(
 
 
 @router.get("/{model}/lineage", summary="drift → alert → retraining → version → verdict")
-def lineage(model: ModelPath, store: StoreDep, _: ReadKey) -> dict[str, Any]:
+def lineage(model: ModelPath, _: ReadKey, store: StoreDep) -> dict[str, Any]:
     result = model_lineage(store, model)
     if not result["versions"]:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no versions of model {model!r} known")

@@ -144,7 +144,36 @@ def _sample_rows(n: int = 5) -> dict[str, list[dict]]:
             ]
             for table, test in (("feature_drift", "ks"), ("data_quality", "missing_rate"))
         },
+        **{
+            table: _rows_from_spec(table, n, t)
+            for table in ("reference_profiles", "performance_estimates")
+        },
     }
+
+
+def _value(ch_type: str, column: str, i: int, t: int) -> object:
+    """A sample value of a column's type; strings differ per row, so keys are unique."""
+    if ch_type.startswith("Nullable("):
+        return None if i == 0 else _value(ch_type[len("Nullable(") : -1], column, i, t)
+    if ch_type.startswith("DateTime64"):
+        return t + i
+    if ch_type in ("String", "LowCardinality(String)"):
+        return f"{column}-{i}"
+    if ch_type.startswith(("UInt", "Int")):
+        return i % 2 if ch_type == "UInt8" else i
+    if ch_type == "Float64":
+        return 0.25 * i
+    if ch_type.startswith("Array("):
+        return [_value(ch_type[len("Array(") : -1], column, j, t) for j in range(i % 3)]
+    if ch_type.startswith("Map(String, "):
+        return {f"k{j}": _value(ch_type[len("Map(String, ") : -1], column, j + 1, t) for j in range(i % 3)}
+    raise AssertionError(f"no sample value for {ch_type} ({column})")
+
+
+def _rows_from_spec(table: str, n: int, t: int) -> list[dict]:
+    """Rows for tables whose columns carry no cross-column meaning for these tests."""
+    spec = TABLES[table]
+    return [{c: _value(ty, c, i, t) for c, ty in spec.columns.items()} for i in range(n)]
 
 
 def _expected(value: object, ch_type: str) -> object:
