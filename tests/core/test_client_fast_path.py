@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from driftline.schemas import Codec, topics
+from driftline.schemas.columns import OutcomeColumns
 
 from driftline.client import DriftlineProducer
 
@@ -27,12 +28,23 @@ class RecordingCodec(Codec):
     def __init__(self) -> None:
         super().__init__()
         self.sent: list[bytes] = []
+        self.topics: list[str] = []
         self._sent_lock = threading.Lock()
+
+    def encode(self, name: str, record: dict[str, Any]) -> bytes:  # single-event records
+        data = super().encode(name, record)
+        topic = topics.OUTCOMES if name == "OutcomeEvent" else topics.PREDICTIONS
+        with self._sent_lock:
+            self.sent.append(data)
+            self.topics.append(topic)
+        return data
 
     def encode_columns(self, columns: Any) -> bytes:
         data = super().encode_columns(columns)
+        topic = topics.OUTCOMES if isinstance(columns, OutcomeColumns) else topics.PREDICTIONS
         with self._sent_lock:
             self.sent.append(data)
+            self.topics.append(topic)
         return data
 
 
@@ -71,30 +83,32 @@ def sent_of(producer: DriftlineProducer, codec: RecordingCodec) -> list[bytes]:
 def records_of(sent: list[bytes], topic: str = topics.PREDICTIONS) -> list[dict[str, Any]]:
     out = []
     for data in sent:
-        _, columns, errors = Codec().decode_columns(data, topic)
+        _, decoded, errors = Codec().decode_columns(data, topic)
         assert errors == []
-        out.extend(columns.to_records())
+        out.extend([decoded] if isinstance(decoded, dict) else decoded.to_records())
     return out
 
 
 NAMES = [f"f{j:02d}" for j in range(6)]
 
 
-def mixed_events(n: int, seed: int = 1) -> list[dict[str, Any]]:
+def mixed_events(n: int, *, reorder: bool, seed: int = 1) -> list[dict[str, Any]]:
     """Mostly all-float events of one model, with everything the fast path must hand over or
-    handle: ints, bools, strings, None, another key order, missing and extra names, numpy
-    scalars, huge finite values."""
+    handle: ints, bools, strings, None, missing and extra names, numpy scalars, huge finite
+    values; with ``reorder``, also the same names in another order."""
     rng = np.random.default_rng(seed)
     events = []
     for i in range(n):
-        features: dict[str, Any] = dict(zip(NAMES, rng.normal(size=len(NAMES)).tolist()))
+        features: dict[str, Any] = dict(
+            zip(NAMES, rng.normal(size=len(NAMES)).tolist(), strict=True)
+        )
         if i % 7 == 3:
             features["f02"] = int(i)  # an int: numeric
         if 1200 <= i < 1500:
             features["f01"] = i  # a stretch of batches where every event holds an int
         if i % 11 == 5:
             features["f03"] = bool(i % 2)  # a bool: categorical
-        if i % 13 == 6:
+        if reorder and i % 13 == 6:
             features = dict(reversed(features.items()))  # same names, another order
         if i % 17 == 7:
             features["f04"] = None  # missing
@@ -132,7 +146,7 @@ def log_all(producer: DriftlineProducer, events: list[dict[str, Any]], wrap: typ
 
 
 def test_fast_path_sends_the_bytes_of_the_general_path(recording) -> None:
-    events = mixed_events(2600)
+    events = mixed_events(2600, reorder=False)
     fast, fast_codec = recording()
     general, general_codec = recording()
     assert log_all(fast, events, dict) == log_all(general, events, General)
@@ -145,6 +159,20 @@ def test_fast_path_sends_the_bytes_of_the_general_path(recording) -> None:
     assert records[5]["categorical_features"] == {"f03": "true"}
     assert "f04" not in records[7]["numeric_features"]
     assert records[12]["numeric_features"]["f00"] == 1.5e308
+
+
+def test_fast_path_sends_the_records_of_the_general_path_in_any_key_order(recording) -> None:
+    # The fast path reads a dict's values in the order of the model's first names: a batch
+    # holding events of several layouts may list its numeric columns in another order than
+    # the general path's, and the records are the same.
+    events = mixed_events(2600, reorder=True)
+    fast, fast_codec = recording()
+    general, general_codec = recording()
+    log_all(fast, events, dict)
+    log_all(general, events, General)
+    fast_records = records_of(sent_of(fast, fast_codec))
+    assert fast_records == records_of(sent_of(general, general_codec))
+    assert [r["event_id"] for r in fast_records] == [f"p{i}" for i in range(2600)]
 
 
 def test_fast_path_takes_the_usual_events(recording, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,7 +189,7 @@ def test_fast_path_takes_the_usual_events(recording, monkeypatch: pytest.MonkeyP
     producer, _ = recording()
     rng = np.random.default_rng(2)
     for i in range(1000):
-        features = dict(zip(NAMES, rng.normal(size=len(NAMES)).tolist()))
+        features = dict(zip(NAMES, rng.normal(size=len(NAMES)).tolist(), strict=True))
         if i % 10 == 0:
             features["f01"] = 7  # ints stay on the fast path
         producer.log_prediction("m", features, "yes", score=0.5)
@@ -179,7 +207,7 @@ def test_fast_path_sends_the_bytes_of_the_bulk_path(recording) -> None:
     times = 1_700_000_000_000 + np.arange(n)
     one, one_codec = recording()
     for i, row in enumerate(x.tolist()):
-        features = dict(zip(NAMES, row))
+        features = dict(zip(NAMES, row, strict=True))
         if i % 50 == 0:
             features["f02"] = int(features["f02"])
         one.log_prediction(
@@ -244,6 +272,36 @@ def test_fast_path_types(recording) -> None:
     assert list(got["g"]["numeric_features"].items()) == [("x", 5.5), ("y", 4.5)]
 
 
+def test_every_layout_in_one_batch_keeps_its_records(recording) -> None:
+    # Events of many layouts buffered together (the general path, and the fast path between
+    # them) leave as the records single-event PredictionEvents carry.
+    events: list[tuple[dict[str, Any], dict[str, Any]]] = [
+        ({"x": 1.0, "y": 2.0}, {"prediction": "a"}),
+        ({"plan": "gold"}, {"prediction": "b"}),  # no numeric feature
+        ({"x": 3.0}, {"prediction": 1.5}),  # one feature, a regression value
+        ({"x": 4.0, "y": 5.0}, {"prediction": "c", "score": 0.25}),  # fast
+        ({}, {"prediction": True}),  # no feature at all, a bool label
+        ({"x": 6.0, "y": 7.0}, {"segments": {"region": "eu"}}),
+        ({"x": 8.0, "y": 9.0}, {"probabilities": {"a": 0.5, "b": 0.5}, "prediction": "a"}),
+        ({"x": 10, "y": 11.0}, {"prediction": "d", "model_version": "2"}),  # fast, an int
+        ({"x": 12.0, "y": 13.0, "vip": False}, {}),
+        ({"x": 14.0, "y": 15.0}, {"prediction": "e", "event_time": 5}),  # fast
+    ]
+    batched, batched_codec = recording()
+    single, single_codec = recording(batch_records=False)
+    for i, (features, options) in enumerate(events):
+        options = {"event_id": f"p{i}", "event_time": 1_700_000_000_000 + i, **options}
+        batched.log_prediction("m", features, **options)
+        single.log_prediction("m", features, **options)
+    batched_sent = sent_of(batched, batched_codec)
+    assert len(batched_sent) == 1
+    single_records = records_of(sent_of(single, single_codec))
+    assert len(single_records) == len(events)
+    assert records_of(batched_sent) == single_records
+    assert single_records[1]["categorical_features"] == {"plan": "gold"}
+    assert single_records[7]["numeric_features"] == {"x": 10.0, "y": 11.0}
+
+
 def test_outcome_fast_path_sends_the_bytes_of_the_general_and_bulk_paths(recording) -> None:
     n = 1200
     labels = [None if i % 4 == 0 else ("yes" if i % 3 else "no") for i in range(n)]
@@ -274,7 +332,7 @@ def test_outcome_fast_path_sends_the_bytes_of_the_general_and_bulk_paths(recordi
     records = records_of(fast_sent, topics.OUTCOMES)
     assert records[1] == {
         "event_id": "o1", "prediction_id": "p1", "model_id": "m",
-        "event_time": 1_700_000_000_001, "label": "no", "value": None,
+        "event_time": 1_700_000_000_001, "label": "yes", "value": None,
     }  # fmt: skip
 
 
@@ -311,7 +369,7 @@ def test_concurrent_callers_lose_and_reorder_nothing(recording) -> None:
     def work(t: int) -> None:
         rng = np.random.default_rng(t)
         for i in range(per_thread):
-            features = dict(zip(NAMES, rng.normal(size=len(NAMES)).tolist()))
+            features = dict(zip(NAMES, rng.normal(size=len(NAMES)).tolist(), strict=True))
             if i % 97 == 0:
                 features["f03"] = True  # now and then the general path
             producer.log_prediction(f"m{t % 2}", features, "y", event_id=f"t{t}-{i}")
@@ -325,13 +383,9 @@ def test_concurrent_callers_lose_and_reorder_nothing(recording) -> None:
         worker.join()
     sent = sent_of(producer, codec)
     predictions, outcomes = [], []
-    for data in sent:
-        _, columns, _ = Codec().decode_columns(data, topics.PREDICTIONS)
-        if isinstance(columns, dict) or not hasattr(columns, "numeric"):
-            _, columns, _ = Codec().decode_columns(data, topics.OUTCOMES)
-            outcomes.extend(r["event_id"] for r in columns.to_records())
-        else:
-            predictions.extend(r["event_id"] for r in columns.to_records())
+    for data, topic in zip(sent, codec.topics, strict=True):
+        ids = [r["event_id"] for r in records_of([data], topic)]
+        (outcomes if topic == topics.OUTCOMES else predictions).extend(ids)
     assert len(predictions) == len(set(predictions)) == threads * per_thread
     assert len(outcomes) == len(set(outcomes)) == threads * len(range(0, per_thread, 3))
     for t in range(threads):  # one caller's events leave in the order it logged them
