@@ -352,6 +352,7 @@ class ProfileMonitor:
         self.alpha = 1.0
         self._buffer: list[FeatureBatch] = []
         self._buffered = 0
+        self._auto_version = ""  # the version a first-events reference is labelled with
         self._window = _Window()
         if profile is not None:
             self.set_reference(profile)
@@ -366,6 +367,26 @@ class ProfileMonitor:
             self.config.budget, self.config.windows_per_day(), self.tests_per_window()
         )
         self._window = self._fresh_window(self._window.index)
+
+    def rebaseline(self, profile: ReferenceProfile | None = None, version: str = "") -> None:
+        """Start over from the next event, as for a new model version: the open window and
+        the reference are dropped, and the next windows are tested against ``profile`` or,
+        without one, against the next ``auto_reference_events`` events (their profile is
+        labelled ``version``). Event positions and window indices keep counting, so the
+        windows after a re-baseline never reuse an earlier window's ids."""
+        index = self._window.index  # the dropped window's index goes to the next window
+        self.profile = None
+        self.alpha = 1.0
+        self._buffer, self._buffered = [], 0
+        self._auto_version = version
+        self._window = _Window(index=index, first_seq=self.seq)
+        if profile is not None:
+            self.set_reference(profile)
+
+    @property
+    def warmup_start(self) -> int:
+        """Position of the first event of the first-events reference being collected."""
+        return self.seq - self._buffered
 
     def tests_per_window(self) -> int:
         """Every p-value compared with ``alpha`` when a window closes."""
@@ -476,6 +497,9 @@ class ProfileMonitor:
             usable,
             model_id=self.model_id,
             source="first_events",
+            # absent in monitors checkpointed before re-baselining existed: the model's first
+            # version, whose first-events reference has always been unlabelled
+            version=getattr(self, "_auto_version", ""),
             categorical=[n for n in categorical_names if n in usable],
             seed=0,
             **roles,

@@ -810,6 +810,12 @@ class ReferenceBook:
 
     With ``keep_arrivals`` every applied record is also kept for :meth:`take_arrivals` until
     taken (the worker writes them to ClickHouse); off, nothing accumulates.
+
+    Besides the latest, the book keeps each model's latest reference per ``version``
+    (:meth:`for_version`), so a model version can be tested against the reference uploaded
+    for it after a later upload named another version. The topic is compacted by model, so
+    only what this reader saw since it started is there; a worker checkpoints the reference
+    it uses.
     """
 
     def __init__(
@@ -818,6 +824,7 @@ class ReferenceBook:
         self.decode = decode
         self.keep_arrivals = keep_arrivals
         self._latest: dict[str, ReferenceEntry] = {}
+        self._versions: dict[tuple[str, str], ReferenceEntry] = {}
         self._arrivals: list[ReferenceEntry] = []
         self._lock = threading.Lock()
         self.applied = 0
@@ -828,6 +835,8 @@ class ReferenceBook:
         if value is None:
             with self._lock:
                 self._latest.pop(model_id, None)
+                for key in [k for k in self._versions if k[0] == model_id]:
+                    del self._versions[key]
             return
         try:
             record = self.decode(value)
@@ -851,6 +860,7 @@ class ReferenceBook:
     def _store(self, entry: ReferenceEntry) -> None:
         with self._lock:
             self._latest[entry.profile.model_id] = entry
+            self._versions[(entry.profile.model_id, entry.profile.version)] = entry
             if self.keep_arrivals:
                 self._arrivals.append(entry)
             self.applied += 1
@@ -862,6 +872,12 @@ class ReferenceBook:
     def entry(self, model_id: str) -> ReferenceEntry | None:
         with self._lock:
             return self._latest.get(model_id)
+
+    def for_version(self, model_id: str, version: str) -> ReferenceProfile | None:
+        """The latest reference of ``model_id`` uploaded with ``version``, if any."""
+        with self._lock:
+            entry = self._versions.get((model_id, version))
+        return None if entry is None else entry.profile
 
     def models(self) -> list[str]:
         with self._lock:

@@ -15,6 +15,10 @@ content-hash ``reference_id``): uploaded ones as they arrive on ``driftline.refe
 (:func:`reference_rows` of the book's arrivals, written with the next batch), a model's
 first-events reference when it is built.
 
+A new model version re-baselines the windows at its first prediction (:func:`observe`): its
+own uploaded reference, or its own first events, never the old version's (the rule:
+:func:`_wanted`, and docs/drift.md, "Model versions").
+
 Window boundaries, rows and event ids depend on the model's event sequence only, so any
 batching and any restart give the same results.
 """
@@ -153,15 +157,81 @@ def observe(
     """Feed one model's predictions of a batch (in event order) to its windows; add the rows
     and drift events of every window that closed to ``result`` (a ``BatchResult``).
 
-    A reference in ``references`` that differs from the one in use replaces it first (from
-    the model's next window on). When that happens depends on when the record arrived, the
-    one thing here that is not a function of the event sequence; the reference in use is part
-    of the checkpointed state, so a restart continues with it."""
+    Re-baselining: the first prediction of a version the model's windows have not seen
+    before starts them over (:meth:`ProfileMonitor.rebaseline`): the open window is dropped
+    and that version is tested against its own reference (:func:`_wanted`) or its own first
+    ``auto_reference_events`` events. A version seen before (the old one of a canary, a
+    rollback) does not start them over: its events go to the windows in use.
+
+    A reference in ``references`` that :func:`_wanted` picks and that differs from the one in
+    use replaces it first (from the model's next window on). When that happens depends on
+    when the record arrived, the one thing here that is not a function of the event
+    sequence; the reference in use is part of the checkpointed state, so a restart continues
+    with it."""
     n = len(predictions)
     if not n:
         return
+    versions = np.asarray(predictions.model_version.to_numpy(zero_copy_only=False), dtype=object)
+    seen = state.profile_versions
+    # Where a version serves for the first time, in event order: a function of the event
+    # sequence, so any batching re-baselines at the same events.
+    switches: dict[int, str] = {}
+    if not seen or bool((versions != seen[-1]).any()):
+        keys, first = np.unique(versions.astype(str), return_index=True)
+        for at, version in sorted(zip(first.tolist(), keys.tolist(), strict=True)):
+            if version not in seen:
+                switches[at] = version
+    cuts = sorted({0, *switches, n})
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        version = switches.get(a)
+        if version is not None:
+            if seen and state.profiles is not None:
+                state.profiles.rebaseline(version=version)
+                result.counters["references_rebaselined"] += 1
+            # else: the model's first version (or windows restored from a checkpoint written
+            # before versions were tracked), which keeps the windows it has
+            seen.append(version)
+        part = predictions if (a, b) == (0, n) else predictions.slice(a, b)
+        _observe(state, part, event_ids[a:b], config, result, references)
+
+
+def _wanted(state: ModelState, references: ReferenceBook | None) -> ReferenceProfile | None:
+    """The uploaded reference the windows of the version in use should test against, or None
+    to keep what they have. The rule:
+
+    1. the model's latest reference uploaded with ``version`` equal to the serving version;
+    2. else the reference in use, if it was uploaded for this version (the book may have lost
+       it: the topic is compacted by model, and a restart reads only the latest);
+    3. else, for the model's first version only, its latest reference whatever its version
+       (the rule from before versions: a reference labelled ``train-7`` serves version 1);
+    4. else none: a later version without its own reference keeps its first events."""
+    if references is None or not state.profile_versions:
+        return None
+    version = state.profile_versions[-1]
+    own = references.for_version(state.model_id, version)
+    if own is not None:
+        return own
     monitor = state.profiles
-    uploaded = references.get(state.model_id) if references is not None else None
+    in_use = monitor.profile if monitor is not None else None
+    if in_use is not None and in_use.source != "first_events" and in_use.version == version:
+        return None
+    if len(state.profile_versions) == 1:
+        return references.get(state.model_id)
+    return None
+
+
+def _observe(
+    state: ModelState,
+    predictions: PredictionColumns,
+    event_ids: np.ndarray,
+    config: MonitorConfig,
+    result: Any,
+    references: ReferenceBook | None,
+) -> None:
+    """:func:`observe` for events of one version epoch (no re-baseline inside)."""
+    n = len(predictions)
+    monitor = state.profiles
+    uploaded = _wanted(state, references)
     if uploaded is not None and (
         monitor is None
         or monitor.profile is None
@@ -174,11 +244,12 @@ def observe(
         monitor = state.profiles = ProfileMonitor(state.model_id, config=config)
     first_seq = monitor.seq
     had_reference = monitor.profile is not None
+    warmup_start = monitor.warmup_start
     reports = monitor.update(feature_batch(predictions))
     if not had_reference and monitor.profile is not None:
-        # Built from the model's first events in this batch: "uploaded" at the event time of
-        # its last event, so a replay writes the same row.
-        last = min(max(config.auto_reference_events - 1 - first_seq, 0), n - 1)
+        # Built from the version's first events in this batch: "uploaded" at the event time
+        # of its last event, so a replay writes the same row.
+        last = min(max(warmup_start + config.auto_reference_events - 1 - first_seq, 0), n - 1)
         entry = ReferenceEntry(monitor.profile, int(predictions.event_time[last]), "worker")
         result.rows["reference_profiles"] += reference_rows(entry)
     for report in reports:

@@ -75,6 +75,9 @@ class ModelState:
     # windows of features and predictions against the reference (streams/profiles.py):
     # a driftline.detectors.monitor.ProfileMonitor, created on the model's first predictions
     profiles: ProfileMonitor | None = None
+    # the versions ``profiles`` has seen, in order of first appearance; the last one's
+    # reference (or first events) is in use (streams/profiles.py, re-baselining)
+    profile_versions: list[str] = field(default_factory=list)
     # which version serves, and each version's labelled results (streams/versions.py)
     versions: VersionTracker = field(default_factory=VersionTracker)
     # performance estimates before labels arrive (streams/estimates.py), from the first
@@ -136,6 +139,7 @@ class ModelState:
             "last_retraining_ms": self.last_retraining_ms,
             "banks": sorted(self.banks),
             "profiles": self.profiles is not None,
+            "profile_versions": self.profile_versions,
             "estimates": self.estimates is not None,
             "versions": self.versions.to_json(),
         }
@@ -176,6 +180,9 @@ class ModelState:
             model_version=header["model_version"],
             last_retraining_ms=header["last_retraining_ms"],
             profiles=profiles,
+            # absent in checkpoints written before re-baselining: the next version seen is
+            # taken as the one the restored windows belong to
+            profile_versions=header.get("profile_versions", []),
             estimates=estimates,
             # absent in checkpoints written before versions were tracked
             versions=VersionTracker.from_json(header.get("versions")),

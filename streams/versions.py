@@ -15,7 +15,8 @@ and post-deploy verdicts.
 * Re-baselining is per-version detector streams: the processor's prediction and error streams
   are registered under :func:`versioned` names (``score@7``, ``error@7``), so a new version
   starts with fresh detectors and two versions served side by side (canary, shadow) each have
-  their own. Feature streams stay per model: inputs do not change with the model.
+  their own. Feature streams stay per model: inputs do not change with the model. The window
+  tests re-baseline at a version's first prediction (``streams/profiles.py``).
 
 Everything here depends on the event sequence only (predictions and joined pairs in order),
 never on where a batch ends, so a replay or a restart takes the same verdicts with the same ids.

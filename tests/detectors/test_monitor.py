@@ -196,6 +196,23 @@ def test_a_new_reference_replaces_the_old_one_from_the_next_window() -> None:
     assert report.drifted_features == [] and report.reference_version == "train-2"
 
 
+def test_rebaseline_drops_the_open_window_and_keeps_counting() -> None:
+    monitor = ProfileMonitor("m", config=MonitorConfig(window_size=WINDOW, auto_reference_events=2000))
+    g = np.random.default_rng(7)
+    first = monitor.update(_batch(_columns(g, 4500)))  # 2000 first events, 2 windows, 500 open
+    assert [r.window_index for r in first] == [0, 1]
+    monitor.rebaseline(version="2")  # the 500 open events are dropped with the old reference
+    assert monitor.profile is None and monitor.warmup_start == 4500
+    after = monitor.update(_batch(_columns(g, 4000, mean=1.0)))  # new inputs, new first events
+    assert [(r.window_index, r.first_seq) for r in after] == [(2, 6500), (3, 7500)]
+    assert {(r.reference_source, r.reference_version) for r in after} == {("first_events", "2")}
+    assert not any(r.drift for r in after)
+    restored = ProfileMonitor.from_bytes(monitor.to_bytes())
+    restored.rebaseline(build_profile(_columns(g, 20_000), model_id="m", version="3"))
+    (report,) = restored.update(_batch(_columns(g, WINDOW)))  # its reference: no warm-up
+    assert (report.window_index, report.first_seq, report.reference_version) == (4, 8500, "3")
+
+
 def test_coded_labels_count_like_label_objects() -> None:
     g = np.random.default_rng(6)
     columns = _columns(g, 3 * WINDOW, mix=1.0, missing=0.1)

@@ -232,3 +232,17 @@ def test_reference_book_keeps_the_latest_per_model_and_refuses_junk() -> None:
     assert book.take_arrivals() == [] and quiet.take_arrivals() == []  # quiet keeps none
     book.on_record(b"m", None, 0, 3)  # a tombstone
     assert book.get("m") is None and book.models() == []
+
+
+def test_reference_book_keeps_each_versions_latest_until_a_tombstone() -> None:
+    book = ReferenceBook(lambda value: {})
+    one = build_profile({"x": [1.0, 2.0]}, model_id="m", version="1")
+    two = build_profile({"x": [3.0, 4.0]}, model_id="m", version="2")
+    again = build_profile({"x": [5.0, 6.0]}, model_id="m", version="1")
+    for profile in (one, two, again):
+        book.put(profile)
+    # the latest upload per version, while the model's latest is the last upload of any
+    assert book.for_version("m", "1") is again and book.for_version("m", "2") is two
+    assert book.get("m") is again and book.for_version("m", "3") is None
+    book.on_record(b"m", None, 0, 3)  # a tombstone forgets every version of the model
+    assert book.for_version("m", "1") is None and book.for_version("m", "2") is None

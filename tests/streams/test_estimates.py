@@ -186,6 +186,7 @@ def test_alert_rules_watch_the_estimated_accuracy() -> None:
     assert quiet.alerts == []
 
 
+@pytest.mark.e2e
 def test_estimates_land_in_clickhouse_beside_the_realised_accuracy(fresh_kafka, tmp_path) -> None:  # noqa: ANN001
     """Real broker, real worker process, embedded ClickHouse: the synthetic stream's score says
     nothing about its errors (right 90% of the time at any score), so CBPE estimates 0.9 in

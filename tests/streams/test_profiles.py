@@ -202,6 +202,121 @@ def test_a_reference_record_from_the_topic_reaches_the_running_processor() -> No
     assert state.models["live"].profiles.profile.reference_id == reference.reference_id
 
 
+SWITCH = 4200  # the first prediction of version "2", mid-window (windows start at 0, 500, ...)
+
+
+def switched(model: str, n: int) -> list[SourceMessage]:
+    """Version "1" then, from event SWITCH on, version "2" whose x is 0.6 sd higher: a
+    stationary stream of each version, with inputs that differ from version 1's."""
+    out = []
+    for i in range(n):
+        record = prediction(model, i, "mean" if i >= SWITCH else None)
+        record["model_version"] = "1" if i < SWITCH else "2"
+        out.append(
+            SourceMessage(topics.PREDICTIONS, 0, i, model.encode(), CODEC.encode("PredictionEvent", record))
+        )
+    return out
+
+
+def version_reference(model: str, version: str, shift: float, seed: int):  # noqa: ANN201
+    g = np.random.default_rng(seed)
+    score = g.random(5000)
+    # with the model's outputs, so that they are tested too rather than reported as new
+    return build_profile(
+        {"x": g.normal(shift, 1.0, 5000), "heavy": g.lognormal(0.0, 1.0, 5000),
+         "plan": g.choice(["basic", "pro", "team"], 5000, p=[0.5, 0.3, 0.2]),
+         "score": score, "label": np.where(score >= 0.5, "yes", "no")},
+        model_id=model, version=version, prediction_score="score", prediction_label="label",
+    )  # fmt: skip
+
+
+def run_with(batches: list[list[SourceMessage]], book, restart_between: bool = False) -> list:  # noqa: ANN001
+    """``run`` with a reference book, as the worker has one."""
+    processor = BatchProcessor(CODEC, CONFIG)
+    processor.references = book
+    results = []
+    for batch in batches:
+        if restart_between:
+            states = {
+                p: PartitionState.from_bytes(s.to_bytes(), CONFIG.join_ttl_ms, CONFIG.orphan_ttl_ms)
+                for p, s in processor.states.items()
+            }
+            processor = BatchProcessor(CODEC, CONFIG, states)
+            processor.references = book
+        results.append(processor.process(batch))
+    return results
+
+
+def book_of(*references) -> profiles.ReferenceBook:  # noqa: ANN002
+    book = profiles.ReferenceBook(CODEC)
+    for reference in references:
+        book.put(reference, START_MS, "test")
+    return book
+
+
+def test_a_new_version_is_tested_against_its_own_first_events_not_the_old_reference() -> None:
+    msgs = switched("sw", 9200)
+    # control: the same inputs under one version are drift against version 1's reference
+    same = messages("sw", 9200, "mean", SWITCH)
+    assert window_events(run_with([same], book_of(version_reference("sw", "1", 0.0, 11)))), "control must drift"
+
+    (result,) = run_with([msgs], book_of(version_reference("sw", "1", 0.0, 11)))
+    assert window_events([result]) == []
+    drift = result.rows["feature_drift"]
+    by_version = {}
+    for r in drift:
+        by_version.setdefault(r["model_version"], set()).add(
+            (r["reference_version"], r["reference_source"], r["first_position"], r["window_index"])
+        )
+    # version 1: its uploaded reference, windows from its first event; the window open at
+    # the switch (events 4000..4199) is dropped, so no row covers those events ...
+    assert {(v, s) for v, s, _, _ in by_version["1"]} == {("1", "uploaded")}
+    assert {p for _, _, p, _ in by_version["1"]} == set(range(0, 4000, WINDOW))
+    # ... version 2: its first 2,000 events, then windows after them; indices keep counting
+    assert {(v, s) for v, s, _, _ in by_version["2"]} == {("2", "first_events")}
+    assert {p for _, _, p, _ in by_version["2"]} == set(range(SWITCH + REFERENCE_EVENTS, 9200, WINDOW))
+    assert {i for *_, i in by_version["2"]} == set(range(8, 14))
+    built = {(r["reference_version"], r["uploaded_at"]) for r in result.rows["reference_profiles"] if r["uploaded_by"] == "worker"}
+    assert built == {("2", START_MS + 10 * (SWITCH + REFERENCE_EVENTS - 1))}
+    assert result.counters["references_rebaselined"] == 1
+
+
+def test_a_new_version_uses_the_reference_uploaded_for_it() -> None:
+    mine = version_reference("sw", "2", 0.6, 12)
+    # uploaded last, so it is also the model's latest: version 1 keeps its own all the same
+    (result,) = run_with([switched("sw", 6200)], book_of(version_reference("sw", "1", 0.0, 11), mine))
+    assert window_events([result]) == []
+    drift = result.rows["feature_drift"]
+    assert {(r["model_version"], r["reference_version"]) for r in drift} == {("1", "1"), ("2", "2")}
+    after = {r["first_position"] for r in drift if r["model_version"] == "2"}
+    assert after == set(range(SWITCH, 6200, WINDOW))  # no warm-up: its reference is there
+    assert {r["reference_id"] for r in drift if r["model_version"] == "2"} == {mine.reference_id}
+
+
+def test_a_new_version_does_not_take_a_reference_uploaded_for_another() -> None:
+    # version 1's reference only: version 2 must not inherit it, whatever the label
+    (result,) = run_with([switched("sw", 6000)], book_of(version_reference("sw", "train-7", 0.0, 11)))
+    drift = result.rows["feature_drift"]
+    assert {(r["model_version"], r["reference_version"]) for r in drift} == {("1", "train-7")}
+    assert window_events([result]) == []
+
+
+@pytest.mark.parametrize("restart_between", [False, True])
+@pytest.mark.parametrize("uploaded", [False, True])
+def test_any_batching_and_restarts_re_baseline_at_the_same_event(restart_between: bool, uploaded: bool) -> None:
+    refs = [version_reference("sw", "1", 0.0, 11)] + ([version_reference("sw", "2", 0.6, 12)] if uploaded else [])
+    msgs = switched("sw", 8200)
+    (whole,) = run_with([msgs], book_of(*refs))
+    random_cuts = np.random.default_rng(5).choice(len(msgs), 7, replace=False).tolist()
+    # cuts just before, at and after the switch, and random ones
+    cuts = sorted({*random_cuts, SWITCH - 1, SWITCH, SWITCH + 1} - {0})
+    batches = [msgs[a:b] for a, b in zip([0, *cuts], [*cuts, len(msgs)], strict=True)]
+    split = run_with(batches, book_of(*refs), restart_between)
+    for table in ("feature_drift", "data_quality", "drift_events", "reference_profiles"):
+        assert rows(split, table) == rows([whole], table), table
+    assert {r["model_version"] for r in rows([whole], "feature_drift")} == {"1", "2"}
+
+
 @pytest.mark.e2e
 def test_uploaded_reference_reaches_the_worker_and_changes_are_found(fresh_kafka, tmp_path) -> None:  # noqa: ANN001
     """Real broker, real worker process, embedded ClickHouse: a reference uploaded through the
