@@ -9,7 +9,7 @@ demo: setup
 
 test: setup
 	.venv/bin/ruff check .
-	.venv/bin/python -m pytest -q -ra --durations=15 -n 3 --dist loadgroup
+	.venv/bin/python -m pytest -q -ra --durations=15 -n 2 --dist loadgroup
 
 lint: setup
 	.venv/bin/ruff check .
