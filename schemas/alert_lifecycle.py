@@ -616,6 +616,13 @@ class _ModelRun:
                 offer(last + width, 3, self._tick, width)
         return best
 
+    def _group(self, rule: Rule, signal_labels: Mapping[str, str]) -> tuple[dict[str, str], str]:
+        """The alert group of a signal (its labels named in ``group_by``, else the rule's label
+        of that name, else "") and its fingerprint; ``model_id`` is always part of it."""
+        group = {g: signal_labels.get(g, rule.labels.get(g, "")) for g in rule.group_by}
+        group["model_id"] = self.model_id
+        return group, fingerprint(rule.id, self.model_id, group)
+
     # -- drift rules -------------------------------------------------------------------------
 
     def _on_drift(self, rule: Rule, drift: Mapping[str, Any], t: int) -> None:
@@ -629,9 +636,7 @@ class _ModelRun:
             "stream_name": str(drift.get("stream_name", "")),
             "detector": str(drift.get("detector", "")),
         }
-        group = {g: signal_labels.get(g, rule.labels.get(g, "")) for g in rule.group_by}
-        group["model_id"] = self.model_id
-        fp = fingerprint(rule.id, self.model_id, group)
+        group, fp = self._group(rule, signal_labels)
         ep = self.state.alerts.get(fp)
         if ep is not None and ep.active:
             ep.last_signal = max(ep.last_signal, t)
@@ -681,9 +686,7 @@ class _ModelRun:
             "verdict": str(verdict.get("verdict", "")),
             "metric": str(verdict.get("metric", "")),
         }
-        group = {g: signal_labels.get(g, rule.labels.get(g, "")) for g in rule.group_by}
-        group["model_id"] = self.model_id
-        fp = fingerprint(rule.id, self.model_id, group)
+        group, fp = self._group(rule, signal_labels)
         ep = self.state.alerts.get(fp)
         if not rule.matches_verdict(verdict):
             if ep is not None and ep.active:
@@ -796,9 +799,7 @@ class _ModelRun:
             "model_version": self.state.model_version,
             "metric": rule.metric or "",
         }
-        group = {g: group.get(g, rule.labels.get(g, "")) for g in rule.group_by}
-        group["model_id"] = self.model_id
-        fp = fingerprint(rule.id, self.model_id, group)
+        group, fp = self._group(rule, group)
         for other in list(self.state.alerts.values()):
             # the group moved (a new model version, a changed group_by): the old one is over
             if other.rule_id == rule.id and other.fingerprint != fp and other.active:
@@ -868,9 +869,7 @@ class _ModelRun:
                     "stream_name": str(row.get("stream_name", "")),
                     "detector": str(row.get("detector", "")),
                 }
-                group = {g: labels.get(g, rule.labels.get(g, "")) for g in rule.group_by}
-                group["model_id"] = self.model_id
-                fp = fingerprint(rule.id, self.model_id, group)
+                group, fp = self._group(rule, labels)
                 seen = found.get(fp)
                 if seen is None or (holds and not seen[1]):
                     found[fp] = (group, holds, value)
