@@ -27,9 +27,18 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # uv resolves the same versions as pip and installs them ~4x faster (a fresh clone's
   # setup: 55 s with pip, 12 s with uv), a minute off every CI run
   quietly .venv/setup.log .venv/bin/pip install -q --disable-pip-version-check uv
-  quietly .venv/setup.log .venv/bin/uv pip install -q --python .venv/bin/python -e ".[dev]"
+  # --compile-bytecode: pip writes .pyc files at install and uv does not; where
+  # PYTHONDONTWRITEBYTECODE is set (this machine, many CI images) nothing writes them later,
+  # so every process (each worker, API and CLI a test starts) compiled pandas, numba, faust
+  # and the rest from source again: 3.8 s instead of 1.4 s to import the worker, and twice
+  # the CPU time of the whole test suite
+  quietly .venv/setup.log .venv/bin/uv pip install -q --compile-bytecode --python .venv/bin/python -e ".[dev]"
   touch "$stamp"
 fi
+# Our own sources likewise (an editable install leaves them where they are); a source newer
+# than its .pyc is compiled again here, and Python ignores a stale .pyc anyway.
+quietly .venv/compile.log .venv/bin/python -m compileall -q -j 0 \
+  driftline schemas detectors sinks streams api
 quietly .venv/kafka-fetch.log .venv/bin/driftline kafka fetch
 # Alertmanager for the delivery tests (Debian's package); optional: those tests skip without it.
 if ! command -v prometheus-alertmanager >/dev/null; then
