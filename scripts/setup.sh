@@ -39,6 +39,17 @@ fi
 # than its .pyc is compiled again here, and Python ignores a stale .pyc anyway.
 quietly .venv/compile.log .venv/bin/python -m compileall -q -j 0 \
   driftline schemas detectors sinks streams api
+# Numba's kernels compiled into their cache once, two parts side by side (~30 s on a fresh
+# clone, ~2 s after): otherwise the first worker of the demo, or several test processes at
+# once, each compile them (scripts/warm_kernels.py).
+.venv/bin/python scripts/warm_kernels.py --part processor >.venv/warm-processor.log 2>&1 &
+warm_processor=$!
+quietly .venv/warm-detectors.log .venv/bin/python scripts/warm_kernels.py --part detectors
+if ! wait "$warm_processor"; then
+  cat .venv/warm-processor.log >&2
+  echo "error: scripts/warm_kernels.py --part processor failed" >&2
+  exit 1
+fi
 quietly .venv/kafka-fetch.log .venv/bin/driftline kafka fetch
 # Alertmanager for the delivery tests (Debian's package); optional: those tests skip without it.
 if ! command -v prometheus-alertmanager >/dev/null; then
