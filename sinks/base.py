@@ -118,6 +118,17 @@ def load_migrations() -> list[Migration]:
     return found
 
 
+def _applied_before(statement: str, error: StoreError) -> bool:
+    """An ``ALTER TABLE ... ADD COLUMN`` whose column is already there was applied before: by
+    another worker migrating the same store at the same moment, or by a run interrupted before
+    it recorded the migration. ClickHouse applies an ALTER's commands together, so a column
+    that exists means the rest of that ALTER (a ``MODIFY ORDER BY`` that must come in the same
+    statement as the column it adds, and so cannot say ``IF NOT EXISTS``) was applied too."""
+    return statement.lstrip().upper().startswith("ALTER TABLE") and "DUPLICATE_COLUMN" in str(
+        error
+    )
+
+
 class Store(ABC):
     """A ClickHouse database holding driftline's tables.
 
@@ -220,8 +231,9 @@ class Store(ABC):
     def migrate(self) -> list[str]:
         """Apply pending migrations in version order; returns the names applied.
 
-        Each statement is idempotent (``IF NOT EXISTS``), so a migration interrupted half-way
-        is simply re-run; a migration is recorded in ``schema_migrations`` only once all of its
+        Each statement is idempotent (``IF NOT EXISTS``, or an ``ALTER ... ADD COLUMN`` whose
+        column is found present: :func:`_applied_before`), so a migration interrupted half-way,
+        or run by two workers at once, is simply re-run; a migration is recorded in ``schema_migrations`` only once all of its
         statements succeeded. Raises :class:`StoreUnavailable` at once when the store is down
         (one ping, no retry budget spent): the caller decides how long to wait.
         """
@@ -252,7 +264,11 @@ class Store(ABC):
                     )
                 continue
             for statement in migration.statements(database=db, ttl_days=self.ttl_days):
-                self.command(statement)
+                try:
+                    self.command(statement)
+                except StoreError as exc:
+                    if not _applied_before(statement, exc):
+                        raise
             self.insert(
                 "schema_migrations",
                 {

@@ -38,6 +38,18 @@ def test_fresh_database_applies_everything_in_order(chdb_path: Path) -> None:
         store.command("DROP DATABASE fresh_migrations")
 
 
+def test_migrations_rerun_over_an_applied_schema(chdb_path: Path) -> None:
+    """What a second worker migrating the same store at the same moment (or a run interrupted
+    before it recorded its migrations) does: every statement again over a schema that already
+    has it. ADD COLUMN with MODIFY ORDER BY cannot say IF NOT EXISTS; it must still pass."""
+    with EmbeddedStore(chdb_path, "rerun_migrations") as store:
+        names = store.migrate()
+        store.command("TRUNCATE TABLE rerun_migrations.schema_migrations")
+        assert store.migrate() == names
+        assert store.applied_migrations() == names
+        store.command("DROP DATABASE rerun_migrations")
+
+
 def test_table_specs_match_the_migrated_schema(store: Store) -> None:
     for name, spec in TABLES.items():
         actual = store.column_types(name)
