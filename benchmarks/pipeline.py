@@ -982,6 +982,10 @@ class Latency:
     seconds: float
     drift_points: int
     drift_events: int  # every DriftEvent seen, matched or not
+    # cores each process used on average while this phase ran (set by ``run``): with the
+    # producer in this script, the worker and the broker on 2 cores, a sum near 2 means the
+    # worker cannot keep up and the latency is queueing
+    cores: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -989,6 +993,28 @@ class Latency:
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.samples, q)) if self.samples else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and all its threads so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_latency_with_cores(
+    bootstrap: str, data: Data, rate: float, settle_seconds: float, codec: Codec,
+    pids: dict[str, int],
+) -> Latency:  # fmt: skip
+    """:func:`measure_latency`, plus the cores this script (the producer), the worker and the
+    broker used meanwhile."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    mine, started = time.process_time(), time.monotonic()
+    latency = measure_latency(bootstrap, data, rate, settle_seconds, codec)
+    wall = time.monotonic() - started
+    latency.cores = {"producer (this script)": (time.process_time() - mine) / wall}
+    for name, pid in pids.items():
+        latency.cores[name] = (cpu_seconds(pid) - before[name]) / wall
+    return latency
 
 
 def measure_latency(
@@ -1255,6 +1281,7 @@ class Results:
     peer: Run
     faust: GroupRun
     latency: Latency
+    latency_quarter: Latency  # the same at a quarter of the sustained rate
     latency_target_rate: float
     stored: dict[str, int]
     expected: dict[str, int]
@@ -1331,15 +1358,28 @@ def run(config: Config) -> Results:
             try:
                 # half the sustained rate of (a) (a floor for tiny runs), f00 flipping level
                 target = max(worker_a.rate / 2, 200.0)
-                n_latency = max(400, int(target * c.latency_seconds))
                 flip_every = max(60, int(target / c.models * c.flip_seconds))
-                flips = data(2 * w + 2 * n, n_latency, flip_every=flip_every, shift=c.shift)
-                latency = measure_latency(bootstrap, flips, target, c.settle_seconds, codec)
-                log(
-                    f"latency: {len(latency.samples)} samples at {latency.rate:,.0f}/s, "
-                    f"p50 {latency.percentile(50):.3f}s p99 {latency.percentile(99):.3f}s"
-                )
-                expected = {k: v + n_latency for k, v in expected.items()}
+                pids = {"worker": worker.process.pid, "broker": kafka.process.pid}
+                latencies = []
+                start = 2 * w + 2 * n
+                # half the sustained rate (the target), then a quarter: where the three
+                # processes' cores add up to the machine, the difference is queueing
+                for rate in (target, target / 2):
+                    count = max(400, int(rate * c.latency_seconds))
+                    flips = data(start, count, flip_every=flip_every, shift=c.shift)
+                    start += count
+                    measured = measure_latency_with_cores(
+                        bootstrap, flips, rate, c.settle_seconds, codec, pids
+                    )
+                    latencies.append(measured)
+                    cores = ", ".join(f"{k} {v:.2f}" for k, v in measured.cores.items())
+                    log(
+                        f"latency: {len(measured.samples)} samples at {measured.rate:,.0f}/s, "
+                        f"p50 {measured.percentile(50):.3f}s p99 {measured.percentile(99):.3f}s; "
+                        f"cores: {cores}"
+                    )
+                    expected = {k: v + count for k, v in expected.items()}
+                latency, latency_quarter = latencies
                 wait_counts(worker, expected)  # every row produced is in ClickHouse
                 stored = worker.counts()
                 phase("latency")
@@ -1392,6 +1432,7 @@ def run(config: Config) -> Results:
         peer=peer_run,
         faust=faust,
         latency=latency,
+        latency_quarter=latency_quarter,
         latency_target_rate=target,
         stored=stored,
         expected=expected,
@@ -1447,10 +1488,15 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**NOT met**"
 
 
+def _cores(latency: Latency) -> str:
+    parts = [f"{name} {cores:.2f}" for name, cores in latency.cores.items()]
+    return ", ".join(parts) + f" (sum {sum(latency.cores.values()):.2f})"
+
+
 def render(r: Results) -> str:
     c = r.config
     a, b, floor, peer = r.worker_a, r.worker_b, r.floor, r.peer
-    lat = r.latency
+    lat, quarter = r.latency, r.latency_quarter
     p99 = lat.percentile(99)
     ra, rb = _ratio(a.rate, floor.rate), _ratio(a.rate, peer.rate)
     rc = _ratio(b.rate, peer.rate)
@@ -1478,6 +1524,8 @@ def render(r: Results) -> str:
         f"| produce (`log_prediction`) → DriftEvent p50 / p99 at {lat.rate:,.0f} predictions/s "
         f"(+ outcomes; half of worker (a)) | {lat.percentile(50):.3f} s / {p99:.3f} s | | "
         f"| p99 < {TARGET_P99_S:g} s {_met(p99 < TARGET_P99_S)} |",
+        f"| the same at {quarter.rate:,.0f} predictions/s (a quarter of worker (a)) "
+        f"| {quarter.percentile(50):.3f} s / {quarter.percentile(99):.3f} s | | | |",
         f"| SDK `log_prediction`, batch records (µs/call) vs single-event records "
         f"| {r.sdk.call_us:.2f} µs | {r.sdk.single_call_us:.2f} µs "
         f"| {_ratio(r.sdk.single_call_us, r.sdk.call_us):.1f}x | |",
@@ -1539,6 +1587,11 @@ def render(r: Results) -> str:
         f"{lat.seconds:.1f} s (target {r.latency_target_rate:,.0f}/s) through the SDK's "
         f"default batching (records of up to 1000 rows, linger 50 ms); max "
         f"{max(lat.samples, default=float('nan')) * 1000:.0f} ms.",
+        "",
+        "Cores used while the latency was measured (of the machine's "
+        f"{os.cpu_count()}): at half load {_cores(lat)}; at a quarter {_cores(quarter)}. "
+        "Where the sum nears the machine's cores, the worker falls behind the live producer "
+        "and the latency is queueing.",
         "",
         f"Plain consumer: {peer.detail['predictions']:,} predictions, "
         f"{peer.detail['joined']:,} joined, {peer.detail['drifts']} drifts in "

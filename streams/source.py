@@ -50,6 +50,11 @@ class SourceConfig:
     # batches fill at once, at a trickle it bounds the delay before a record is processed.
     batch_max_seconds: float = 0.1
     commit_interval_s: float = 1.0
+    # While the writer still lands the previous epoch, the next one keeps growing (input
+    # goes on being processed, decisions go out) for up to this long before consumption
+    # pauses for the writer: a store slower than the commit interval then costs bigger
+    # inserts, not stalled detection. It bounds the memory an outage can fill.
+    max_epoch_s: float = 5.0
     # Monitoring wants a dead worker's partitions moved within seconds, not a minute: the
     # broker's minimum session timeout (6 s by default) with heartbeats well inside it.
     session_timeout_ms: int = 6000
@@ -234,11 +239,19 @@ class InputLoop(threading.Thread):
                 )
         self._lag = self._measure_lag()
         self._advance_idle(batch)
-        if not self._epoch.empty and (
-            time.monotonic() - self._last_submit >= self.config.commit_interval_s
-            # somebody waits for a drift, alert or retraining record: land it now unless
-            # the writer is still busy (then the interval applies, as for any epoch)
-            or (self._epoch.urgent and not self.writer.busy())
+        if self._epoch.empty:
+            return
+        now = time.monotonic()
+        if self.writer.busy():
+            # overlap: keep processing into this epoch while the writer lands the last one
+            # (waiting here stalled every batch behind a slow insert: produce -> DriftEvent
+            # took seconds at half load in benchmarks/pipeline.py), up to max_epoch_s
+            if now - self._epoch.started >= self.config.max_epoch_s:
+                self._submit()
+        elif (
+            now - self._last_submit >= self.config.commit_interval_s
+            # somebody waits for a drift, alert or retraining record: land it now
+            or self._epoch.urgent
         ):
             self._submit()
 

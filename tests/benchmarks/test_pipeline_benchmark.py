@@ -51,7 +51,12 @@ def test_pipeline_benchmark_end_to_end(tmp_path, capsys):
     lat = results.latency
     assert lat.outcomes == lat.predictions and lat.drift_points > 0
     assert results.stored == results.expected
-    assert results.stored == {k: v + lat.predictions for k, v in b.stored.items()}
+    quarter = results.latency_quarter
+    assert quarter.outcomes == quarter.predictions and quarter.rate < lat.rate
+    both = lat.predictions + quarter.predictions
+    assert results.stored == {k: v + both for k, v in b.stored.items()}
+    assert set(lat.cores) == {"producer (this script)", "worker", "broker"}
+    assert all(cores >= 0 for cores in lat.cores.values())
     assert results.raw_a.messages == a.messages and results.raw_b.messages == b.messages
     assert results.floor.detail["stored"] == {"predictions": n, "outcomes": n}
     peer = results.peer.detail
@@ -64,5 +69,6 @@ def test_pipeline_benchmark_end_to_end(tmp_path, capsys):
     print(table)
     assert "| measurement | predictions/s | vs | ratio | target |" in table
     assert "produce (`log_prediction`) → DriftEvent" in table
+    assert "a quarter of worker (a)" in table and "Cores used while" in table
     assert f"{n:,} predictions" in table
     assert "cores" in capsys.readouterr().out
