@@ -138,7 +138,12 @@ def serve(args: argparse.Namespace, settings: Any) -> int:
     # `finally` below never closes the control plane and the store. Ours ends run() instead.
     previous = {sig: signal.signal(sig, _exit_on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        api_config = ApiConfig(create_tables=False, known_models=frozenset(settings.known_models))
+        api_config = ApiConfig(
+            create_tables=False,
+            known_models=frozenset(settings.known_models),
+            # the workers' defaults, to check and show a model's own monitoring settings over
+            monitor_defaults=settings.monitor_settings(),
+        )
         app = create_app(
             api_config, control_plane=control_plane, store=store, references=references,
             model_registry=model_registry,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -23,3 +24,8 @@ class ApiConfig:
     max_reference_bytes: int = 64 * 1024 * 1024
     #: Models a reference may be uploaded for (``DRIFTLINE_KNOWN_MODELS``); empty: any.
     known_models: frozenset[str] = field(default_factory=frozenset)
+    #: The workers' monitoring defaults (``DRIFTLINE_MONITOR_*`` by setting name, as
+    #: ``Settings.monitor_settings()``; empty: the built-in ones): a model's own settings
+    #: (``PUT /v1/models/{model}/monitoring``) are checked over them, and a GET shows the
+    #: settings in effect with them. Run the API with the workers' settings.
+    monitor_defaults: Mapping[str, float] = field(default_factory=dict)

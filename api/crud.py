@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from driftline.schemas.monitoring import KIND as MONITORING
 from driftline.schemas.silences import Silence, SilenceError
 
 from .auth import new_api_key
@@ -47,6 +48,9 @@ __all__ = [
     "acknowledge",
     "create_api_key",
     "revoke_api_key",
+    "effective_monitoring",
+    "set_monitoring",
+    "delete_monitoring",
 ]
 
 
@@ -257,3 +261,42 @@ def create_api_key(
 
 def revoke_api_key(*, control_plane: BaseControlPlane, key_id: str, actor: str) -> Record:
     return control_plane.delete("apikey", key_id, actor=actor)
+
+
+# -- a model's monitoring settings ------------------------------------------------------------
+
+
+def effective_monitoring(
+    defaults: Mapping[str, float], settings: Mapping[str, float | int]
+) -> Any:
+    """The ``MonitorConfig`` the workers use for a model: its own ``settings`` over the
+    workers' ``defaults`` (both by setting name). ``ValueError`` naming the setting when the
+    monitor refuses a value (``MonitorConfig.with_settings``: the monitor's own checks)."""
+    # the monitor's pure settings code, at call time (api imports no detectors at import time)
+    from driftline.detectors.monitor import MonitorConfig
+
+    return MonitorConfig().with_settings(**defaults).with_settings(**settings)
+
+
+def set_monitoring(
+    *,
+    control_plane: BaseControlPlane,
+    model_id: str,
+    settings: Mapping[str, float | int | None],
+    defaults: Mapping[str, float],
+    actor: str,
+    expect: int | None,
+) -> Record:
+    """Replace the model's own settings with those in ``settings`` that are not None (the rest
+    take the workers' ``defaults``). ``ValueError`` naming the setting, and nothing written,
+    when the monitor refuses a value."""
+    data = {name: value for name, value in settings.items() if value is not None}
+    effective_monitoring(defaults, data)
+    return control_plane.put(MONITORING, model_id, data, actor=actor, expect=expect)
+
+
+def delete_monitoring(
+    *, control_plane: BaseControlPlane, model_id: str, actor: str, expect: int | None
+) -> Record:
+    """Back to the workers' defaults: tombstone the model's settings."""
+    return control_plane.delete(MONITORING, model_id, actor=actor, expect=expect)

@@ -120,7 +120,7 @@ def _drift_rows(store: Any, signal: DriftSignal, models: list[str], start: datet
     """The DriftEvents of the range, as the workers' evaluator got them."""
     rows = store.query(
         "SELECT event_id, model_id, model_version, stream_kind, stream_name, detector, "
-        "toUnixTimestamp64Milli(detected_at), position "
+        "toUnixTimestamp64Milli(detected_at), position, segment "
         "FROM drift_events FINAL "
         "WHERE detected_at >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') "
         "AND detected_at < fromUnixTimestamp64Milli({end:Int64}, 'UTC') "
@@ -137,8 +137,9 @@ def _drift_rows(store: Any, signal: DriftSignal, models: list[str], start: datet
     )
     if len(rows) > max_rows:
         raise _too_many(max_rows)
+    # segment: the evaluator matches the rule's segment glob on it (Rule.matches_drift)
     names = ("event_id", "model_id", "model_version", "stream_kind", "stream_name", "detector",
-             "detected_at", "position")  # fmt: skip
+             "detected_at", "position", "segment")  # fmt: skip
     found = [dict(zip(names, row, strict=True)) for row in rows]
     return [d for d in found if _stream_matches(signal, d["stream_name"])]
 

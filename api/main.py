@@ -17,7 +17,17 @@ from .control_plane import BaseControlPlane, NotFound, Unavailable, VersionConfl
 from .metrics import Metrics, MetricsMiddleware
 from .readiness import StoreReadiness
 from .references import References
-from .routes import alerts, api_keys, feed, health, models, rules, silences, subscriptions
+from .routes import (
+    alerts,
+    api_keys,
+    feed,
+    health,
+    models,
+    monitoring,
+    rules,
+    silences,
+    subscriptions,
+)
 from .routes import references as reference_routes
 from .tables import SerializedStore
 from .ui.routes import install as install_dashboard
@@ -144,6 +154,7 @@ def create_app(
         feed.router,
         reference_routes.router,
         models.router,
+        monitoring.router,
     ):
         app.include_router(router, prefix="/v1")
         templates += ["/v1" + route.path for route in router.routes]

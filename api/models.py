@@ -118,6 +118,9 @@ class DriftSignal(Strict):
     stream_kind: StreamKind
     stream_name: Annotated[str, StringConstraints(pattern=r"^\S{1,200}$")] = "*"
     detector: Detector = "*"
+    # fnmatch glob on the segment of a window test's drift: "" = the model's all-traffic
+    # windows only, "region=eu" one segment, "region=*" every value of a key (docs/drift.md)
+    segment: Annotated[str, StringConstraints(max_length=400)] = "*"
 
 
 class MetricSignal(Strict):

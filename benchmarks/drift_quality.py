@@ -4,14 +4,16 @@
 
 Three methods on the same data, in the same run:
 
-* **driftline** — ``ProfileMonitor`` at its defaults: windows of 2,000 events tested against a
+* **driftline** — ``ProfileMonitor`` at its defaults: windows of 5,000 events tested against a
   10,000-value reference profile, every test at the alpha of the default false-alarm budget
   (one per 30 days of traffic, traffic taken as 1,000,000 events a day, so the budget is 1/30
-  false alarm per million values). An alarm is a window with any signal (drift, data quality).
+  false alarm per million values for a whole model, half of it for the window tests and half
+  for the sequential detectors of part 4). An alarm is a window with any signal (drift, data
+  quality).
 * **river ADWIN** at its defaults (delta = 0.002), one value at a time, on the values (on the
   category's index for a categorical stream; on the 0/1 missing indicator for the missing-rate
   change, which is how one would watch a missing rate with it).
-* **Evidently-style** — the same 2,000-value windows against the same reference with
+* **Evidently-style** — the same 5,000-value windows against the same reference with
   Evidently's tests at p < 0.05: KS for numbers, χ² of current counts against the reference
   shares for categories and 0/1 values, and a two-proportion z-test of the missing share.
 
@@ -24,6 +26,14 @@ Part 3: the worker's sequential detector on raw feature values (driftline's ADWI
 stream per numeric feature, missing values skipped) at δ = 0.002 (its per-feature default
 until the window tests took over) and smaller δ, on the same stationary numeric streams and
 on the mean shift: whether any δ keeps a feature within the budget, and what it costs.
+Part 4: the worker's sequential detectors as they run now, ADWIN on each model's score and
+error streams at the δ its budget share gives (``sequential_delta``), beside river's ADWIN at
+its defaults: false alarms per million on stationary error streams (Bernoulli 0/1 losses at
+three rates; a regression's relative error, and its raw absolute error as the worker fed it
+before) and scores (uniform, beta), the budget-δ run also over ``--long`` times as many
+values; then the delay to an error-rate change (10% -> 15%, 10% -> 20%; and after only 2,000
+values of history), a regression's error growing 1.5x, and score shifts, at both δ: what the
+budget costs.
 Prints markdown tables.
 """
 
@@ -36,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from driftline.detectors.budget import ADWIN_CLOCK, SEQUENTIAL_SHARE, SEQUENTIAL_STREAMS
 from driftline.detectors.monitor import FeatureBatch, MonitorConfig, ProfileMonitor
 from driftline.detectors.reference import build_profile
 from driftline.detectors.window_tests import chisquare_counts, ks_2samp, z_test_counts
@@ -185,7 +196,8 @@ def stationary_table(n: int, window: int, seed: int) -> list[str]:
     budget_per_million = budget.per_day() * 1e6 / MonitorConfig().events_per_day
     lines = [
         f"False alarms per million values, stationary streams ({n:,} values each; driftline's "
-        f"budget: {budget_per_million:.3f} per million)",
+        f"budget: {budget_per_million:.3f} per million for a whole model, "
+        f"{budget_per_million * (1 - SEQUENTIAL_SHARE):.3f} of it for the window tests)",
         "",
         "| stream | driftline | river ADWIN | Evidently-style | river ÷ driftline budget | Evidently ÷ driftline budget |",
         "|---|---|---|---|---|---|",
@@ -288,12 +300,190 @@ def feature_adwin_table(n: int, runs: int, seed: int) -> list[str]:
     return lines
 
 
+# -- part 4: the sequential detectors on the score and error streams -------------------------
+
+RIVER_DELTA = 0.002  # river's ADWIN default
+
+
+def _bernoulli(p: float) -> Callable[[np.random.Generator, int], np.ndarray]:
+    return lambda g, n: (g.random(n) < p).astype(float)
+
+
+def _regression(sigma: float, relative: bool) -> Callable[[np.random.Generator, int], np.ndarray]:
+    """A regression model's error: lognormal(0, 1) targets predicted as y * exp(N(0, sigma)).
+    ``relative``: |y - ŷ| / (|y| + |ŷ|), what the worker's error stream feeds ADWIN now; else
+    the absolute error it fed before (as heavy-tailed as the targets)."""
+
+    def make(g: np.random.Generator, n: int) -> np.ndarray:
+        y = g.lognormal(0.0, 1.0, n)
+        predicted = y * np.exp(g.normal(0.0, sigma, n))
+        error = np.abs(y - predicted)
+        return error / (np.abs(y) + np.abs(predicted)) if relative else error
+
+    return make
+
+
+SEQUENTIAL_STATIONARY = [
+    Stream("error, Bernoulli(0.05)", "numeric", _bernoulli(0.05)),
+    Stream("error, Bernoulli(0.1)", "numeric", _bernoulli(0.1)),
+    Stream("error, Bernoulli(0.3)", "numeric", _bernoulli(0.3)),
+    Stream("error, regression, relative", "numeric", _regression(0.3, relative=True)),
+    Stream("error, regression, absolute (before)", "numeric", _regression(0.3, relative=False)),
+    Stream("score, uniform(0, 1)", "numeric", lambda g, n: g.random(n)),
+    Stream("score, beta(2, 5)", "numeric", lambda g, n: g.beta(2.0, 5.0, n)),
+]
+
+SEQUENTIAL_CHANGES = [
+    Stream("error rate 10% -> 15%", "numeric", _bernoulli(0.1), _bernoulli(0.15)),
+    Stream("error rate 10% -> 20%", "numeric", _bernoulli(0.1), _bernoulli(0.2)),
+    Stream("error rate 5% -> 10%, 2,000 values before", "numeric", _bernoulli(0.05), _bernoulli(0.1)),
+    Stream("error rate 10% -> 20%, 2,000 values before", "numeric", _bernoulli(0.1), _bernoulli(0.2)),
+    Stream(
+        "regression error x1.5 (relative)",
+        "numeric",
+        _regression(0.3, relative=True),
+        _regression(0.45, relative=True),
+    ),
+    Stream(
+        "score beta(2, 5) -> beta(2.5, 5)",
+        "numeric",
+        lambda g, n: g.beta(2.0, 5.0, n),
+        lambda g, n: g.beta(2.5, 5.0, n),
+    ),
+    Stream(
+        "score uniform(0, 1) -> uniform(0.1, 1)",
+        "numeric",
+        lambda g, n: g.random(n),
+        lambda g, n: 0.1 + 0.9 * g.random(n),
+    ),
+]
+# Values after a change in part 4: the slowest change at the budget's δ needs a few thousand.
+SEQUENTIAL_AFTER = 40_000
+# Values before the change, where not CHANGE_AT: ADWIN compares the values before a change
+# with those after it, so a short history (a young model, few labels) makes small δ costlier.
+SHORT_HISTORY = 2_000
+
+
+def _history(stream: Stream) -> int:
+    return SHORT_HISTORY if stream.name.endswith(f"{SHORT_HISTORY:,} values before") else CHANGE_AT
+
+
+def budget_delta() -> float:
+    """The δ of the worker's default specs (its default budget and traffic estimate)."""
+    from driftline.streams.processor import DEFAULT_SPECS
+
+    (delta,) = {spec.params["delta"] for spec in DEFAULT_SPECS}
+    return float(delta)
+
+
+def adwin_alarms(values: np.ndarray, delta: float) -> np.ndarray:
+    """Where driftline's ADWIN (bit-identical to river's at the same δ) alarms."""
+    from driftline.detectors.adwin import ADWIN
+
+    return ADWIN(delta=delta).update_many(values).drift
+
+
+def sequential_stationary_table(n: int, long: int, seed: int) -> list[str]:
+    delta = budget_delta()
+    config = MonitorConfig()
+    # what the budget gives one sequential stream; by construction ADWIN's bound at δ
+    stream_budget = (
+        SEQUENTIAL_SHARE * config.budget.per_day() / SEQUENTIAL_STREAMS * 1e6 / config.events_per_day
+    )
+    bound = delta * 1e6 / ADWIN_CLOCK
+    assert abs(bound - stream_budget) <= 1e-9 * stream_budget, (bound, stream_budget)
+    lines = [
+        "Sequential detectors (ADWIN on a model's score and error streams): false alarms per "
+        f"million values, stationary streams ({n:,} values each; the budget δ also over "
+        f"{n * long:,}). The budget: {stream_budget:.4f} per million per stream (half of one "
+        f"false alarm per 30 days over {SEQUENTIAL_STREAMS} streams of 1,000,000 values a day, "
+        f"δ = {delta:.3g}); ADWIN's bound at river's δ = {RIVER_DELTA:g}: "
+        f"{RIVER_DELTA * 1e6 / ADWIN_CLOCK:g} per million",
+        "",
+        f"| stream | river ADWIN (δ = {RIVER_DELTA:g}) | driftline (δ = {delta:.3g}) "
+        f"| driftline (δ = {delta:.3g}), {n * long:,} values | river ÷ budget |",
+        "|---|---|---|---|---|",
+    ]
+    total = {"river": 0, "long": 0}
+    for i, stream in enumerate(SEQUENTIAL_STATIONARY):
+        values = stream.before(np.random.default_rng(seed + 100 + i), n * long)
+        first = values[:n]
+        river = len(river_alarms(stream, first))
+        ours = len(adwin_alarms(first, delta))
+        whole = len(adwin_alarms(values, delta))
+        if "(before)" not in stream.name:
+            total["river"] += river
+            total["long"] += whole
+        lines.append(
+            f"| {stream.name} | {fmt(per_million(river, n))} | {fmt(per_million(ours, n))} | "
+            f"{fmt(per_million(whole, n * long))} ({whole}) | "
+            f"{per_million(river, n) / stream_budget:,.0f}x |"
+        )
+    kept = len([s for s in SEQUENTIAL_STATIONARY if "(before)" not in s.name])
+    lines += [
+        "",
+        f"The {kept} streams the worker feeds now, together: river ADWIN "
+        f"{_alarms(total['river'])} in {kept * n:,} values; driftline at the budget δ "
+        f"{_alarms(total['long'])} in {kept * n * long:,} (the budget allows "
+        f"{stream_budget * kept * n * long / 1e6:.2f}).",
+    ]
+    return lines
+
+
+def _alarms(count: int) -> str:
+    return f"{count} alarm" + ("" if count == 1 else "s")
+
+
+def sequential_changes_table(runs: int, seed: int) -> list[str]:
+    delta = budget_delta()
+    lines = [
+        f"Sequential detectors, changes: {runs} runs each, change at value {CHANGE_AT:,} "
+        f"(or as named), {SEQUENTIAL_AFTER:,} values after it; detected, delay (median / 90th "
+        "percentile values from the change to the first alarm after it), false = alarms "
+        "before it",
+        "",
+        f"| change | river ADWIN (δ = {RIVER_DELTA:g}) detected | delay | false "
+        f"| driftline (δ = {delta:.3g}) detected | delay | false | delay ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, stream in enumerate(SEQUENTIAL_CHANGES):
+        assert stream.after is not None
+        delays: dict[str, list[int]] = {"river": [], "budget": []}
+        early = {"river": 0, "budget": 0}
+        change_at = _history(stream)
+        for run in range(runs):
+            g = np.random.default_rng(seed * 1000 + 500 + i * 100 + run)
+            values = np.concatenate([stream.before(g, change_at), stream.after(g, SEQUENTIAL_AFTER)])
+            found = {
+                "river": np.asarray(river_alarms(stream, values), dtype=np.int64),
+                "budget": adwin_alarms(values, delta),
+            }
+            for method, alarms in found.items():
+                early[method] += int((alarms < change_at).sum())
+                after = alarms[alarms >= change_at]
+                if len(after):
+                    delays[method].append(int(after[0]) - change_at + 1)
+        cells = []
+        for method in ("river", "budget"):
+            d = delays[method]
+            delay = "—" if not d else f"{np.median(d):,.0f} / {np.percentile(d, 90):,.0f}"
+            cells += [f"{len(d) / runs:.0%}", delay, str(early[method])]
+        ratio = "—"
+        if delays["river"] and delays["budget"]:
+            ratio = f"{np.median(delays['budget']) / np.median(delays['river']):.1f}x"
+        lines.append(f"| {stream.name} | " + " | ".join(cells) + f" | {ratio} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--values", type=int, default=1_000_000, help="values per stationary stream")
     parser.add_argument("--runs", type=int, default=20, help="streams per change")
     parser.add_argument("--window", type=int, default=MonitorConfig().window_size)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--long", type=int, default=10, help="part 4: the budget δ also over this many times --values"
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     for line in stationary_table(args.values, args.window, args.seed):
@@ -303,6 +493,12 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     print()
     for line in feature_adwin_table(args.values, args.runs, args.seed):
+        print(line)
+    print()
+    for line in sequential_stationary_table(args.values, args.long, args.seed):
+        print(line)
+    print()
+    for line in sequential_changes_table(args.runs, args.seed):
         print(line)
     print(f"\n({time.perf_counter() - start:.0f} s)")
     return 0

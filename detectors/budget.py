@@ -37,6 +37,10 @@ Example
 '6.67e-06'
 >>> budget.expected_false_alarms(alpha, windows_per_day=100.0, tests_per_window=50)
 1.0
+
+The same budget also covers a model's sequential detectors (ADWIN on its score and error
+streams, :func:`sequential_delta`): they take :data:`SEQUENTIAL_SHARE` of it and the window
+tests the rest (:func:`window_budget`), so the model's total stays within the budget.
 """
 
 from __future__ import annotations
@@ -44,7 +48,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_BUDGET", "FalseAlarmBudget", "per_test_alpha", "windows_per_day"]
+__all__ = [
+    "ADWIN_CLOCK",
+    "DEFAULT_BUDGET",
+    "SEQUENTIAL_SHARE",
+    "SEQUENTIAL_STREAMS",
+    "FalseAlarmBudget",
+    "per_test_alpha",
+    "sequential_delta",
+    "window_budget",
+    "windows_per_day",
+]
 
 
 @dataclass(frozen=True)
@@ -119,3 +133,98 @@ def per_test_alpha(
     if tests_per_window < 1:
         raise ValueError(f"tests_per_window must be >= 1, got {tests_per_window}")
     return budget.false_alarms / (budget.days * windows_per_day * tests_per_window)
+
+
+# The share of a model's budget spent by its sequential detectors; the window tests get the
+# rest. Each side's thresholds move with the logarithm of its share (ADWIN's cut with
+# ln(1/delta), a window test's critical value with ln(1/alpha)), so the split costs either
+# side little: halving a share raises ADWIN's ln(2 ln W / delta) by ln 2 on about 18 at the
+# defaults (+2% on its cut), and moves a KS critical value by a similar few percent. An even
+# split is the simplest that neither side can call unfair.
+SEQUENTIAL_SHARE = 0.5
+# Sequential streams per model by default: the score and the error stream (the regression
+# prediction value, unbounded like a raw feature, is left to the window tests).
+SEQUENTIAL_STREAMS = 2
+# ADWIN tests its cuts every ``clock`` values: river's default, and ours
+# (:class:`driftline.detectors.adwin.ADWIN`).
+ADWIN_CLOCK = 32
+
+
+def window_budget(budget: FalseAlarmBudget, share: float = SEQUENTIAL_SHARE) -> FalseAlarmBudget:
+    """What the window tests may spend once the sequential detectors took ``share``.
+
+    >>> window_budget(FalseAlarmBudget(false_alarms=1.0, days=30.0))
+    FalseAlarmBudget(false_alarms=0.5, days=30.0)
+    """
+    _check_share(share)
+    return FalseAlarmBudget(budget.false_alarms * (1.0 - share), budget.days)
+
+
+def sequential_delta(
+    budget: FalseAlarmBudget,
+    events_per_day: float,
+    *,
+    streams: int = SEQUENTIAL_STREAMS,
+    clock: int = ADWIN_CLOCK,
+    share: float = SEQUENTIAL_SHARE,
+) -> float:
+    """ADWIN's ``delta`` for a model's sequential streams within ``share`` of ``budget``.
+
+    ADWIN tests its cuts once every ``clock`` values of a stream. A stream that sees at most
+    ``events_per_day`` values a day is checked at most ``events_per_day * days / clock`` times
+    in the budget's ``days``; over ``streams`` streams, Bonferroni again:
+
+        delta = share * false_alarms / (streams * events_per_day * days / clock)
+
+    Why: Bifet & Gavaldà (2007, Theorem 3.1) bound the probability that one check cuts a
+    window whose mean has not changed by ``delta`` (their cut's threshold pays for the many
+    cut points of one check), and expected false alarms add up over checks without
+    independence, as for the window tests. A model's streams of several versions share its
+    traffic, so they add no checks.
+
+    Assumptions, stated so they can be checked:
+
+    * the values are bounded in [0, 1] and independent while nothing changes. The 0/1 error
+      of a classifier and a probability score are; an absolute regression error or a raw
+      feature is not, and a heavy tail breaks the bound at any ``delta``
+      (``benchmarks/drift_quality.py``), hence the worker's bounded error and score streams
+      (docs/drift.md, "Sequential detectors and the budget");
+    * river's cut (ours is bit-identical) is the paper's practical variant, a Bernstein-style
+      bound with the window's variance and ``ln(2 ln W / delta)`` for the cut points; its
+      guarantee is approximate, so the benchmark measures it: at ``delta = 0.002`` the bound
+      allows 62.5 false alarms per million values (31,250 checks x 0.002) and 0 to 1 are
+      measured on bounded streams;
+    * ``events_per_day`` is an upper estimate, as for the windows; a stream without values
+      (no score, no labels yet) only leaves its share unspent.
+
+    >>> from driftline.detectors.budget import DEFAULT_BUDGET, sequential_delta
+    >>> delta = sequential_delta(DEFAULT_BUDGET, events_per_day=1_000_000)
+    >>> f"{delta:.3g}"
+    '2.67e-07'
+    >>> checks = 1_000_000 * 30 / 32  # per stream in 30 days
+    >>> round(2 * checks * delta, 12)  # the sequential share of one false alarm
+    0.5
+    """
+    if not (math.isfinite(events_per_day) and events_per_day > 0):
+        raise ValueError(f"events_per_day must be a positive finite number, got {events_per_day}")
+    if streams < 1:
+        raise ValueError(f"streams must be >= 1, got {streams}")
+    if clock < 1:
+        raise ValueError(f"clock must be >= 1, got {clock}")
+    _check_share(share)
+    if share == 0.0:
+        raise ValueError("share must be > 0 for the sequential detectors to run at all")
+    checks = events_per_day * budget.days / clock
+    delta = share * budget.false_alarms / (streams * checks)
+    if not delta < 1.0:
+        raise ValueError(
+            f"a budget of {budget.false_alarms} false alarms per {budget.days} days allows a "
+            f"false alarm at every ADWIN check at {events_per_day} events a day (delta = "
+            f"{delta:.3g}); give it fewer false alarms or more events per day"
+        )
+    return delta
+
+
+def _check_share(share: float) -> None:
+    if not (math.isfinite(share) and 0.0 <= share < 1.0):
+        raise ValueError(f"share must be in [0, 1), got {share}")

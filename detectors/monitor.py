@@ -23,9 +23,10 @@ When a window closes, every column of the reference is tested (:class:`WindowRep
   reference's (NannyML's method), one-sided z-test (``pca_reconstruction``).
 
 ``alpha`` comes from the false-alarm budget (:func:`driftline.detectors.budget.per_test_alpha`)
-with every p-value test of a window counted. Without a reference, the model's first
-``auto_reference_events`` events become one (``source = "first_events"``), and windows start
-after them.
+with every p-value test of a window counted, over the part of the budget the sequential
+detectors leave (:func:`driftline.detectors.budget.window_budget`). Without a reference, the
+model's first ``auto_reference_events`` events become one (``source = "first_events"``), and
+windows start after them.
 
 Example
 -------
@@ -44,13 +45,19 @@ from __future__ import annotations
 
 import math
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from . import quality
-from .budget import DEFAULT_BUDGET, FalseAlarmBudget, per_test_alpha, windows_per_day
+from .budget import (
+    DEFAULT_BUDGET,
+    FalseAlarmBudget,
+    per_test_alpha,
+    window_budget,
+    windows_per_day,
+)
 from .histogram import CategoricalWindow, NumericWindow
 from .reference import (
     PREDICTION_LABEL,
@@ -63,6 +70,7 @@ from .two_sample import chisquare_homogeneity, psi_test
 from .window_tests import DEFAULT_MIN_SAMPLES, WindowTestResult, jensen_shannon_counts
 
 __all__ = [
+    "MONITOR_SETTINGS",
     "SIGNAL_TESTS",
     "CodedLabels",
     "FeatureBatch",
@@ -95,6 +103,19 @@ SIGNAL_TESTS = (
 )
 
 
+# What a model's owner may set per model (``PUT /v1/models/{model}/monitoring``) and a worker
+# per deployment (``DRIFTLINE_MONITOR_*``): the budget and how its windows are cut. The rest of
+# MonitorConfig is the method's own tuning.
+MONITOR_SETTINGS = (
+    "false_alarms",
+    "days",
+    "events_per_day",
+    "window_size",
+    "max_window_seconds",
+    "auto_reference_events",
+)
+
+
 @dataclass(frozen=True)
 class MonitorConfig:
     """How windows are cut and tested. ``events_per_day`` is an upper estimate of the model's
@@ -109,20 +130,109 @@ class MonitorConfig:
     min_jensenshannon: float = 0.02
     auto_reference_events: int = 10_000
     multivariate: bool = True
+    # Segment windows (streams/profiles.py): besides the all-traffic windows, one set per
+    # segment value ``key=value`` the model's events carry, for at most this many values per
+    # model, admitted in order of first appearance in the event sequence (later values are
+    # counted, not tested), so a high-cardinality key cannot grow a worker's memory without
+    # bound. 0 turns segment windows off.
+    max_segments: int = 8
 
     def __post_init__(self) -> None:
         if self.window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {self.window_size}")
         if self.max_window_ms < 1:
             raise ValueError(f"max_window_ms must be >= 1, got {self.max_window_ms}")
+        if self.max_segments < 0:
+            raise ValueError(f"max_segments must be >= 0, got {self.max_segments}")
         if self.auto_reference_events < self.min_samples:
             raise ValueError(
                 f"auto_reference_events ({self.auto_reference_events}) must be at least "
                 f"min_samples ({self.min_samples})"
             )
 
-    def windows_per_day(self) -> float:
-        return windows_per_day(self.events_per_day, self.window_size, self.max_window_ms / 1000)
+    def windows_per_day(self, segment_keys: int = 0, segment_values: int = 0) -> float:
+        """Upper estimate of the windows one model closes per day: its all-traffic windows
+        and, with segments, those of ``segment_values`` segment windows over
+        ``segment_keys`` keys.
+
+        Every event lands in the all-traffic window and in at most one window per segment
+        key (its value of that key), so count-closed windows are at most
+        ``(1 + segment_keys) * events_per_day / window_size`` whatever the split between
+        values; each window, segment or not, adds at most ``86400 / max_window_seconds``
+        time-closed ones.
+
+        >>> MonitorConfig(window_size=5000).windows_per_day()
+        201.0
+        >>> MonitorConfig(window_size=5000).windows_per_day(segment_keys=2, segment_values=5)
+        606.0
+        """
+        if segment_keys < 0 or segment_values < segment_keys:
+            raise ValueError(
+                f"need 0 <= segment_keys <= segment_values, got {segment_keys}, {segment_values}"
+            )
+        # the same float operations as budget.windows_per_day, so a model without segments
+        # keeps its alpha to the last bit
+        by_count = windows_per_day(self.events_per_day, self.window_size)
+        by_time = 86_400.0 / (self.max_window_ms / 1000)
+        return float((1 + segment_keys) * by_count + (1 + segment_values) * by_time)
+
+    def with_settings(self, **settings: float | None) -> MonitorConfig:
+        """This config with the named :data:`MONITOR_SETTINGS` replaced (None keeps one): a
+        model's own settings over a worker's defaults, and the ``DRIFTLINE_MONITOR_*``
+        settings over the built-in ones. ``ValueError`` naming the setting when a name is
+        unknown or a value unusable.
+
+        >>> config = MonitorConfig().with_settings(window_size=2000, days=90, false_alarms=None)
+        >>> config.settings()["window_size"], config.budget
+        (2000, FalseAlarmBudget(false_alarms=1.0, days=90.0))
+        """
+        unknown = sorted(set(settings) - set(MONITOR_SETTINGS))
+        if unknown:
+            raise ValueError(
+                f"unknown monitoring settings {unknown}; known: {list(MONITOR_SETTINGS)}"
+            )
+        given = {name: value for name, value in settings.items() if value is not None}
+        for name, value in given.items():
+            # bool is an int to Python, never a count or a rate to a user
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
+            if name in ("window_size", "auto_reference_events") and value != int(value):
+                raise ValueError(f"{name} must be a whole number of events, got {value}")
+        max_window_ms = self.max_window_ms
+        if "max_window_seconds" in given:
+            max_window_ms = int(given["max_window_seconds"] * 1000)
+            if max_window_ms < 1:
+                raise ValueError(
+                    f"max_window_seconds must be at least 0.001, got {given['max_window_seconds']}"
+                )
+        config = replace(
+            self,
+            budget=FalseAlarmBudget(
+                float(given.get("false_alarms", self.budget.false_alarms)),
+                float(given.get("days", self.budget.days)),
+            ),
+            events_per_day=float(given.get("events_per_day", self.events_per_day)),
+            window_size=int(given.get("window_size", self.window_size)),
+            max_window_ms=max_window_ms,
+            auto_reference_events=int(
+                given.get("auto_reference_events", self.auto_reference_events)
+            ),
+        )
+        config.windows_per_day()  # the budget's own checks, now rather than at a window
+        return config
+
+    def settings(self) -> dict[str, float | int]:
+        """The :data:`MONITOR_SETTINGS` in effect, by name (what :meth:`with_settings` takes)."""
+        return {
+            "false_alarms": self.budget.false_alarms,
+            "days": self.budget.days,
+            "events_per_day": self.events_per_day,
+            "window_size": self.window_size,
+            "max_window_seconds": self.max_window_ms / 1000,
+            "auto_reference_events": self.auto_reference_events,
+        }
 
 
 @dataclass(frozen=True)
@@ -214,6 +324,26 @@ class FeatureBatch:
             cut(self.label),
         )
 
+    def take(self, rows: np.ndarray) -> FeatureBatch:
+        """The events at ``rows`` (increasing positions), in order: one segment's events."""
+
+        def pick(a: Any) -> Any:
+            if a is None:
+                return None
+            if isinstance(a, CodedLabels):
+                return CodedLabels(a.codes[rows], a.labels)
+            return a[rows]
+
+        return FeatureBatch(
+            self.numeric_names,
+            self.numeric[rows],
+            {k: pick(v) for k, v in self.categorical.items()},
+            self.event_time[rows],
+            pick(self.score),
+            pick(self.value),
+            pick(self.label),
+        )
+
     def numeric_columns(self) -> dict[str, np.ndarray]:
         """Numeric inputs and numeric outputs, by profile name."""
         columns = {name: self.numeric[:, j] for j, name in enumerate(self.numeric_names)}
@@ -263,6 +393,9 @@ class WindowReport:
     drifted_features: list[str]
     quality_issues: list[tuple[str, str]]  # (feature, test)
     multivariate_drift: bool
+    # "" for the model's all-traffic windows, else the segment's "key=value"; positions
+    # (first/last/closed_by_seq) then count the segment's events
+    segment: str = ""
 
     @property
     def n_events(self) -> int:
@@ -344,9 +477,13 @@ class ProfileMonitor:
         model_id: str,
         profile: ReferenceProfile | None = None,
         config: MonitorConfig | None = None,
+        segment: str = "",
     ) -> None:
         self.model_id = model_id
         self.config = config or MonitorConfig()
+        self.segment = segment  # "" = all traffic, else "key=value"
+        # (segment keys, segment values) the model's windows are spread over, for the budget
+        self.segment_load = (0, 0)
         self.seq = 0  # events seen, over the model's life
         self.profile: ReferenceProfile | None = None
         self.alpha = 1.0
@@ -363,10 +500,45 @@ class ProfileMonitor:
         were against the old reference) and the next one starts at the next event."""
         self.profile = profile
         self._buffer, self._buffered = [], 0
-        self.alpha = per_test_alpha(
-            self.config.budget, self.config.windows_per_day(), self.tests_per_window()
-        )
+        self.alpha = self._alpha()
         self._window = self._fresh_window(self._window.index)
+
+    def set_config(self, config: MonitorConfig) -> bool:
+        """Use ``config`` (a model's own settings) from the next window on; True when it
+        changed anything. As for a new reference the open window is dropped and the next one
+        starts at the next event: its bounds and its alpha came from the old settings, and
+        finishing it under those would hold a shortened time bound back by up to a whole old
+        window. A model still collecting its first events keeps them, and builds its
+        reference at once if it now has enough."""
+        if config == self.config:
+            return False
+        self.config = config
+        if self.profile is not None:
+            self.set_reference(self.profile)  # alpha under the new budget, a fresh window
+        elif self._buffered >= config.auto_reference_events:
+            self._build_auto_reference()
+        return True
+
+    def set_segment_load(self, segment_keys: int, segment_values: int) -> None:
+        """Spread the budget over the model's segment windows too (``MonitorConfig.
+        windows_per_day``): every monitor of a model, all-traffic and segment, takes the same
+        share per window, so their false alarms together stay within the model's budget.
+        Applies to windows closing from now on, the open one included."""
+        load = (segment_keys, segment_values)
+        if load != getattr(self, "segment_load", (0, 0)):
+            self.segment_load = load
+            if self.profile is not None:
+                self.alpha = self._alpha()
+
+    def _alpha(self) -> float:
+        # absent in monitors checkpointed before segments existed: no segment windows
+        keys, values = getattr(self, "segment_load", (0, 0))
+        # the sequential detectors (score, error) spend their share of the model's budget
+        return per_test_alpha(
+            window_budget(self.config.budget),
+            self.config.windows_per_day(keys, values),
+            self.tests_per_window(),
+        )
 
     def rebaseline(self, profile: ReferenceProfile | None = None, version: str = "") -> None:
         """Start over from the next event, as for a new model version: the open window and
@@ -635,6 +807,7 @@ class ProfileMonitor:
             drifted,
             issues,
             multivariate,
+            getattr(self, "segment", ""),
         )
         self._window = self._fresh_window(window.index + 1, window)
         return report

@@ -149,8 +149,11 @@ WHERE m.model_id = {model_id:String} AND m.segment = ''
 GROUP BY m.minute
 ORDER BY m.minute
 """
+# A segment's window drift shows its segment beside the stream: "x [region=eu]".
 _DRIFT_SQL = """
-SELECT detected_at, stream_kind, stream_name, detector, model_version
+SELECT detected_at, stream_kind,
+       if(segment = '', stream_name, concat(stream_name, ' [', segment, ']')) AS stream_name,
+       detector, model_version
 FROM drift_events FINAL
 WHERE model_id = {model_id:String}
   AND detected_at >= {start:DateTime('UTC')} AND detected_at < {end:DateTime('UTC')}
@@ -175,7 +178,7 @@ SELECT
         OR maxIf(drifted, test = 'pca_reconstruction') AS drifted,
     concat(any(reference_source), ' ', any(reference_version)) AS reference
 FROM feature_drift FINAL
-WHERE model_id = {model_id:String}
+WHERE model_id = {model_id:String} AND segment = ''
   AND window_end >= {start:DateTime('UTC')} AND window_end < {end:DateTime('UTC')}
 GROUP BY window_start, window_end, window_index, stream_kind, feature
 ORDER BY stream_kind, feature, window_index

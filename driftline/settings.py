@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     monitor_false_alarms: float = Field(1.0, gt=0)
     monitor_false_alarm_days: float = Field(30.0, gt=0)
     monitor_events_per_day: float = Field(1_000_000.0, gt=0)
+    # Segment windows: one set per segment value ('key=value') for at most this many values
+    # per model, the first in event order (docs/drift.md, "Segments"); 0: none.
+    monitor_max_segments: int = Field(8, ge=0)
     # Performance before labels arrive (docs/cbpe.md): CBPE estimates per model over event-time
     # windows of this width, calibrated on the model's first N labelled predictions. Off: none.
     cbpe_enabled: bool = True
@@ -100,6 +103,18 @@ class Settings(BaseSettings):
     @property
     def public_base_url(self) -> str:
         return (self.public_url or f"http://localhost:{self.api_port}").rstrip("/")
+
+    def monitor_settings(self) -> dict[str, float | int]:
+        """The ``DRIFTLINE_MONITOR_*`` defaults by the names a model's own settings use
+        (``MonitorConfig.with_settings``, ``PUT /v1/models/{model}/monitoring``)."""
+        return {
+            "false_alarms": self.monitor_false_alarms,
+            "days": self.monitor_false_alarm_days,
+            "events_per_day": self.monitor_events_per_day,
+            "window_size": self.monitor_window_size,
+            "max_window_seconds": self.monitor_max_window_seconds,
+            "auto_reference_events": self.monitor_auto_reference_events,
+        }
 
     @property
     def chdb_path(self) -> Path:

@@ -22,7 +22,7 @@ from driftline.sinks.store import Store, open_store
 from driftline.store_endpoint import clear_endpoint, record_endpoint
 from driftline.streams.app import Worker, WorkerConfig
 from driftline.streams.estimates import EstimateConfig
-from driftline.streams.processor import ProcessorConfig
+from driftline.streams.processor import ProcessorConfig, sequential_specs
 from driftline.streams.versions import VerdictConfig
 
 log = logging.getLogger("driftline.worker")
@@ -36,13 +36,22 @@ def monitor_config(settings: Settings) -> MonitorConfig | None:
         window_size=settings.monitor_window_size,
         max_window_ms=int(settings.monitor_max_window_seconds * 1000),
         auto_reference_events=settings.monitor_auto_reference_events,
-        budget=FalseAlarmBudget(settings.monitor_false_alarms, settings.monitor_false_alarm_days),
+        budget=budget(settings),
         events_per_day=settings.monitor_events_per_day,
+        max_segments=settings.monitor_max_segments,
     )
+
+
+def budget(settings: Settings) -> FalseAlarmBudget:
+    """One model's false-alarm budget (``DRIFTLINE_MONITOR_FALSE_ALARMS`` per
+    ``_FALSE_ALARM_DAYS``), shared by its window tests and its sequential detectors."""
+    return FalseAlarmBudget(settings.monitor_false_alarms, settings.monitor_false_alarm_days)
 
 
 def processor_config(settings: Settings) -> ProcessorConfig:
     return ProcessorConfig(
+        # the sequential detectors' share of the budget holds whether or not windows run
+        specs=sequential_specs(budget(settings), settings.monitor_events_per_day),
         profiles=monitor_config(settings),
         join_ttl_ms=int(settings.join_ttl_seconds * 1000),
         orphan_ttl_ms=int(settings.orphan_outcome_ttl_seconds * 1000),

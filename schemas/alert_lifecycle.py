@@ -57,7 +57,7 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 from driftline.schemas.ids import event_id
-from driftline.schemas.rules import RetrainAction, Rule, RuleBook, Snapshot
+from driftline.schemas.rules import RetrainAction, Rule, RuleBook, Snapshot, drift_segment
 
 __all__ = [
     "FIRING",
@@ -635,6 +635,8 @@ class _ModelRun:
             "stream_kind": str(drift.get("stream_kind", "")),
             "stream_name": str(drift.get("stream_name", "")),
             "detector": str(drift.get("detector", "")),
+            # "" for all traffic: a rule may group a segment's drifts apart (group_by)
+            "segment": drift_segment(drift),
         }
         group, fp = self._group(rule, signal_labels)
         ep = self.state.alerts.get(fp)

@@ -63,7 +63,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KINDS: Final = ("rule", "silence", "subscription", "apikey", "ack")
+# ``monitoring``: a model's own monitoring settings, id = model_id (schemas/monitoring.py)
+KINDS: Final = ("rule", "silence", "subscription", "apikey", "ack", "monitoring")
 
 
 class ControlPlaneError(RuntimeError):

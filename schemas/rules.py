@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Final
 
+from driftline.schemas import monitoring
 from driftline.schemas.control_plane import VersionedView
+from driftline.schemas.monitoring import MonitoringError, MonitoringSettings
 from driftline.schemas.silences import Matcher, Silence, SilenceError, parse_time_ms
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "Silence",
     "VERDICT_OUTCOMES",
     "Snapshot",
+    "drift_segment",
     "parse_duration_ms",
     "parse_time_ms",
 ]
@@ -108,6 +111,9 @@ class Rule:
     stream_kind: str | None = None
     stream_name: str = "*"
     detector: str = "*"
+    # drift signals: an fnmatch glob on the segment of a window's drift ("" = all traffic,
+    # else "key=value"; :func:`drift_segment`); "*" takes every window, segment or not
+    segment: str = "*"
     metric: str | None = None
     stat_field: str | None = None  # statistic signals: estimate | statistic | p_value | n_values
     outcome: str | None = None  # verdict signals: the VERDICT_OUTCOMES symbol that holds
@@ -171,6 +177,7 @@ class Rule:
                 stream_kind=signal.get("stream_kind"),
                 stream_name=str(signal.get("stream_name", "*")),
                 detector=str(signal.get("detector", "*")),
+                segment=str(signal.get("segment", "*")),
                 metric=signal.get("metric"),
                 stat_field=signal.get("field", "statistic") if kind == "statistic" else None,
                 outcome=outcome,
@@ -217,11 +224,27 @@ class Rule:
             and drift.get("stream_kind") == self.stream_kind
             and fnmatchcase(str(drift.get("stream_name", "")), self.stream_name)
             and self.detector in ("*", drift.get("detector"))
+            and (self.segment == "*" or fnmatchcase(drift_segment(drift), self.segment))
         )
 
     def matches_verdict(self, verdict: Mapping[str, Any]) -> bool:
         """Does this ModelVerdict (or ``model_verdicts`` row) hold the rule's condition?"""
         return self.signal_kind == "verdict" and verdict.get("verdict") == self.outcome
+
+
+def drift_segment(drift: Mapping[str, Any]) -> str:
+    """The segment a DriftEvent (or ``drift_events`` row) was found in: ``""`` for all traffic,
+    else ``"key=value"``. DriftEvents carry it in ``evidence["segment"]`` (the Avro record has
+    no field for it, so every reader decodes it); rows read back from ClickHouse may carry it
+    as a ``segment`` column.
+
+    >>> drift_segment({"evidence": {"segment": "region=eu"}}), drift_segment({"evidence": {}})
+    ('region=eu', '')
+    """
+    segment = drift.get("segment")
+    if segment is None:
+        segment = (drift.get("evidence") or {}).get("segment", "")
+    return str(segment)
 
 
 @dataclass(frozen=True)
@@ -263,15 +286,22 @@ class Snapshot:
         return None
 
 
-_PARSERS: Final = {"rule": Rule.from_record, "silence": Silence.from_record, "ack": Ack.from_record}
+_PARSERS: Final = {
+    "rule": Rule.from_record,
+    "silence": Silence.from_record,
+    "ack": Ack.from_record,
+    monitoring.KIND: MonitoringSettings.from_record,
+}
 
 
 class RuleBook:
     """Thread-safe in-memory view of the control plane, applied record by record.
 
     Subscriptions and API keys are versioned like everything else but not parsed: the
-    evaluator only passes a rule's ``notify`` ids through. An entity whose ``data`` cannot be
-    parsed keeps its version (so ordering stays right) but is left out of snapshots.
+    evaluator only passes a rule's ``notify`` ids through. A model's monitoring settings are
+    parsed but looked up by model (:meth:`monitoring`), not part of snapshots. An entity whose
+    ``data`` cannot be parsed keeps its version (so ordering stays right) but is left out of
+    snapshots and lookups.
     """
 
     def __init__(self) -> None:
@@ -292,7 +322,7 @@ class RuleBook:
         if record is not None and parser is not None:
             try:
                 parsed = parser(record.id, record.version, record.data)
-            except (RuleError, SilenceError) as exc:
+            except (RuleError, SilenceError, MonitoringError) as exc:
                 log.warning("control-plane %s v%d is not usable by the workers: %s", text,
                             record.version, exc)  # fmt: skip
         with self._lock:
@@ -332,6 +362,11 @@ class RuleBook:
         """Grows by one with every change: cheap to compare for 'did anything change?'."""
         with self._lock:
             return self._generation
+
+    def monitoring(self, model_id: str) -> MonitoringSettings | None:
+        """The model's own monitoring settings (None: it has none, or an unusable record)."""
+        with self._lock:
+            return self._parsed.get(f"{monitoring.KIND}:{model_id}")
 
     def version(self, kind: str, ident: str) -> int | None:
         record = self._view.get(kind, ident)

@@ -154,6 +154,8 @@ DRIFT_EVENTS = TableSpec(
     },
     time_column="detected_at",
     key=("model_id", "detected_at", "event_id"),
+    # evidence['segment'] (migration 0011): the segment of a window's drift, '' otherwise
+    server_defaults={"segment": LC, "ingested_at": TIME},
 )
 
 RETRAINING_REQUESTS = TableSpec(
@@ -227,8 +229,9 @@ _WINDOW_TEST_COLUMNS = {
     "reference_id": LC,
     "reference_version": LC,
     "reference_source": LC,
+    "segment": LC,  # '' = all traffic, else 'key=value' (migration 0011)
 }
-_WINDOW_TEST_KEY = ("model_id", "window_end", "window_index", "feature", "test")
+_WINDOW_TEST_KEY = ("model_id", "window_end", "window_index", "feature", "test", "segment")
 FEATURE_DRIFT = TableSpec(
     "feature_drift", dict(_WINDOW_TEST_COLUMNS), "window_end", _WINDOW_TEST_KEY
 )
@@ -260,6 +263,7 @@ REFERENCE_PROFILES = TableSpec(
         "bin_counts": "Array(UInt64)",
         "categories": "Map(String, UInt64)",
         "in_multivariate": "UInt8",
+        "segment": LC,
     },
     time_column="uploaded_at",
     key=("model_id", "reference_id", "feature"),

@@ -29,7 +29,7 @@ from driftline.streams.alerting import AlertEvaluator
 from driftline.streams.checkpoint import Checkpoints, changelog_topic, ensure_changelog
 from driftline.streams.effects import EffectWriter, RecordProducer
 from driftline.streams.processor import BatchProcessor, ProcessorConfig, warm_up
-from driftline.streams.rulebook import ControlPlaneFollower, RuleBook
+from driftline.streams.rulebook import ControlPlaneFollower, MonitorConfigs, RuleBook
 from driftline.streams.source import InputLoop, SourceConfig
 from driftline.streams.state import PartitionState
 from faust.app.base import BootStrategy
@@ -120,6 +120,11 @@ class Worker:
         self.evaluator = AlertEvaluator(
             self.rulebook, retrain_cooldown_ms=config.processor.retraining_cooldown_ms
         )
+        # Each model's own monitoring settings, from the same control plane (no restart).
+        if config.processor.profiles is not None:
+            self.processor.monitor_configs = MonitorConfigs(
+                config.processor.profiles, self.rulebook
+            )
         self.writer = EffectWriter(
             store, self.producer, self.codec, self.checkpoints.write, self._commit
         )
@@ -315,8 +320,9 @@ class _FaustWorker(faust.Worker):
 
 
 class _AnnouncingRuleBook(RuleBook):
-    """The rule book, logging each alert rule that arrives, changes or goes once the worker
-    runs (``announce``), so that an operator sees the worker picked a rule up."""
+    """The rule book, logging each alert rule and model's monitoring settings that arrive,
+    change or go once the worker runs (``announce``), so that an operator sees the worker
+    picked them up."""
 
     announce = False
 
@@ -332,6 +338,14 @@ class _AnnouncingRuleBook(RuleBook):
                     log.info("alert rule %s removed or disabled (v%s)", ident, version)
                 else:
                     log.info("alert rule %r (%s) loaded, v%s", rule.name, ident, version)
+            elif kind == "monitoring":
+                settings = self.monitoring(ident)
+                if value is None or settings is None:
+                    log.info("monitoring settings of model %r removed or unusable: the "
+                             "worker's defaults apply", ident)  # fmt: skip
+                else:
+                    log.info("monitoring settings of model %r loaded, v%d: %s", ident,
+                             settings.version, dict(settings.values))  # fmt: skip
         return changed
 
 
@@ -380,6 +394,11 @@ class _Collector:
         for kind, n in sorted(stats.drifts.items()):
             drifts.add_metric([kind], n)
         yield drifts
+        yield CounterMetricFamily(
+            "driftline_worker_segment_events_untested",
+            "Event x segment key pairs in no window: values over DRIFTLINE_MONITOR_MAX_SEGMENTS",
+            value=stats.counters.get("segment_events_untested", 0),
+        )
         if stats.last_drift_at is not None:
             yield GaugeMetricFamily(
                 "driftline_worker_last_drift_timestamp_seconds",

@@ -18,6 +18,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+from driftline.detectors.budget import (
+    DEFAULT_BUDGET,
+    SEQUENTIAL_STREAMS,
+    FalseAlarmBudget,
+    sequential_delta,
+)
 from driftline.detectors.monitor import MonitorConfig
 from driftline.schemas import Codec, DecodeError, InvalidEvent, event_id, singlepath, topics
 from driftline.schemas.columns import OutcomeColumns, PredictionColumns, RowError
@@ -38,16 +44,34 @@ DUPLICATE = topics.DUPLICATE
 # DLQ header naming the row of a batch record that was refused (absent for single events).
 HEADER_SOURCE_ROW = "driftline.source.row"
 
-# Raw features get no sequential detector by default: the window tests against the reference
-# (streams/profiles.py) watch them within the false-alarm budget, and ADWIN's bound assumes
-# bounded values, so no delta keeps a heavy-tailed feature in it (benchmarks/drift_quality.py,
-# part 3: a stationary lognormal feature raises 60 alarms per million values at delta = 0.002,
-# 5 at 1e-9, against a budget of 0.033 for a whole model). A spec for STREAM_FEATURE still
-# runs one where a feature is bounded and fast mean shifts matter.
-DEFAULT_SPECS: tuple[DetectorSpec, ...] = (
-    DetectorSpec(STREAM_PREDICTION, "ADWIN", {"delta": 0.002}),
-    DetectorSpec(STREAM_ERROR, "ADWIN", {"delta": 0.002}),
-)
+
+def sequential_specs(
+    budget: FalseAlarmBudget = DEFAULT_BUDGET, events_per_day: float = 1_000_000.0
+) -> tuple[DetectorSpec, ...]:
+    """The worker's default sequential detectors: ADWIN on each model's score and error
+    streams, at the delta that keeps both within their share of the model's false-alarm
+    budget (:func:`driftline.detectors.budget.sequential_delta`; ``events_per_day`` is the
+    same upper estimate of one model's traffic the window tests use).
+
+    Both streams are bounded in [0, 1], as ADWIN's bound needs: the score is clipped to it
+    and a regression's error is its relative error (``_pair_metrics``). Raw features and a
+    regression's predicted value get no sequential detector: the window tests against the
+    reference (streams/profiles.py) watch them within the budget, and no delta keeps a
+    heavy-tailed stream in it (benchmarks/drift_quality.py, part 3: a stationary lognormal
+    feature raises 60 alarms per million values at delta = 0.002, 5 at 1e-9). A spec for
+    STREAM_FEATURE still runs one where a feature is bounded and fast mean shifts matter.
+
+    >>> [(s.stream_kind, f"{s.params['delta']:.3g}") for s in sequential_specs()]
+    [('PREDICTION', '2.67e-07'), ('ERROR', '2.67e-07')]
+    """
+    delta = sequential_delta(budget, events_per_day, streams=SEQUENTIAL_STREAMS)
+    return (
+        DetectorSpec(STREAM_PREDICTION, "ADWIN", {"delta": delta}),
+        DetectorSpec(STREAM_ERROR, "ADWIN", {"delta": delta}),
+    )
+
+
+DEFAULT_SPECS: tuple[DetectorSpec, ...] = sequential_specs()
 PREDICTION_RECORDS = frozenset({topics.PREDICTION_EVENT, "PredictionBatch"})
 
 
@@ -289,6 +313,9 @@ class BatchProcessor:
         self.references: profiles.ReferenceBook | None = None
         # published model versions (driftline.models.v1), set by the worker; None: none
         self.versions: versions.VersionBook | None = None
+        # each model's window settings (its own, from the control plane, over config.profiles:
+        # streams/rulebook.py MonitorConfigs), set by the worker; None: config.profiles for all
+        self.monitor_configs: Callable[[str], MonitorConfig] | None = None
 
     def partition(self, partition: int) -> PartitionState:
         state = self.states.get(partition)
@@ -681,7 +708,7 @@ class BatchProcessor:
         )  # fmt: skip
         self._detect_features(state, predictions, prediction_ids, result)
         self._detect_predictions(state, predictions, prediction_ids, served, result)
-        self._detect_errors(state, joined.pairs, metrics["error"], result)
+        self._detect_errors(state, joined.pairs, metrics["detector_error"], result)
         if self.config.verdicts is not None and len(joined.pairs):
             versions.observe_labels(
                 state.versions, model_id, joined.pairs.model_version, metrics["correct"],
@@ -689,9 +716,10 @@ class BatchProcessor:
                 self.versions, result,
             )  # fmt: skip
         if self.config.profiles is not None:
-            profiles.observe(
-                state, predictions, prediction_ids, self.config.profiles, result, self.references
-            )
+            monitor = self.config.profiles
+            if self.monitor_configs is not None:
+                monitor = self.monitor_configs(model_id)
+            profiles.observe(state, predictions, prediction_ids, monitor, result, self.references)
         if self.config.estimates is not None:
             estimates.observe(
                 state, predictions, joined.pairs, metrics["correct"], self.config.estimates, result
@@ -776,27 +804,27 @@ class BatchProcessor:
         n = len(predictions)
         if not n:
             return
-        matrix = np.column_stack([predictions.prediction_score, predictions.prediction_value])
-        present = ~np.isnan(matrix)
+        # The score only, clipped to [0, 1] (a probability passes unchanged): ADWIN's bound
+        # holds for values in [0, 1] (sequential_specs). A regression's predicted value is
+        # unbounded like a raw feature; the window tests watch it against the reference.
+        score = np.asarray(predictions.prediction_score, dtype=np.float64)
+        present = ~np.isnan(score)
         if not present.any():
             return
-        names = [("score", "value")[j] for j in range(2) if present[:, j].any()]
         keys, groups = served
-        table = np.full((len(keys), 2), -1, dtype=np.int64)  # version -> (score row, value row)
-        for g, version in enumerate(keys):
-            streams = tuple(versions.versioned(name, version) for name in names)
-            rows_by_name = dict(
-                zip(names, state.stream_rows(STREAM_PREDICTION, streams).tolist(), strict=True)
-            )
-            table[g] = [rows_by_name.get("score", -1), rows_by_name.get("value", -1)]
-        stream_rows = table[groups][present]
+        scored = np.zeros(len(keys), dtype=bool)
+        scored[groups[present]] = True
+        table = np.full(len(keys), -1, dtype=np.int64)  # version -> its score stream's row
+        for g in np.flatnonzero(scored).tolist():  # in order of first appearance
+            table[g] = state.stream_row(STREAM_PREDICTION, versions.versioned("score", keys[g]))
+        stream_rows = table[groups[present]]
         self._detect(
             state,
             STREAM_PREDICTION,
             stream_rows,
-            matrix[present],
+            np.clip(score[present], 0.0, 1.0),
             versions.ranks_within(stream_rows),
-            np.broadcast_to(np.arange(n)[:, None], (n, 2))[present],
+            np.flatnonzero(present),
             event_ids,
             predictions.event_time,
             result,
@@ -1109,7 +1137,15 @@ def _without(n: int, drop: np.ndarray) -> np.ndarray:
 def _pair_metrics(pairs: Pairs) -> dict[str, np.ndarray]:
     """Classification (both labels present): correct 1/0 and the 0-1 loss as error.
     Regression (both values present): the absolute error. Otherwise none (as
-    ``sinks.tables.joined_label``)."""
+    ``sinks.tables.joined_label``).
+
+    ``detector_error`` is what the error stream's sequential detector sees: the 0-1 loss, or
+    a regression's relative error ``|y - ŷ| / (|y| + |ŷ|)`` (0 when both are 0). ADWIN's bound
+    needs values in [0, 1]; an absolute error is unbounded and as heavy-tailed as the target,
+    which no delta keeps within the budget, while the relative error is bounded, needs no
+    state and no scale, and rises when errors grow against the values predicted (it is
+    noisy where targets sit near 0: a model predicting around 0 is better watched by the
+    verdicts and metric rules on ``error``)."""
     n = len(pairs)
     # elementwise on object arrays: numpy's C loop, no Python frame per pair
     has_labels = np.not_equal(pairs.prediction_label, None) & np.not_equal(pairs.label, None)
@@ -1123,7 +1159,11 @@ def _pair_metrics(pairs: Pairs) -> dict[str, np.ndarray]:
     squared[has_labels] = error[has_labels]
     error[regression] = np.abs(diff[regression])
     squared[regression] = diff[regression] ** 2
-    return {"correct": correct, "error": error, "squared_error": squared}
+    bounded = error.copy()
+    scale = np.abs(pairs.prediction_value[regression]) + np.abs(pairs.value[regression])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bounded[regression] = np.where(scale > 0, error[regression] / scale, 0.0)
+    return {"correct": correct, "error": error, "squared_error": squared, "detector_error": bounded}
 
 
 _SEGMENT_MAP = pa.map_(pa.string(), pa.string())

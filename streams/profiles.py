@@ -19,6 +19,17 @@ A new model version re-baselines the windows at its first prediction (:func:`obs
 own uploaded reference, or its own first events, never the old version's (the rule:
 :func:`_wanted`, and docs/drift.md, "Model versions").
 
+Segments (:func:`_admissions`, :func:`_observe_segments`): besides its all-traffic windows, a model
+gets one set of windows per segment value ``key=value`` its events carry, for the first
+``MonitorConfig.max_segments`` values in event order (later ones are counted in
+``segment_events_untested``, not tested). A segment's windows test it against its own first
+``auto_reference_events`` events, not the model's reference: a segment may differ from the
+whole training data by design (one region's customers are older), and that difference would
+be reported in every window; against its own first events only a change within the segment
+is. Every monitor of the model spreads the budget over the segment windows too
+(:meth:`ProfileMonitor.set_segment_load`). Rows and drift events of a segment's windows carry
+``segment = "key=value"`` (DriftEvents in ``evidence["segment"]``), ``""`` for all traffic.
+
 Window boundaries, rows and event ids depend on the model's event sequence only, so any
 batching and any restart give the same results.
 """
@@ -105,9 +116,10 @@ class ReferenceBook(reference.ReferenceBook):
         self.codec = codec
 
 
-def reference_rows(entry: ReferenceEntry) -> list[dict[str, Any]]:
+def reference_rows(entry: ReferenceEntry, segment: str = "") -> list[dict[str, Any]]:
     """``reference_profiles`` rows of one reference: one per column, stream names as in
-    ``feature_drift`` (``score`` / ``value`` / ``label`` for the model's outputs)."""
+    ``feature_drift`` (``score`` / ``value`` / ``label`` for the model's outputs);
+    ``segment`` names the segment whose first events it was built from ("" otherwise)."""
     profile = entry.profile
     rows = []
     for stats in profile.column_stats():
@@ -134,6 +146,7 @@ def reference_rows(entry: ReferenceEntry) -> list[dict[str, Any]]:
             "bin_counts": stats["bin_counts"],
             "categories": stats["categories"],
             "in_multivariate": int(profile.pca is not None and stats["column"] in profile.pca.features),
+            "segment": segment,
         })  # fmt: skip
     return rows
 
@@ -167,10 +180,11 @@ def observe(
     use replaces it first (from the model's next window on). When that happens depends on
     when the record arrived, the one thing here that is not a function of the event
     sequence; the reference in use is part of the checkpointed state, so a restart continues
-    with it."""
+    with it. The same holds for ``config``, the model's own settings (:func:`configure`)."""
     n = len(predictions)
     if not n:
         return
+    configure(state, config, predictions, result)
     versions = np.asarray(predictions.model_version.to_numpy(zero_copy_only=False), dtype=object)
     seen = state.profile_versions
     # Where a version serves for the first time, in event order: a function of the event
@@ -181,18 +195,113 @@ def observe(
         for at, version in sorted(zip(first.tolist(), keys.tolist(), strict=True)):
             if version not in seen:
                 switches[at] = version
-    cuts = sorted({0, *switches, n})
+    # Where a segment value is admitted: the budget of every window of the model changes
+    # there, so the batch is cut there too (any batching then spreads it alike).
+    admissions = _admissions(state, predictions, config)
+    cuts = sorted({0, *switches, *admissions, n})
     for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         version = switches.get(a)
         if version is not None:
             if seen and state.profiles is not None:
                 state.profiles.rebaseline(version=version)
                 result.counters["references_rebaselined"] += 1
+            if seen:
+                for monitor in state.segment_profiles.values():
+                    monitor.rebaseline(version=version)
             # else: the model's first version (or windows restored from a checkpoint written
             # before versions were tracked), which keeps the windows it has
             seen.append(version)
+        for name in admissions.get(a, ()):
+            monitor = ProfileMonitor(state.model_id, config=config, segment=name)
+            if len(seen) > 1:  # its first-events reference is the serving version's
+                monitor.rebaseline(version=seen[-1])
+            state.segment_profiles[name] = monitor
         part = predictions if (a, b) == (0, n) else predictions.slice(a, b)
         _observe(state, part, event_ids[a:b], config, result, references)
+        _observe_segments(state, part, event_ids[a:b], result)
+
+
+def configure(
+    state: ModelState, config: MonitorConfig, predictions: PredictionColumns, result: Any
+) -> None:
+    """Use ``config`` (the model's own monitoring settings over the worker's defaults,
+    ``streams.rulebook.MonitorConfigs``) in all of the model's windows from their next window
+    on (:meth:`ProfileMonitor.set_config`); a no-op while it is the config in use."""
+    changed = False
+    for monitor in (state.profiles, *state.segment_profiles.values()):
+        if monitor is None:
+            continue
+        warming = monitor.profile is None
+        if monitor.set_config(config):
+            changed = True
+            if warming and monitor.profile is not None:
+                # A smaller auto_reference_events than the first events it had: its reference
+                # was built now, "uploaded" at this batch's first event.
+                entry = ReferenceEntry(monitor.profile, int(predictions.event_time[0]), "worker")
+                result.rows["reference_profiles"] += reference_rows(entry, monitor.segment)
+    if changed:
+        result.counters["monitor_settings_applied"] += 1
+
+
+def _segment_load(state: ModelState) -> tuple[int, int]:
+    """(segment keys, segment values) of the model's admitted segment windows. A name with
+    more than one "=" (a key or value holding one) counts as a key of its own: never fewer
+    keys than there are, so the budget holds (``K <= S`` either way)."""
+    names = state.segment_profiles
+    keys = {name.split("=", 1)[0] if name.count("=") == 1 else name for name in names}
+    return len(keys), len(names)
+
+
+def _admissions(
+    state: ModelState, predictions: PredictionColumns, config: MonitorConfig
+) -> dict[int, list[str]]:
+    """Segment values to admit, by the position (in this batch) of their first event: the
+    first ``max_segments`` values of the model in event order; values first seen at the same
+    event go by name."""
+    room = config.max_segments - len(state.segment_profiles)
+    if room <= 0 or not predictions.segments:
+        return {}
+    found: list[tuple[int, str]] = []
+    for key in sorted(predictions.segments):
+        coded = _coded(predictions.segments[key])
+        codes, first = np.unique(coded.codes, return_index=True)
+        for code, at in zip(codes.tolist(), first.tolist(), strict=True):
+            if code >= 0:
+                name = f"{key}={coded.labels[code]}"
+                if name not in state.segment_profiles:
+                    found.append((at, name))
+    admitted: dict[int, list[str]] = {}
+    for at, name in sorted(found)[:room]:
+        admitted.setdefault(at, []).append(name)
+    return admitted
+
+
+def _observe_segments(
+    state: ModelState, predictions: PredictionColumns, event_ids: np.ndarray, result: Any
+) -> None:
+    """Feed each admitted segment's events of these predictions to its windows; count the
+    events of segment values that are not tested (over the ``max_segments`` bound)."""
+    if not predictions.segments:
+        return
+    load = _segment_load(state)
+    batch: FeatureBatch | None = None
+    for key in sorted(predictions.segments):
+        coded = _coded(predictions.segments[key])
+        untested = int((coded.codes >= 0).sum())
+        for code, label in enumerate(coded.labels):
+            monitor = state.segment_profiles.get(f"{key}={label}")
+            if monitor is None:
+                continue
+            rows = np.flatnonzero(coded.codes == code)
+            if not rows.size:
+                continue
+            untested -= int(rows.size)
+            if batch is None:
+                batch = feature_batch(predictions)
+            monitor.set_segment_load(*load)
+            _feed(monitor, batch.take(rows), rows, predictions, event_ids, result)
+        if untested:
+            result.counters["segment_events_untested"] += untested
 
 
 def _wanted(state: ModelState, references: ReferenceBook | None) -> ReferenceProfile | None:
@@ -228,8 +337,8 @@ def _observe(
     result: Any,
     references: ReferenceBook | None,
 ) -> None:
-    """:func:`observe` for events of one version epoch (no re-baseline inside)."""
-    n = len(predictions)
+    """:func:`observe`'s all-traffic windows for events of one version epoch (no
+    re-baseline inside)."""
     monitor = state.profiles
     uploaded = _wanted(state, references)
     if uploaded is not None and (
@@ -242,20 +351,38 @@ def _observe(
         result.counters["references_applied"] += 1
     if monitor is None:
         monitor = state.profiles = ProfileMonitor(state.model_id, config=config)
+    monitor.set_segment_load(*_segment_load(state))
+    _feed(monitor, feature_batch(predictions), None, predictions, event_ids, result)
+
+
+def _feed(
+    monitor: ProfileMonitor,
+    batch: FeatureBatch,
+    rows: np.ndarray | None,
+    predictions: PredictionColumns,
+    event_ids: np.ndarray,
+    result: Any,
+) -> None:
+    """Feed ``batch`` (the events at ``rows`` of ``predictions``, or all of them) to one of
+    the model's monitors; add the rows and drift events of every window that closed."""
+    n = len(batch)
     first_seq = monitor.seq
     had_reference = monitor.profile is not None
     warmup_start = monitor.warmup_start
-    reports = monitor.update(feature_batch(predictions))
+    reports = monitor.update(batch)
     if not had_reference and monitor.profile is not None:
         # Built from the version's first events in this batch: "uploaded" at the event time
         # of its last event, so a replay writes the same row.
-        last = min(max(warmup_start + config.auto_reference_events - 1 - first_seq, 0), n - 1)
-        entry = ReferenceEntry(monitor.profile, int(predictions.event_time[last]), "worker")
-        result.rows["reference_profiles"] += reference_rows(entry)
+        wanted = monitor.config.auto_reference_events
+        last = min(max(warmup_start + wanted - 1 - first_seq, 0), n - 1)
+        entry = ReferenceEntry(monitor.profile, int(batch.event_time[last]), "worker")
+        result.rows["reference_profiles"] += reference_rows(entry, monitor.segment)
     for report in reports:
         # The closing event is always in this batch; its version (not the batch's last one)
         # keeps the rows independent of where the batch ends.
         closing = report.closed_by_seq - first_seq
+        if rows is not None:
+            closing = int(rows[closing])
         version = str(predictions.model_version[closing])
         drift_rows, quality_rows = window_rows(report, version)
         result.rows["feature_drift"] += drift_rows
@@ -305,6 +432,7 @@ def window_rows(
             "reference_id": report.reference_id,
             "reference_version": report.reference_version,
             "reference_source": report.reference_source,
+            "segment": report.segment,
         }
         (quality if row.signal == "quality" else drift).append(record)
     return drift, quality
@@ -336,6 +464,10 @@ def drift_events(
         "reference_source": report.reference_source,
         "alpha": repr(report.alpha),
     }
+    if report.segment:
+        # In the evidence map rather than a new DriftEvent field: every reader of the topic,
+        # however old its schema manifest, decodes it (docs/drift.md, "Segments").
+        window["segment"] = report.segment
     events = []
     for feature in report.drifted_features:
         rows = [r for r in by_feature[feature] if r.signal == "drift"]
@@ -373,10 +505,11 @@ def _event(
     evidence["n_reference"] = str(deciding.result.n_reference)
     evidence["n_current"] = str(deciding.result.n_current)
     test = deciding.result.test
+    # a segment's positions count its own events: the segment keeps its ids apart from the
+    # all-traffic windows' (whose ids are as before segments existed)
+    cause = [str(report.closed_by_seq), *([report.segment] if report.segment else [])]
     return {
-        "event_id": event_id(
-            "drift", report.model_id, kind, name, test, str(report.closed_by_seq)
-        ),
+        "event_id": event_id("drift", report.model_id, kind, name, test, *cause),
         "model_id": report.model_id,
         "model_version": model_version,
         "stream_kind": kind,

@@ -78,6 +78,9 @@ class ModelState:
     # the versions ``profiles`` has seen, in order of first appearance; the last one's
     # reference (or first events) is in use (streams/profiles.py, re-baselining)
     profile_versions: list[str] = field(default_factory=list)
+    # one ProfileMonitor per segment value "key=value", in order of admission (the first
+    # ``MonitorConfig.max_segments`` values the model's events carried; streams/profiles.py)
+    segment_profiles: dict[str, ProfileMonitor] = field(default_factory=dict)
     # which version serves, and each version's labelled results (streams/versions.py)
     versions: VersionTracker = field(default_factory=VersionTracker)
     # performance estimates before labels arrive (streams/estimates.py), from the first
@@ -142,6 +145,7 @@ class ModelState:
             "profile_versions": self.profile_versions,
             "estimates": self.estimates is not None,
             "versions": self.versions.to_json(),
+            "segment_profiles": list(self.segment_profiles),
         }
         parts = [json.dumps(header, separators=(",", ":")).encode()]
         parts += [self.banks[key].to_state() for key in header["banks"]]
@@ -149,6 +153,7 @@ class ModelState:
             parts.append(self.profiles.to_bytes())
         if self.estimates is not None:
             parts.append(self.estimates.to_state())
+        parts += [monitor.to_bytes() for monitor in self.segment_profiles.values()]
         return _frame(_MAGIC, parts)
 
     @classmethod
@@ -168,6 +173,13 @@ class ModelState:
             estimates = VersionedEstimates.from_state(
                 parts[1 + n_banks + int(profiles is not None)]
             )
+        # absent in checkpoints written before segment windows: none
+        segments = header.get("segment_profiles", [])
+        first = 1 + n_banks + int(profiles is not None) + int(estimates is not None)
+        segment_profiles = {
+            name: ProfileMonitor.from_bytes(blob)
+            for name, blob in zip(segments, parts[first : first + len(segments)], strict=True)
+        }
         return cls(
             model_id=header["model_id"],
             specs=tuple(DetectorSpec(k, d, p) for k, d, p in header["specs"]),
@@ -183,6 +195,7 @@ class ModelState:
             # absent in checkpoints written before re-baselining: the next version seen is
             # taken as the one the restored windows belong to
             profile_versions=header.get("profile_versions", []),
+            segment_profiles=segment_profiles,
             estimates=estimates,
             # absent in checkpoints written before versions were tracked
             versions=VersionTracker.from_json(header.get("versions")),

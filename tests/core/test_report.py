@@ -235,3 +235,16 @@ def test_report_without_windows_says_why() -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     page = render_html(ReportData("m", t0, t0 + timedelta(minutes=3), [MinuteRow(t0, 1, 1, 1.0, 0.0, 1.0)], [], []))
     assert page.count("<svg") == 1 and "No window of this model was tested" in page
+
+
+def test_a_segments_window_drift_is_marked_with_its_segment(filled):
+    from datetime import UTC, datetime
+
+    _, store, _ = filled
+    at = int((datetime.now(UTC) - timedelta(hours=1)).timestamp() * 1000)
+    drift = {"event_id": "seg-report-1", "model_id": "seg-report", "model_version": "1",
+             "stream_kind": "FEATURE", "stream_name": "x", "detector": "ks", "detected_at": at,
+             "position": 2999, "evidence": {"segment": "region=eu"}, "source_event_id": "p"}  # fmt: skip
+    store.insert_rows("drift_events", [drift, {**drift, "event_id": "seg-report-2", "evidence": {}}])
+    data = load_report_data(store, "seg-report", 24)
+    assert sorted(d.stream_name for d in data.drifts) == ["x", "x [region=eu]"]

@@ -127,15 +127,24 @@ def test_monitor_settings_reach_the_workers_data_drift_stage(monkeypatch):
     monkeypatch.setenv("DRIFTLINE_MONITOR_FALSE_ALARMS", "2")
     monkeypatch.setenv("DRIFTLINE_MONITOR_FALSE_ALARM_DAYS", "7")
     monkeypatch.setenv("DRIFTLINE_MONITOR_EVENTS_PER_DAY", "50000")
+    monkeypatch.setenv("DRIFTLINE_MONITOR_MAX_SEGMENTS", "3")
     monitor = processor_config(load_settings()).profiles
+    assert monitor.max_segments == 3
     assert (monitor.window_size, monitor.max_window_ms, monitor.auto_reference_events) == (
         1000, 3_600_000, 2000
     )
     assert (monitor.budget.false_alarms, monitor.budget.days) == (2.0, 7.0)
     # 50 count-closed + 24 time-closed windows a day
     assert monitor.events_per_day == 50_000 and monitor.windows_per_day() == 74.0
+    # the sequential detectors (score, error) get their half of the same budget: one ADWIN
+    # check per 32 values of each stream
+    delta = 0.5 * 2 / (2 * 50_000 * 7 / 32)
+    deltas = {s.stream_kind: s.params["delta"] for s in processor_config(load_settings()).specs}
+    assert deltas == {"PREDICTION": pytest.approx(delta), "ERROR": pytest.approx(delta)}
     monkeypatch.setenv("DRIFTLINE_MONITOR_ENABLED", "false")
-    assert processor_config(load_settings()).profiles is None
+    config = processor_config(load_settings())
+    assert config.profiles is None
+    assert [s.params["delta"] for s in config.specs] == [pytest.approx(delta)] * 2
     monkeypatch.setenv("DRIFTLINE_MONITOR_WINDOW_SIZE", "10")
     with pytest.raises(ValueError, match="monitor_window_size"):
         load_settings()

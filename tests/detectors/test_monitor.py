@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from driftline.detectors.budget import FalseAlarmBudget
+from driftline.detectors.budget import SEQUENTIAL_SHARE, FalseAlarmBudget
 from driftline.detectors.monitor import (
     CodedLabels,
     FeatureBatch,
@@ -127,7 +127,9 @@ def test_a_smaller_budget_means_a_smaller_alpha() -> None:
     loose = _monitor(budget=FalseAlarmBudget(false_alarms=10, days=1))
     strict = _monitor(budget=FalseAlarmBudget(false_alarms=1, days=365))
     assert strict.alpha < loose.alpha
-    assert loose.alpha == pytest.approx(10 / (1 * loose.config.windows_per_day() * 20))
+    # the windows spend what the sequential detectors leave of the model's budget
+    windows = 10 * (1 - SEQUENTIAL_SHARE)
+    assert loose.alpha == pytest.approx(windows / (1 * loose.config.windows_per_day() * 20))
 
 
 def _fingerprint(reports: list[WindowReport]) -> list[tuple]:
@@ -226,3 +228,142 @@ def test_coded_labels_count_like_label_objects() -> None:
     coded = _monitor().update(coded_batch)
     assert _fingerprint(coded) == _fingerprint(plain)
     assert np.array_equal(CodedLabels(codes, labels).to_objects(), plan)
+
+
+def test_new_settings_apply_from_the_next_window_and_move_alpha_with_the_budget() -> None:
+    config = MonitorConfig(window_size=500, auto_reference_events=500)
+    monitor = ProfileMonitor("m", config=config)
+    g = np.random.default_rng(8)
+    first = monitor.update(_batch(_columns(g, 1200)))  # reference, one window, 200 open
+    assert [(r.first_seq, r.n_events) for r in first] == [(500, 500)]
+    assert monitor.set_config(config) is False  # the config in use: nothing dropped
+    smaller = config.with_settings(window_size=300, days=90)
+    assert monitor.set_config(smaller) is True  # the 200 open events are dropped
+    after = monitor.update(_batch(_columns(g, 900)))
+    assert [(r.window_index, r.first_seq, r.n_events) for r in after] == [
+        (1, 1200, 300), (2, 1500, 300), (3, 1800, 300)
+    ]
+    # alpha = budget / (days x windows a day x tests): 3 times the days, 5/3 the windows
+    ratio = (90 / 30) * smaller.windows_per_day() / config.windows_per_day()
+    assert after[0].alpha == pytest.approx(first[0].alpha / ratio, rel=1e-12)
+    # the settings in use are part of the monitor's state: a restored one continues with them
+    restored = ProfileMonitor.from_bytes(monitor.to_bytes())
+    assert restored.config == smaller and restored.set_config(smaller) is False
+
+
+def test_new_settings_while_collecting_the_first_events_keep_them() -> None:
+    monitor = ProfileMonitor("m", config=MonitorConfig(window_size=500, auto_reference_events=1000))
+    g = np.random.default_rng(9)
+    assert monitor.update(_batch(_columns(g, 600))) == []
+    monitor.set_config(monitor.config.with_settings(auto_reference_events=400))
+    # it has more than enough: its reference is all 600 events, the windows start after them
+    assert monitor.profile is not None and monitor.profile.n_events == 600
+    (report,) = monitor.update(_batch(_columns(g, 500)))
+    assert (report.first_seq, report.n_events) == (600, 500)
+
+
+def test_settings_by_name_are_checked_by_the_monitor() -> None:
+    config = MonitorConfig().with_settings(
+        false_alarms=2, days=7, events_per_day=1e5, window_size=1000, max_window_seconds=60,
+        auto_reference_events=2000,
+    )  # fmt: skip
+    assert config.settings() == {
+        "false_alarms": 2.0, "days": 7.0, "events_per_day": 1e5, "window_size": 1000,
+        "max_window_seconds": 60.0, "auto_reference_events": 2000,
+    }  # fmt: skip
+    assert (config.budget, config.max_window_ms) == (FalseAlarmBudget(2.0, 7.0), 60_000)
+    assert MonitorConfig().with_settings(**config.settings()) == config
+    for bad, message in [
+        ({"windows": 3}, "unknown monitoring settings ['windows']"),
+        ({"days": 0}, "days must be a positive finite number"),
+        ({"window_size": 10.5}, "window_size must be a whole number"),
+        ({"events_per_day": float("inf")}, "events_per_day must be a positive finite number"),
+        ({"max_window_seconds": 1e-4}, "max_window_seconds must be at least 0.001"),
+        ({"auto_reference_events": 10}, "must be at least min_samples"),
+        ({"false_alarms": True}, "false_alarms must be a number"),
+    ]:
+        with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            MonitorConfig().with_settings(**bad)
+
+
+def test_segment_windows_spread_the_model_budget_exactly() -> None:
+    """All-traffic windows plus segment windows of 2 keys (3 + 2 values): every event is in
+    3 windows, every window may also close on time. With the same tests in every window, the
+    expected false alarms of all of them together are the windows' budget, exactly."""
+    plain = _monitor(max_window_ms=3_600_000)
+    config = plain.config
+    monitors = [ProfileMonitor("m", plain.profile, config, segment=s) for s in ("", *"abcde")]
+    for monitor in monitors:
+        monitor.set_segment_load(2, 5)
+    tests = monitors[0].tests_per_window()
+    alpha = monitors[0].alpha
+    assert {m.alpha for m in monitors} == {alpha}
+    # any split of one day's traffic over a key's values: each value's count-closed windows
+    # plus 24 time-closed ones per monitor
+    g = np.random.default_rng(2)
+    shares = [g.dirichlet(np.ones(3)), g.dirichlet(np.ones(2))]
+    per_day = config.events_per_day / WINDOW + 24 + sum(
+        s * config.events_per_day / WINDOW + 24 for split in shares for s in split
+    )
+    assert per_day == pytest.approx(config.windows_per_day(2, 5), rel=1e-12)
+    spent = per_day * tests * alpha * config.budget.days
+    assert spent == pytest.approx(config.budget.false_alarms * (1 - SEQUENTIAL_SHARE), rel=1e-12)
+    # without segments the same model keeps the alpha it had before segments existed
+    assert plain.alpha == pytest.approx(alpha * config.windows_per_day(2, 5) / config.windows_per_day(), rel=1e-12)
+    monitors[0].set_segment_load(0, 0)
+    assert monitors[0].alpha == plain.alpha
+    with pytest.raises(ValueError, match="segment_keys"):
+        config.windows_per_day(3, 2)  # a key without a value
+    with pytest.raises(ValueError, match="max_segments"):
+        MonitorConfig(max_segments=-1)
+
+
+def test_a_segment_monitor_labels_its_reports_and_keeps_its_label_across_a_restore() -> None:
+    g = np.random.default_rng(12)
+    columns = _columns(g, 6000)
+    region = np.where(g.random(6000) < 0.5, "eu", "us")
+    stream = _batch(columns)
+    rows = np.flatnonzero(region == "eu")
+    # take() keeps event order and every column, like building the batch from those events
+    direct = _batch({k: v[rows] for k, v in columns.items()})
+    direct.event_time = stream.event_time[rows]
+    config = MonitorConfig(window_size=WINDOW, auto_reference_events=1000)
+    whole = ProfileMonitor("m", config=config, segment="region=eu").update(stream.take(rows))
+    assert _fingerprint(whole) == _fingerprint(ProfileMonitor("m", config=config).update(direct))
+    assert whole and {r.segment for r in whole} == {"region=eu"}
+    monitor = ProfileMonitor("m", config=config, segment="region=eu")
+    monitor.set_segment_load(1, 2)
+    half = rows.size // 2
+    first = monitor.update(stream.take(rows[:half]))
+    restored = ProfileMonitor.from_bytes(monitor.to_bytes())
+    assert (restored.segment, restored.segment_load) == ("region=eu", (1, 2))
+    rest = restored.update(stream.take(rows[half:]))
+    assert {r.segment for r in first + rest} == {"region=eu"}
+    assert [r.first_seq for r in first + rest] == [r.first_seq for r in whole]
+    # a monitor checkpointed before segments existed: all traffic, no segment windows
+    del restored.segment, restored.segment_load
+    old = ProfileMonitor.from_bytes(restored.to_bytes())
+    old.set_reference(old.profile)
+    assert old.alpha == ProfileMonitor("m", old.profile, config).alpha
+    assert old.update(stream.take(rows[:WINDOW]))[0].segment == ""
+
+
+@settings(max_examples=10, deadline=None)
+@given(cuts=st.lists(st.integers(0, 5000), max_size=6), restore_at=st.integers(0, 6))
+def test_a_segments_windows_do_not_depend_on_how_the_model_batch_is_cut(cuts: list[int], restore_at: int) -> None:
+    """The worker cuts the model's batches anywhere and feeds each segment its rows of each
+    piece (``take``), with a checkpoint round trip anywhere: the segment's reports are those
+    of its whole event sequence."""
+    stream = _stream(7)
+    in_segment = np.random.default_rng(3).random(len(stream)) < 0.6
+    whole = _monitor().update(stream.take(np.flatnonzero(in_segment)))
+    edges = [0, *sorted(cuts), len(stream)]
+    monitor = _monitor()
+    pieces: list[WindowReport] = []
+    for i, (start, stop) in enumerate(zip(edges, edges[1:], strict=False)):
+        if i == restore_at:
+            monitor = ProfileMonitor.from_bytes(monitor.to_bytes())
+        part = stream.slice(start, stop)
+        pieces += monitor.update(part.take(np.flatnonzero(in_segment[start:stop])))
+    assert _fingerprint(pieces) == _fingerprint(whole)
+    assert len(whole) == int(in_segment.sum()) // WINDOW == 2 and "x" in whole[-1].drifted_features

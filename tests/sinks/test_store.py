@@ -139,6 +139,7 @@ def _sample_rows(n: int = 5) -> dict[str, list[dict]]:
                     "reference_id": "abc",
                     "reference_version": "train-1",
                     "reference_source": "uploaded",
+                    "segment": "" if i % 3 else "region=eu",  # '' = all traffic
                 }
                 for i in range(n)
             ]

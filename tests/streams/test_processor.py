@@ -455,3 +455,72 @@ def test_single_events_in_bulk_equal_one_message_at_a_time():
     assert sorted(drift_ids(in_bulk)) == sorted(drift_ids(one_by_one))
     assert _everything(in_bulk) == _everything(one_by_one)
     assert len(_everything(one_by_one)["dead_letters"]) > 0
+
+
+# -- what the sequential detectors see ----------------------------------------------------------
+
+
+def _regression_messages(n: int, change_at: int, seed: int = 4) -> tuple[list[SourceMessage], np.ndarray]:
+    """A regression model on lognormal targets, predicted as y * exp(N(0, sigma)); sigma
+    0.1, then 0.5 from ``change_at``. Each outcome right after its prediction. Returns the
+    messages and the relative errors |y - ŷ| / (|y| + |ŷ|)."""
+    rng = np.random.default_rng(seed)
+    y = rng.lognormal(0.0, 1.0, n)
+    sigma = np.where(np.arange(n) < change_at, 0.1, 0.5)
+    predicted = y * np.exp(rng.normal(0.0, 1.0, n) * sigma)
+    out = []
+    for i in range(n):
+        ident = f"r-{i}"
+        prediction = {
+            "event_id": ident, "model_id": "reg", "model_version": "1",
+            "event_time": 1_700_000_000_000 + 10 * i, "numeric_features": {"x": float(y[i])},
+            "categorical_features": {}, "segments": {}, "prediction_label": None,
+            "prediction_score": None, "prediction_value": float(predicted[i]),
+            "probabilities": None,
+        }  # fmt: skip
+        outcome = {"event_id": f"o-{ident}", "prediction_id": ident, "model_id": "reg",
+                   "event_time": prediction["event_time"] + 5, "label": None,
+                   "value": float(y[i])}  # fmt: skip
+        out += [
+            SourceMessage(topics.PREDICTIONS, 0, i, b"reg", CODEC.encode("PredictionEvent", prediction)),
+            SourceMessage(topics.OUTCOMES, 0, i, b"reg", CODEC.encode("OutcomeEvent", outcome)),
+        ]
+    return out, np.abs(y - predicted) / (y + np.abs(predicted))
+
+
+def test_a_regression_error_stream_is_the_bounded_relative_error():
+    # ADWIN's bound needs values in [0, 1]: the error stream of a regression carries the
+    # relative error (its detector's estimate is their mean), the stored rows the absolute
+    # one, and the unbounded predicted value gets no sequential detector
+    messages, relative = _regression_messages(2000, change_at=2000)
+    (result,) = run([messages])
+    joined = result.table_rows("joined_labels")
+    assert max(row["error"] for row in joined) > 1.0  # absolute errors, unbounded
+    (stats,) = [r for r in result.rows["detector_stats"] if r["stream_kind"] == "ERROR"]
+    assert stats["n_values"] == 2000
+    assert stats["estimate"] == pytest.approx(relative.mean())
+    assert not [r for r in result.rows["detector_stats"] if r["stream_kind"] == "PREDICTION"]
+    assert not [d for d in result.drift_events if d["stream_kind"] == "ERROR"]
+
+
+def test_a_regression_error_growing_is_detected_on_the_relative_error():
+    messages, _ = _regression_messages(6000, change_at=3000)
+    (result,) = run([messages])
+    errors = [d for d in result.drift_events if d["stream_kind"] == "ERROR"]
+    assert errors and 3000 <= min(d["position"] for d in errors) < 3500
+    assert float(errors[0]["evidence"]["mean_after"]) > float(errors[0]["evidence"]["mean_before"])
+    assert len(result.retraining) == 1
+
+
+def test_the_score_stream_is_clipped_to_the_unit_interval():
+    stream = SyntheticStream("clip", n_features=1, seed=5)
+    records = []
+    for i, (prediction, _) in enumerate(stream.events(300)):
+        # a model that reports raw margins: the bound holds on [0, 1] only
+        prediction["prediction_score"] = 3.0 if i % 2 else -3.0
+        records.append(
+            SourceMessage(topics.PREDICTIONS, 0, i, b"clip", CODEC.encode("PredictionEvent", prediction))
+        )
+    (result,) = run([records])
+    (stats,) = [r for r in result.rows["detector_stats"] if r["stream_kind"] == "PREDICTION"]
+    assert stats["stream_name"] == "score" and stats["estimate"] == pytest.approx(0.5)

@@ -317,6 +317,130 @@ def test_any_batching_and_restarts_re_baseline_at_the_same_event(restart_between
     assert {r["model_version"] for r in rows([whole], "feature_drift")} == {"1", "2"}
 
 
+SEGMENT_SHIFT = 6000  # from this event on, region=eu's x is 0.6 sd higher; region=us's is not
+
+
+def segmented(model: str, n: int, extra: dict | None = None, version_at: int | None = None) -> list[SourceMessage]:
+    """Events in two regions (about half each) and two channels; only region=eu changes, at
+    SEGMENT_SHIFT. ``extra`` maps a segment key to a function of the event's index; from
+    event ``version_at`` on, the model version is "2"."""
+    out = []
+    for i in range(n):
+        g = np.random.default_rng([9, i])
+        region = "eu" if g.random() < 0.5 else "us"
+        record = prediction(model, i, "mean" if region == "eu" and i >= SEGMENT_SHIFT else None)
+        record["segments"] = {"region": region, "channel": "web" if g.random() < 0.6 else "app"}
+        if version_at is not None and i >= version_at:
+            record["model_version"] = "2"
+        for key, value in (extra or {}).items():
+            if value(i) is not None:  # None: the event does not carry the key
+                record["segments"][key] = value(i)
+        out.append(
+            SourceMessage(topics.PREDICTIONS, 0, i, model.encode(), CODEC.encode("PredictionEvent", record))
+        )
+    return out
+
+
+def by_segment(results, table: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in rows(results, table):
+        out.setdefault(row.get("segment", row.get("evidence", {}).get("segment", "")), []).append(row)
+    return out
+
+
+def test_a_shift_in_one_segment_is_found_in_its_windows_and_names_it() -> None:
+    (result,) = run([segmented("seg", 10_000)])
+    drift = by_segment([result], "feature_drift")
+    assert set(drift) == {"", "region=eu", "region=us", "channel=web", "channel=app"}
+    events = window_events([result])
+    segments = {e["evidence"].get("segment", "") for e in events}
+    assert "region=eu" in segments
+    # the stationary region raises nothing (channel windows hold eu events too, so they may)
+    assert "region=us" not in segments
+    assert [r for r in drift["region=us"] if r["drifted"] and r["test"] in ("ks", "chisquare")] == []
+    eu = [e for e in events if e["evidence"].get("segment") == "region=eu"]
+    assert {e["stream_name"] for e in eu} <= {"x", "multivariate"} and any(e["stream_name"] == "x" for e in eu)
+    # the segment's windows test it against its own first events, and count its own events
+    eu_rows = drift["region=eu"]
+    assert {r["reference_source"] for r in eu_rows} == {"first_events"}
+    assert {r["reference_id"] for r in eu_rows}.isdisjoint({r["reference_id"] for r in drift[""]})
+    assert {r["first_position"] for r in eu_rows} == set(range(REFERENCE_EVENTS, max(r["last_position"] for r in eu_rows), WINDOW))
+    built = [r for r in result.rows["reference_profiles"] if r["segment"] == "region=eu"]
+    assert {r["reference_id"] for r in built} == {eu_rows[0]["reference_id"]}
+    # its drift events name the segment, and their ids differ from any all-traffic window's
+    assert all(e["event_id"] != event_id("drift", "seg", e["stream_kind"], e["stream_name"], e["detector"], str(e["position"])) for e in eu)
+    assert len({e["event_id"] for e in events}) == len(events)
+    # the rows are what the ClickHouse tables take
+    assert columns_for("feature_drift", eu_rows)["segment"][0] == "region=eu"
+
+
+def test_every_window_of_a_model_with_segments_spreads_the_budget_over_them() -> None:
+    from driftline.detectors.budget import per_test_alpha, window_budget
+
+    config = CONFIG.profiles
+    (result,) = run([segmented("budget", 7000)])
+    alphas = {(r["segment"], r["threshold"]) for r in result.rows["feature_drift"] if r["test"] == "ks"}
+    # 2 keys (region, channel), 4 values: every event is in 3 windows, each window can
+    # also close on time; per window 5 tests of x, heavy and score, 4 of plan and label, PCA
+    tests = 5 * 3 + 4 * 2 + 1
+    expected = per_test_alpha(window_budget(config.budget), config.windows_per_day(2, 4), tests)
+    assert {a for _, a in alphas} == {expected}
+    assert {s for s, _ in alphas} == {"", "region=eu", "region=us", "channel=web", "channel=app"}
+    # the same events without segments: one window per event, a larger alpha
+    (alone,) = run([messages("budget", 3000)])
+    assert {r["threshold"] for r in alone.rows["feature_drift"] if r["test"] == "ks"} == {
+        per_test_alpha(window_budget(config.budget), config.windows_per_day(), tests)
+    }
+    assert config.windows_per_day(2, 4) == 3 * config.events_per_day / WINDOW + 5 * 1.0
+
+
+def test_segment_values_over_the_bound_are_counted_not_tested() -> None:
+    bounded = ProcessorConfig(profiles=MonitorConfig(window_size=WINDOW, auto_reference_events=REFERENCE_EVENTS, max_segments=3))
+    # a high-cardinality key: a new user every 10 events, whose first value comes first
+    msgs = segmented("many", 3000, {"user": lambda i: f"u{i // 10}"})
+    processor = BatchProcessor(CODEC, bounded)
+    result = processor.process(msgs)
+    state = processor.states[0].models["many"]
+    # event 0 carries a channel, a region and a user: those three values, by key name
+    first = [f"{k}={v}" for k, v in sorted(CODEC.decode(msgs[0].value)[1]["segments"].items())]
+    assert [name.split("=")[0] for name in first] == ["channel", "region", "user"]
+    assert list(state.segment_profiles) == first
+    tested = sum(m.seq for m in state.segment_profiles.values())
+    # every (event, key) pair is in a tested window or counted
+    assert tested + result.counters["segment_events_untested"] == 3 * 3000
+    off = ProcessorConfig(profiles=MonitorConfig(window_size=WINDOW, auto_reference_events=REFERENCE_EVENTS, max_segments=0))
+    processor = BatchProcessor(CODEC, off)
+    assert processor.process(msgs[:500]).counters["segment_events_untested"] == 3 * 500
+    assert processor.states[0].models["many"].segment_profiles == {}
+
+
+def test_keys_holding_an_equals_sign_are_never_undercounted() -> None:
+    state = ModelState("eq", CONFIG.specs)
+    for name in ("region=eu", "region=us", "a=b=x", "a=c=y"):  # keys "a=b" and "a=c", or "a"
+        state.segment_profiles[name] = None  # type: ignore[assignment]
+    # an ambiguous name counts as a key of its own: 3 keys, not 2, for the budget
+    assert profiles._segment_load(state) == (3, 4)
+
+
+@pytest.mark.parametrize("restart_between", [False, True])
+def test_any_batching_and_restarts_give_the_same_segment_windows(restart_between: bool) -> None:
+    # a key that appears mid-stream: its values' admission changes every window's alpha there
+    late = {"tier": lambda i: None if i < 4321 else "gold" if i % 7 == 0 else "free"}
+    msgs = segmented("sb", 8000, late)
+    (whole,) = run([msgs])
+    cuts = sorted(np.random.default_rng(6).choice(len(msgs), 9, replace=False).tolist())
+    split = run([msgs[a:b] for a, b in zip([0, *cuts], [*cuts, len(msgs)], strict=True)], restart_between)
+    for table in ("feature_drift", "data_quality", "drift_events", "reference_profiles"):
+        assert by_segment(split, table) == by_segment([whole], table), table
+    # all traffic and five of the six segment values: tier=gold (1 event in 7) is still
+    # collecting its first events, which the checkpoints carry across the restarts
+    drift = by_segment([whole], "feature_drift")
+    assert set(drift) == {"", "region=eu", "region=us", "channel=web", "channel=app", "tier=free"}
+    alphas = [r["threshold"] for r in drift[""] if r["test"] == "ks"]
+    assert alphas[0] > alphas[-1], "the late key must shrink alpha mid-stream"
+    assert any(e["evidence"].get("segment") == "region=eu" for e in window_events([whole]))
+
+
 @pytest.mark.e2e
 def test_uploaded_reference_reaches_the_worker_and_changes_are_found(fresh_kafka, tmp_path) -> None:  # noqa: ANN001
     """Real broker, real worker process, embedded ClickHouse: a reference uploaded through the
@@ -400,3 +524,92 @@ def test_uploaded_reference_reaches_the_worker_and_changes_are_found(fresh_kafka
     assert rows["windows"] == [[0, 0], [1, 1]]
     assert rows["versions"] == [["train-1"]]
     assert ["income", "missing_rate"] in rows["quality"]
+
+
+@pytest.mark.parametrize("restart_between", [False, True])
+def test_segment_windows_re_baseline_with_a_new_version_whatever_the_batching(restart_between: bool) -> None:
+    switch = 5200  # region=eu has about 2,600 events by then: its reference and one window
+    msgs = segmented("sv", 11_000, version_at=switch)
+    (whole,) = run([msgs])
+    cuts = sorted({*np.random.default_rng(8).choice(len(msgs), 6, replace=False).tolist(), switch, switch + 1})
+    split = run([msgs[a:b] for a, b in zip([0, *cuts], [*cuts, len(msgs)], strict=True)], restart_between)
+    for table in ("feature_drift", "data_quality", "drift_events", "reference_profiles"):
+        assert by_segment(split, table) == by_segment([whole], table), table
+    # each segment starts over at the switch: version 2's own first events of the segment
+    eu = by_segment([whole], "feature_drift")["region=eu"]
+    assert {(r["model_version"], r["reference_version"]) for r in eu} == {("1", ""), ("2", "2")}
+    built = {r["reference_version"] for r in whole.rows["reference_profiles"] if r["segment"] == "region=eu"}
+    assert built == {"", "2"}
+
+
+@pytest.mark.e2e
+def test_a_shift_in_one_segment_is_found_through_the_worker(fresh_kafka, tmp_path) -> None:  # noqa: ANN001
+    """Real broker, real worker process, embedded ClickHouse: events in two regions, the
+    mean of x shifts in region=eu only. The shift is found in region=eu's own windows (tested
+    against its own first events) and the drift events, rows and ClickHouse columns name the
+    segment; the stationary region=us raises nothing."""
+    import signal
+    import uuid
+
+    import pandas as pd
+    from e2e_support import (
+        decode_all,
+        lag,
+        query_store,
+        read_topic,
+        start_worker,
+        stop_worker,
+        wait_for,
+        worker_env,
+    )
+
+    from driftline.admin import ensure_topics
+    from driftline.client import DriftlineProducer
+
+    bootstrap = fresh_kafka.bootstrap
+    ensure_topics(bootstrap, 2)
+    model, total, shift_at = "e2e-seg", 8000, 5000
+    g = np.random.default_rng(21)
+    region = np.where(np.arange(total) % 2 == 0, "eu", "us")  # eu's n-th event is event 2n
+    x = g.normal(0.0, 1.0, total)
+    x[(region == "eu") & (np.arange(total) >= shift_at)] += 0.8
+    frame = pd.DataFrame({"x": x, "stable": g.normal(0.0, 1.0, total)})
+    with DriftlineProducer(bootstrap) as producer:
+        producer.log_predictions(
+            model, frame, event_time=START_MS + 10 * np.arange(total), segments={"region": region}
+        )
+        assert producer.flush(60) == 0
+    app_id = f"worker-{uuid.uuid4().hex[:8]}"
+    env = worker_env(
+        bootstrap, tmp_path / "data", app_id,
+        DRIFTLINE_MONITOR_WINDOW_SIZE="500", DRIFTLINE_MONITOR_AUTO_REFERENCE_EVENTS="1000",
+    )  # fmt: skip
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    try:
+        wait_for(lambda: lag(bootstrap, app_id) == 0, 240, "the worker to catch up", worker, log)
+    finally:
+        assert stop_worker(worker) in (0, -signal.SIGTERM), log.read_text()[-3000:]
+
+    drifts = [d for d in decode_all(read_topic(bootstrap, topics.DRIFT)) if d["detector"] != "ADWIN"]
+    eu = [d for d in drifts if d["evidence"].get("segment") == "region=eu"]
+    assert not [d for d in drifts if d["evidence"].get("segment") == "region=us"]
+    assert eu and {d["stream_name"] for d in eu} <= {"x", "multivariate"}
+    # eu's windows: its events 1000.. (after its first-events reference), 500 each; the shift
+    # starts at its event 2500, so the window [2500, 3000) of its own events finds it
+    assert min(d["position"] for d in eu if d["stream_name"] == "x") == 2999
+    assert not {d["stream_name"] for d in drifts} & {"stable"}
+    rows = query_store(
+        tmp_path / "data",
+        {
+            "segments": "SELECT segment, count(), max(drifted) FROM feature_drift FINAL "
+            "WHERE feature = 'x' AND test = 'ks' GROUP BY segment ORDER BY segment",
+            "events": "SELECT DISTINCT segment FROM drift_events FINAL "
+            "WHERE detector != 'ADWIN' ORDER BY segment",
+            "references": "SELECT DISTINCT segment FROM reference_profiles FINAL ORDER BY segment",
+        },
+    )
+    # all traffic (8000 events) and each region (4000): windows after 1000 reference events
+    assert rows["segments"] == [["", 14, rows["segments"][0][2]], ["region=eu", 6, 1], ["region=us", 6, 0]]
+    assert ["region=eu"] in rows["events"] and ["region=us"] not in rows["events"]
+    assert rows["references"] == [[""], ["region=eu"], ["region=us"]]

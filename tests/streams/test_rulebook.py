@@ -154,3 +154,87 @@ def test_follower_applies_rule_changes_without_restart(kafka_broker) -> None:
         (firing,) = evaluator.evaluate(batch(clock=T0 + 1), kv, {"m": 0}).alerts
         assert (firing["status"], firing["rule_version"], firing["updated_at"]) == (FIRING, 3, T0)
         assert follower.applied == 6 and follower.error is None
+
+
+# -- a model's own monitoring settings ---------------------------------------------------------
+
+
+def _predictions(model: str, first: int, n: int) -> list:
+    """``n`` single prediction records of ``model`` (positions ``first``…), stationary."""
+    import numpy as np
+    from driftline.schemas import Codec, event_id
+    from driftline.streams.processor import SourceMessage
+
+    codec = Codec()
+    out = []
+    for i in range(first, first + n):
+        g = np.random.default_rng([11, i])
+        value = {
+            "event_id": event_id("test-rulebook", model, str(i)), "model_id": model,
+            "model_version": "1", "event_time": T0 + 10 * i,
+            "numeric_features": {"x": float(g.normal())}, "categorical_features": {},
+            "segments": {}, "prediction_label": None, "prediction_score": None,
+            "prediction_value": None, "probabilities": None,
+        }  # fmt: skip
+        # one partition per model: each keeps its own offsets
+        out.append(SourceMessage(topics.PREDICTIONS, ord(model), i, model.encode(),
+                                 codec.encode("PredictionEvent", value)))  # fmt: skip
+    return out
+
+
+def test_a_models_settings_reach_its_windows_through_the_processor_and_a_restart() -> None:
+    """MonitorConfigs over the RuleBook, in the BatchProcessor as the worker wires it: a
+    model's settings apply from its next window on, the other model keeps the defaults, and
+    a restored state continues with them; a delete returns the model to the defaults."""
+    from driftline.detectors.monitor import MonitorConfig
+    from driftline.schemas.codec import Codec
+    from driftline.streams.processor import BatchProcessor, ProcessorConfig
+    from driftline.streams.rulebook import MonitorConfigs
+    from driftline.streams.state import PartitionState
+
+    defaults = MonitorConfig(window_size=400, auto_reference_events=400)
+    config = ProcessorConfig(profiles=defaults)
+    book = RuleBook()
+
+    def processor(states: dict | None = None) -> BatchProcessor:
+        p = BatchProcessor(Codec(), config, states)
+        p.monitor_configs = MonitorConfigs(defaults, book)
+        return p
+
+    def windows(result) -> dict[str, list[tuple[int, int]]]:  # noqa: ANN001
+        out: dict[str, list[tuple[int, int]]] = {}
+        for row in result.rows["feature_drift"]:
+            if row["test"] == "ks":
+                out.setdefault(row["model_id"], []).append(
+                    (row["first_position"], row["last_position"] - row["first_position"] + 1)
+                )
+        return out
+
+    p = processor()
+    first = p.process(_predictions("a", 0, 1000) + _predictions("b", 0, 1000))
+    assert windows(first) == {"a": [(400, 400)], "b": [(400, 400)]}  # 200 of each open
+    assert _apply(book, "monitoring", "a", 1, window_size=100, days=60)
+    second = p.process(_predictions("a", 1000, 300) + _predictions("b", 1000, 300))
+    # a: the open window (800…999) dropped, windows of 100 from the next event; b: as before
+    assert windows(second) == {"a": [(1000, 100), (1100, 100), (1200, 100)], "b": [(800, 400)]}
+    assert second.counters["monitor_settings_applied"] == 1
+    alpha = {r["model_id"]: r["threshold"] for r in second.rows["feature_drift"] if r["test"] == "ks"}
+    assert alpha["a"] < alpha["b"]
+
+    # a restart from the checkpointed state continues with the settings: no window dropped
+    states = {k: PartitionState.from_bytes(s.to_bytes(), config.join_ttl_ms, config.orphan_ttl_ms)
+              for k, s in p.states.items()}  # fmt: skip
+    p = processor(states)
+    third = p.process(_predictions("a", 1300, 150))
+    assert windows(third) == {"a": [(1300, 100)]} and not third.counters["monitor_settings_applied"]
+    assert book.apply(b"monitoring:a", None)  # deleted: back to the defaults
+    fourth = p.process(_predictions("a", 1450, 450))
+    assert windows(fourth) == {"a": [(1450, 400)]}
+
+    # fewer first events than a model warming up already has: its reference is built at once
+    # (and lands in reference_profiles), its windows start after the events it had
+    assert p.process(_predictions("c", 0, 300)).rows["reference_profiles"] == []
+    assert _apply(book, "monitoring", "c", 1, auto_reference_events=200)
+    fifth = p.process(_predictions("c", 300, 400))
+    assert {r["n_events"] for r in fifth.rows["reference_profiles"]} == {300}
+    assert windows(fifth) == {"c": [(300, 400)]}

@@ -165,6 +165,35 @@ def test_drift_dry_run_finds_the_events(client: TestClient, store: Store) -> Non
     assert response.status_code == 200 and len(response.json()["firings"]) == 2
 
 
+def test_drift_dry_run_targets_a_segment(client: TestClient, store: Store) -> None:
+    """Window drift of a segment carries it in evidence['segment'] (docs/drift.md, "Segments");
+    drift_events reads it back as a column, and a rule's segment glob picks it out."""
+    model = unique("seg")
+    store.insert_rows(
+        "drift_events",
+        [
+            drift_row(model, "x", T0, evidence={"segment": "region=eu"}, detector="ks"),
+            drift_row(model, "x", T0 + timedelta(minutes=1), evidence={"segment": "region=us"}, detector="ks"),
+            drift_row(model, "x", T0 + timedelta(minutes=2), detector="ks"),  # all traffic
+        ],
+    )
+    window = (T0 - timedelta(hours=1), T0 + timedelta(hours=1))
+
+    def triggers(segment: str | None) -> list[list[str]]:
+        signal = {"kind": "drift", "stream_kind": "FEATURE", "stream_name": "x", "detector": "ks"}
+        if segment is not None:
+            signal["segment"] = segment
+        rule = drift_rule(models=[model], signal=signal, group_by=["model_id", "segment"])
+        result = dry_run(client, rule, *window)
+        return sorted((f["group"]["segment"], *f["event_ids"]) for f in result["firings"])
+
+    eu, us, whole = (f"{model}-x-{ms(T0 + timedelta(minutes=m))}" for m in (0, 1, 2))
+    assert triggers("region=eu") == [("region=eu", eu)]
+    assert triggers("region=*") == [("region=eu", eu), ("region=us", us)]
+    assert triggers("") == [("", whole)]
+    assert triggers(None) == [("", whole), ("region=eu", eu), ("region=us", us)]
+
+
 def _labels(model: str, start: datetime, n: int, correct: int) -> list[dict]:
     rows = []
     for i in range(n):

@@ -16,7 +16,8 @@ def test_create_read_list_update_delete(client: TestClient, control_plane: Contr
     assert created.headers["ETag"] == '"1"'
     assert created.headers["Location"] == f"/v1/rules/{rule['id']}"
     assert rule["version"] == 1 and rule["updated_by"].endswith("/test-write")
-    assert rule["signal"] == body["signal"] and rule["for"] == "0s"
+    # a drift signal without a segment watches every window, segment or not
+    assert rule["signal"] == {**body["signal"], "segment": "*"} and rule["for"] == "0s"
     # Read-your-writes: the view already has it, and it is what the topic holds.
     assert control_plane.get("rule", rule["id"]).data["name"] == body["name"]
 
