@@ -134,8 +134,10 @@ class MonitorConfig:
     # segment value ``key=value`` the model's events carry, for at most this many values per
     # model, admitted in order of first appearance in the event sequence (later values are
     # counted, not tested), so a high-cardinality key cannot grow a worker's memory without
-    # bound. 0 turns segment windows off.
-    max_segments: int = 8
+    # bound. 0 (the default) turns segment windows off: each segment key costs about one
+    # more all-traffic monitor (benchmarks/pipeline.py, whose events carry one key: 48,000
+    # -> 26,000 predictions/s per worker with them on), so a deployment opts in.
+    max_segments: int = 0
 
     def __post_init__(self) -> None:
         if self.window_size < 1:

@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     monitor_events_per_day: float = Field(1_000_000.0, gt=0)
     # Segment windows: one set per segment value ('key=value') for at most this many values
     # per model, the first in event order (docs/drift.md, "Segments"); 0: none.
-    monitor_max_segments: int = Field(8, ge=0)
+    monitor_max_segments: int = Field(0, ge=0)
     # Performance before labels arrive (docs/cbpe.md): CBPE estimates per model over event-time
     # windows of this width, calibrated on the model's first N labelled predictions. Off: none.
     cbpe_enabled: bool = True

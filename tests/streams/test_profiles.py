@@ -18,7 +18,9 @@ CODEC = Codec()
 WINDOW = 500
 REFERENCE_EVENTS = 2000
 CONFIG = ProcessorConfig(
-    profiles=MonitorConfig(window_size=WINDOW, auto_reference_events=REFERENCE_EVENTS)
+    profiles=MonitorConfig(
+        window_size=WINDOW, auto_reference_events=REFERENCE_EVENTS, max_segments=8
+    )
 )
 START_MS = 1_790_000_000_000
 
@@ -583,6 +585,7 @@ def test_a_shift_in_one_segment_is_found_through_the_worker(fresh_kafka, tmp_pat
     env = worker_env(
         bootstrap, tmp_path / "data", app_id,
         DRIFTLINE_MONITOR_WINDOW_SIZE="500", DRIFTLINE_MONITOR_AUTO_REFERENCE_EVENTS="1000",
+        DRIFTLINE_MONITOR_MAX_SEGMENTS="8",
     )  # fmt: skip
     log = tmp_path / "worker.log"
     worker = start_worker(env, log)
