@@ -55,6 +55,7 @@ def test_pipeline_benchmark_end_to_end(tmp_path, capsys):
     assert quarter.outcomes == quarter.predictions and quarter.rate < lat.rate
     both = lat.predictions + quarter.predictions
     assert results.stored == {k: v + both for k, v in b.stored.items()}
+    assert len(lat.to_produce) == len(lat.samples)
     assert set(lat.cores) == {"producer (this script)", "worker", "broker"}
     assert all(cores >= 0 for cores in lat.cores.values())
     assert results.raw_a.messages == a.messages and results.raw_b.messages == b.messages
