@@ -86,14 +86,6 @@ class Epoch:
 
     sent_decisions: int = 0  # decision records already produced (EffectWriter.send_decisions)
 
-    @property
-    def urgent(self) -> bool:
-        """Holds records a person or a service waits for (drift, alerts, retraining), whose
-        rows should land soon."""
-        return bool(
-            self.sent_decisions or self.drift_events or self.alerts or self.retraining or self.records
-        )
-
 
 
 def content_token(table: str, columns: dict[str, Any] | list[dict[str, Any]]) -> str:

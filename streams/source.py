@@ -248,11 +248,12 @@ class InputLoop(threading.Thread):
             # took seconds at half load in benchmarks/pipeline.py), up to max_epoch_s
             if now - self._epoch.started >= self.config.max_epoch_s:
                 self._submit()
-        elif (
-            now - self._last_submit >= self.config.commit_interval_s
-            # somebody waits for a drift, alert or retraining record: land it now
-            or self._epoch.urgent
-        ):
+        elif now - self._last_submit >= self.config.commit_interval_s:
+            # No early hand-over for epochs with drift, alerts or retraining: their records
+            # already went out (EffectWriter.send_decisions) and their rows follow within the
+            # interval. Handing such epochs over at once checkpointed every touched partition
+            # again at every decision: with decisions every few batches (benchmarks/pipeline.py
+            # latency phase) a fifth of the input thread went to PartitionState.to_bytes.
             self._submit()
 
     def _advance_idle(self, batch: list[SourceMessage]) -> None:
