@@ -283,6 +283,13 @@ def _observe_segments(
     events of segment values that are not tested (over the ``max_segments`` bound)."""
     if not predictions.segments:
         return
+    if not state.segment_profiles:
+        # segment windows off (the default) or none admitted: every non-null value is
+        # untested, counted without dictionary-encoding each key's column per batch
+        untested = sum(len(column) - column.null_count for column in predictions.segments.values())
+        if untested:
+            result.counters["segment_events_untested"] += untested
+        return
     load = _segment_load(state)
     batch: FeatureBatch | None = None
     for key in sorted(predictions.segments):
