@@ -164,9 +164,9 @@ class Worker:
         self.app.on_before_shutdown.connect(self._on_shutdown)
 
     # -- the data path -----------------------------------------------------------------------
-    def _restore(self, partition: int, blob: bytes) -> PartitionState:
+    def _restore(self, partition: int, records: list[bytes]) -> PartitionState:
         cfg = self.config.processor
-        return PartitionState.from_bytes(blob, cfg.join_ttl_ms, cfg.orphan_ttl_ms)
+        return PartitionState.from_chain(records, cfg.join_ttl_ms, cfg.orphan_ttl_ms)
 
     def _commit(self, offsets: list[Any]) -> None:
         self.source.request_commit(offsets)

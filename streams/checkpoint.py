@@ -1,16 +1,20 @@
 """Checkpoints of partition state on a compacted changelog topic.
 
 Partition ``p`` of the changelog holds the state of input partition ``p`` (predictions and
-outcomes are co-partitioned by model). A checkpoint is written as ``n`` chunk records
+outcomes are co-partitioned by model). A checkpoint is a chain of records
+(``PartitionState.checkpoint``): one full record, then deltas, each applied to the state the
+previous ones describe. Each record (a version) is written as ``n`` chunk records
 (``c:<version>:<i>``, at most ``CHUNK_BYTES`` each, so any broker's default message size fits)
-followed by a manifest (``manifest``: version, chunk count, size). Only after the manifest of
-version ``v`` do the chunks of version ``v-1`` get tombstones, so compaction can drop them and
-a crash at any point leaves the previous complete checkpoint readable.
+followed by a manifest (``manifest``: version, chunk count, size, and the earlier versions of
+its chain with the offsets of their manifests). When a full record's manifest is written, the
+chunks of the previous chain get tombstones, so compaction can drop them; a crash at any point
+leaves the previous complete chain readable.
 
-Restoring reads a window at the end of the partition to find the latest manifest, then the
-chunks just before it (one producer writes them back to back, so they are contiguous); only if
-that fails does it scan the partition from its start. Restore time is proportional to the state,
-not to how long the topic has existed.
+Restoring reads a window at the end of the partition to find the latest manifest, then its
+chain: from the first chunk of the chain's full record to that manifest (one producer writes
+each version's chunks back to back before its manifest); only if that fails does it scan the
+partition from its start. Restore time is proportional to the state (a chain's deltas add up to
+at most its full record), not to how long the topic has existed.
 
 This is the worker's own changelog rather than faust tables: the input topics are consumed by
 librdkafka's batch consumer (faust's per-message loop capped a worker at ~5k messages/s), so
@@ -73,11 +77,39 @@ def ensure_changelog(bootstrap: str, topic: str, partitions: int, replication: i
                 raise
 
 
+@dataclass
+class Version:
+    """One record of a chain as written: its chunks, size, and its manifest's offset (known
+    once the broker acknowledged it; None until then, or if it was not learned)."""
+
+    version: int
+    chunks: int
+    size: int
+    offset: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "chunks": self.chunks, "size": self.size, "offset": self.offset}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Version:
+        return cls(data["version"], data["chunks"], data["size"], data.get("offset"))
+
+
+@dataclass
+class Chain:
+    """A partition's chain on the changelog: the full record and deltas, oldest first."""
+
+    versions: list[Version]
+
+    @property
+    def last(self) -> Version:
+        return self.versions[-1]
+
+
 @dataclass(frozen=True)
 class Restored:
-    version: int  # 0: nothing was checkpointed yet
-    chunks: int
-    blob: bytes | None
+    chain: Chain | None  # None: nothing was checkpointed yet
+    records: list[bytes] | None
 
 
 def _chunk_key(version: int, i: int) -> bytes:
@@ -91,24 +123,47 @@ class Checkpoints:
         self.bootstrap = bootstrap
         self.topic = topic
         self.producer = producer  # streams.effects.RecordProducer
-        # partition -> (version, chunks) of the last checkpoint written or restored
-        self.last: dict[int, tuple[int, int]] = {}
+        # partition -> the chain last written or restored
+        self.last: dict[int, Chain] = {}
 
-    def write(self, partition: int, blob: bytes) -> None:
-        """Queue checkpoint records for ``partition``; the caller flushes the producer."""
-        version, old_chunks = self.last.get(partition, (0, 0))
-        version += 1
-        n = max(1, math.ceil(len(blob) / CHUNK_BYTES))
-        for i in range(n):
+    def write(self, partition: int, blob: bytes, full: bool = True) -> None:
+        """Queue the next record of ``partition``'s chain (``full``: a new chain starts); the
+        caller flushes the producer."""
+        previous = self.last.get(partition)
+        if not full and previous is None:
+            raise RuntimeError(f"a delta checkpoint of partition {partition} without its chain")
+        written = Version(previous.last.version + 1 if previous else 1, 0, len(blob))
+        written.chunks = max(1, math.ceil(len(blob) / CHUNK_BYTES))
+        for i in range(written.chunks):
             chunk = blob[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES]
-            self.producer.produce(self.topic, _chunk_key(version, i), chunk, partition=partition)
-        manifest = json.dumps({"version": version, "chunks": n, "size": len(blob)}).encode()
-        self.producer.produce(self.topic, MANIFEST, manifest, partition=partition)
-        for i in range(old_chunks):
             self.producer.produce(
-                self.topic, _chunk_key(version - 1, i), None, partition=partition
+                self.topic, _chunk_key(written.version, i), chunk, partition=partition
             )
-        self.last[partition] = (version, n)
+        earlier = [] if full or previous is None else previous.versions
+        manifest = {
+            **written.to_json(),
+            "chain": [v.to_json() for v in earlier],
+        }
+        del manifest["offset"]
+
+        def delivered(error: Any, message: Any) -> None:
+            if error is None:
+                written.offset = message.offset()
+
+        self.producer.produce(
+            self.topic,
+            MANIFEST,
+            json.dumps(manifest).encode(),
+            partition=partition,
+            on_delivered=delivered,
+        )
+        if full and previous is not None:
+            for old in previous.versions:
+                for i in range(old.chunks):
+                    self.producer.produce(
+                        self.topic, _chunk_key(old.version, i), None, partition=partition
+                    )
+        self.last[partition] = Chain([*earlier, written])
 
     def forget(self) -> None:
         self.last.clear()
@@ -119,8 +174,9 @@ class Checkpoints:
         timeout: float = 60.0,
         wait_s: float = 240.0,
         stopping: threading.Event | None = None,
-    ) -> bytes | None:
-        """The latest complete checkpoint of ``partition``, or None if there is none.
+    ) -> list[bytes] | None:
+        """The latest complete checkpoint chain of ``partition`` (a full record, then deltas),
+        or None if there is none.
 
         Right after a broker restart the group can assign partitions before the broker leads
         the changelog's partitions again (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE,
@@ -166,8 +222,9 @@ class Checkpoints:
                 partition,
                 time.monotonic() - failed_at,
             )
-        self.last[partition] = (restored.version, restored.chunks)
-        return restored.blob
+        if restored.chain is not None:
+            self.last[partition] = restored.chain
+        return restored.records
 
     def _restore(
         self, consumer: Consumer, partition: int, timeout: float, stopping: threading.Event
@@ -176,7 +233,7 @@ class Checkpoints:
         # short blocking calls, retried by restore(), so a stop is seen between them
         low, high = consumer.get_watermark_offsets(tp, timeout=min(timeout, WATERMARK_TIMEOUT_S))
         if high <= low:
-            return Restored(0, 0, None)
+            return Restored(None, None)
         window = 64
         while True:
             start = max(low, high - window)
@@ -184,25 +241,23 @@ class Checkpoints:
             manifests = [(o, v) for o, k, v in records if k == MANIFEST and v is not None]
             if manifests:
                 offset, value = manifests[-1]
-                meta = json.loads(value)
-                chunks = _read(
-                    consumer,
-                    self.topic,
-                    partition,
-                    offset - meta["chunks"],
-                    offset,
-                    timeout,
-                    stopping,
-                )
-                expected = [_chunk_key(meta["version"], i) for i in range(meta["chunks"])]
-                if [k for _, k, _ in chunks] == expected:
-                    blob = b"".join(v or b"" for _, _, v in chunks)
-                    if len(blob) == meta["size"]:
-                        return Restored(meta["version"], meta["chunks"], blob)
+                chain = _chain_of(json.loads(value), offset)
+                first = chain.versions[0]
+                if first.offset is not None:
+                    start = first.offset - first.chunks
+                    latest = {
+                        key: value
+                        for _, key, value in _read(
+                            consumer, self.topic, partition, start, offset, timeout, stopping
+                        )
+                    }
+                    records = _assemble(chain, latest)
+                    if records is not None:
+                        return Restored(chain, records)
                 log.warning("checkpoint of partition %d not contiguous; scanning", partition)
                 return self._scan(consumer, partition, low, high, timeout, stopping)
             if start == low:
-                return Restored(0, 0, None)
+                return Restored(None, None)
             window *= 4
 
     def _scan(
@@ -215,18 +270,43 @@ class Checkpoints:
         stopping: threading.Event,
     ) -> Restored:
         latest: dict[bytes, bytes | None] = {}
-        for _, key, value in _read(consumer, self.topic, partition, low, high, timeout, stopping):
+        offsets: dict[bytes, int] = {}
+        for offset, key, value in _read(
+            consumer, self.topic, partition, low, high, timeout, stopping
+        ):
             latest[key] = value
+            offsets[key] = offset
         value = latest.get(MANIFEST)
         if value is None:
-            return Restored(0, 0, None)
-        meta = json.loads(value)
-        parts = [latest.get(_chunk_key(meta["version"], i)) for i in range(meta["chunks"])]
-        if any(p is None for p in parts):
+            return Restored(None, None)
+        chain = _chain_of(json.loads(value), offsets[MANIFEST])
+        records = _assemble(chain, latest)
+        if records is None:
             raise RuntimeError(
-                f"checkpoint {meta['version']} of {self.topic}[{partition}] is incomplete"
+                f"checkpoint {chain.last.version} of {self.topic}[{partition}] is incomplete"
             )
-        return Restored(meta["version"], meta["chunks"], b"".join(parts))  # type: ignore[arg-type]
+        return Restored(chain, records)
+
+
+def _chain_of(manifest: dict[str, Any], offset: int) -> Chain:
+    """The chain a manifest (read at ``offset``) names; written before chains existed, a
+    manifest has no ``chain``: a full record alone."""
+    earlier = [Version.from_json(v) for v in manifest.get("chain", [])]
+    return Chain([*earlier, Version(manifest["version"], manifest["chunks"], manifest["size"], offset)])
+
+
+def _assemble(chain: Chain, latest: dict[bytes, bytes | None]) -> list[bytes] | None:
+    """Each version's record from its chunks, or None if one is missing or incomplete."""
+    records = []
+    for version in chain.versions:
+        parts = [latest.get(_chunk_key(version.version, i)) for i in range(version.chunks)]
+        if any(p is None for p in parts):
+            return None
+        record = b"".join(parts)  # type: ignore[arg-type]
+        if len(record) != version.size:
+            return None
+        records.append(record)
+    return records
 
 
 def _read(

@@ -52,7 +52,7 @@ class Epoch:
     retraining: list[dict[str, Any]] = field(default_factory=list)
     records: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # verdicts
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    checkpoints: dict[int, bytes] = field(default_factory=dict)
+    checkpoints: dict[int, tuple[bytes, bool]] = field(default_factory=dict)  # (record, full)
     # what may be committed: the checkpointed states' next offsets (outcomes still waiting
     # for their predictions are read but not applied, so not committed)
     commit_offsets: list[TopicPartition] = field(default_factory=list)
@@ -138,13 +138,24 @@ class RecordProducer:
             self._failures.append(f"{message.topic()}[{message.partition()}]: {error}")
 
     def produce(
-        self, topic: str, key: bytes | None, value: bytes | None, **kwargs: Any
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        on_delivered: Callable[[Any, Any], None] | None = None,
+        **kwargs: Any,
     ) -> None:
+        """``on_delivered(error, message)`` is called too, after the failure bookkeeping."""
+        callback = self._delivered
+        if on_delivered is not None:
+
+            def callback(error: Any, message: Any) -> None:
+                self._delivered(error, message)
+                on_delivered(error, message)
+
         while True:
             try:
-                self.producer.produce(
-                    topic, key=key, value=value, on_delivery=self._delivered, **kwargs
-                )
+                self.producer.produce(topic, key=key, value=value, on_delivery=callback, **kwargs)
                 return
             except BufferError:
                 self.producer.poll(0.05)
@@ -172,7 +183,7 @@ class EffectWriter(threading.Thread):
         store: Store,
         producer: RecordProducer,
         codec: Codec,
-        write_checkpoint: Callable[[int, bytes], None],
+        write_checkpoint: Callable[[int, bytes, bool], None],
         commit: Callable[[list[TopicPartition]], None],
     ) -> None:
         super().__init__(name="driftline-effects", daemon=True)
@@ -316,8 +327,8 @@ class EffectWriter(threading.Thread):
             )
         with self.commit_lock:
             self._check_abort()
-            for partition, blob in sorted(epoch.checkpoints.items()):
-                self.write_checkpoint(partition, blob)
+            for partition, (record, full) in sorted(epoch.checkpoints.items()):
+                self.write_checkpoint(partition, record, full)
             self._flush()
             self._check_abort()
             if epoch.commit_offsets:

@@ -46,8 +46,8 @@ class SourceConfig:
     bootstrap: str
     group_id: str
     batch_max_events: int = 5000
-    # librdkafka's consume() waits this long for a batch that is not full: with a backlog
-    # batches fill at once, at a trickle it bounds the delay before a record is processed.
+    # How long the loop waits for the first message when librdkafka has fetched none (what
+    # it has fetched is taken at once, see InputLoop._fetch): an idle worker wakes this often.
     batch_max_seconds: float = 0.1
     commit_interval_s: float = 1.0
     # While the writer still lands the previous epoch, the next one keeps growing (input
@@ -104,7 +104,7 @@ class InputLoop(threading.Thread):
         evaluator: AlertEvaluator,
         checkpoints: Checkpoints,
         writer: EffectWriter,
-        restore_state: Any,  # (partition, bytes) -> PartitionState
+        restore_state: Any,  # (partition, checkpoint chain records) -> PartitionState
     ) -> None:
         super().__init__(name="driftline-input", daemon=True)
         self.config = config
@@ -207,9 +207,7 @@ class InputLoop(threading.Thread):
         if self.writer.error is not None:
             raise RuntimeError("writing effects failed") from self.writer.error
         self._commit_landed()
-        messages = self.consumer.consume(
-            self.config.batch_max_events, self.config.batch_max_seconds
-        )
+        messages = self._fetch()
         batch, self._stash = [*self._stash, *self._source(messages)], []
         for partition in {message.partition for message in batch}:
             self._epoch.saw(partition)
@@ -255,6 +253,22 @@ class InputLoop(threading.Thread):
             # again at every decision: with decisions every few batches (benchmarks/pipeline.py
             # latency phase) a fifth of the input thread went to PartitionState.to_bytes.
             self._submit()
+
+    def _fetch(self) -> list[Any]:
+        """Up to ``batch_max_events`` messages: whatever librdkafka has already fetched, at once;
+        only when it holds nothing, wait up to ``batch_max_seconds`` for the first one.
+        ``consume(n, timeout)`` alone waits out its whole timeout unless ``n`` messages come:
+        below a backlog that added the timeout to every batch's delay (a tenth of a second
+        per cycle, and longer cycles made bigger, slower batches: benchmarks/pipeline.py's
+        latency phase)."""
+        limit = self.config.batch_max_events
+        messages = self.consumer.consume(limit, 0)
+        if messages:
+            return messages
+        first = self.consumer.poll(self.config.batch_max_seconds)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(limit - 1, 0)] if limit > 1 else [first]
 
     def _advance_idle(self, batch: list[SourceMessage]) -> None:
         """The idle watermark (docs/alerting.md, "The idle watermark"): alert clocks run on
@@ -410,7 +424,7 @@ class InputLoop(threading.Thread):
         for partition in sorted(epoch.partitions):
             state = self.processor.states.get(partition)
             if state is not None:
-                epoch.checkpoints[partition] = state.to_bytes()
+                epoch.checkpoints[partition] = state.checkpoint()
                 epoch.commit_offsets += [
                     TopicPartition(topic, partition, offset)
                     for topic, offset in sorted(state.next_offsets.items())
@@ -425,13 +439,13 @@ class InputLoop(threading.Thread):
             self._idle_steps.pop(number, None)
         for p in numbers:
             try:
-                blob = self.checkpoints.restore(p, stopping=self.stopping)
+                records = self.checkpoints.restore(p, stopping=self.stopping)
             except RestoreInterrupted:
                 # stopping: nothing of these partitions was read; the next owner restores them
                 self.processor.states.clear()
                 log.info("stopped while restoring partition %d", p)
                 return
-            state = self.restore_state(p, blob) if blob is not None else PartitionState(p)
+            state = self.restore_state(p, records) if records is not None else PartitionState(p)
             self.processor.states[p] = state
         restored: list[TopicPartition] = []
         for tp in partitions:

@@ -8,6 +8,7 @@ import pytest
 from driftline.detectors.monitor import MonitorConfig
 from driftline.schemas import Codec, topics
 from driftline.schemas.columns import OutcomeColumns, PredictionColumns
+from driftline.streams import state as state_module
 from driftline.streams.processor import (
     DUPLICATE,
     BatchProcessor,
@@ -524,3 +525,70 @@ def test_the_score_stream_is_clipped_to_the_unit_interval():
     (result,) = run([records])
     (stats,) = [r for r in result.rows["detector_stats"] if r["stream_kind"] == "PREDICTION"]
     assert stats["stream_name"] == "score" and stats["estimate"] == pytest.approx(0.5)
+
+
+def _join_rows(state: PartitionState) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Each join's live rows by id (slot numbers may differ between equal states)."""
+    out = {}
+    for model, join in state.joins.items():
+        names = [*join.cols, *(f"segment:{n}" for n in join.segments)]
+        columns = [*join.cols.values(), *join.segments.values()]
+        live = np.flatnonzero(join.cols["tag"] != 0).tolist()
+        out[model] = {
+            join.cols["id"][slot]: tuple(f"{n}={c[slot]!r}" for n, c in zip(names, columns, strict=True))
+            for slot in live
+        }
+    return out
+
+
+@pytest.mark.parametrize("join_ttl_ms", [3_600_000, 2_000])
+def test_a_checkpoint_chain_restores_the_state_and_the_decisions_after_it(
+    join_ttl_ms, monkeypatch
+):
+    """A worker checkpoints after every batch: a full record, then deltas of the joins. A
+    crash after any batch restores, from the chain so far, the joins as they were, and a
+    worker resumed from it decides what the uninterrupted one does; with outcomes read ahead
+    of their predictions (early outcomes) and, at the short TTL, joined and pending predictions
+    expiring between checkpoints."""
+    # long chains whatever the models' share of a record (they are written whole each time)
+    monkeypatch.setattr(state_module, "DELTA_BUDGET", 50.0)
+    config = ProcessorConfig(profiles=WINDOWS, join_ttl_ms=join_ttl_ms)
+    stream = SyntheticStream("m-chain", n_features=3, seed=5, change_at=2500)
+    msgs = messages(stream, 4000)
+    predictions = [m for m in msgs if m.topic == topics.PREDICTIONS]
+    outcomes = [m for m in msgs if m.topic == topics.OUTCOMES]
+    rng = np.random.default_rng(7)
+    batches, p, o = [], 0, 0
+    while p < len(predictions) or o < len(outcomes):
+        p_end = min(len(predictions), p + int(rng.integers(20, 300)))
+        # outcomes up to 150 steps ahead of their predictions, or behind them
+        o_end = min(len(outcomes), max(o, p_end - 50 + int(rng.integers(-100, 150))))
+        if p_end == len(predictions):
+            o_end = len(outcomes)
+        batches.append(predictions[p:p_end] + outcomes[o:o_end])
+        p, o = p_end, o_end
+
+    processor = BatchProcessor(CODEC, config)
+    chain: list[bytes] = []
+    results, chains = [], []
+    for batch in batches:
+        results.append(processor.process(batch))
+        record, full = processor.states[0].checkpoint()
+        chain = [record] if full else [*chain, record]
+        chains.append(chain)
+        restored = PartitionState.from_chain(chain, config.join_ttl_ms, config.orphan_ttl_ms)
+        assert _join_rows(restored) == _join_rows(processor.states[0])
+    assert max(len(c) for c in chains) > 10  # deltas were written and restored
+    assert drift_ids(results)
+
+    for crash in (len(batches) // 3, len(batches) // 2, 2 * len(batches) // 3):
+        state = PartitionState.from_chain(chains[crash], config.join_ttl_ms, config.orphan_ttl_ms)
+        resumed = BatchProcessor(CODEC, config, {0: state})
+        after = [resumed.process(batch) for batch in batches[crash + 1 :]]
+        assert drift_ids(after) == drift_ids(results[crash + 1 :])
+        assert [len(r.dead_letters) for r in after] == [
+            len(r.dead_letters) for r in results[crash + 1 :]
+        ]
+        assert _join_rows(resumed.states[0]) == _join_rows(processor.states[0])
+        # the resumed worker's first checkpoint starts a new chain (its size is unknown)
+        assert resumed.states[0].checkpoint()[1]
