@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -73,6 +74,53 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+# -- class-data sharing ----------------------------------------------------------------------
+# Most of a JVM's start here is loading and verifying Kafka's classes. The first broker (and
+# the first StorageTool run) of a JVM build writes the classes it loaded to an archive in the
+# jar cache when it exits; later ones map that archive instead (JDK 13+ dynamic CDS). A JVM
+# that cannot use an archive (another build, other jars) ignores it and loads classes as
+# before. Archives are written under a temporary name and renamed once complete, so a reader
+# never maps a half-written one.
+_CDS_LOG_OFF = "-Xlog:cds=off,cds+dynamic=off,cds+map=off"
+
+
+def _jvm_key() -> str:
+    java = shutil.which("java")
+    if java is None:
+        return "none"
+    real = os.path.realpath(java)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return "none"
+    return hashlib.sha1(f"{real}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+
+
+def _cds_archive(lib: Path, main_class: str) -> Path:
+    return lib.parent / "cds" / f"{main_class.rsplit('.', 1)[-1]}-{_jvm_key()}.jsa"
+
+
+def _cds_flags(lib: Path, main_class: str) -> tuple[list[str], Path | None]:
+    """JVM flags that use the class archive of ``main_class``, or write it at exit when there
+    is none yet: (flags, the temporary file being written, to :func:`_cds_publish`)."""
+    archive = _cds_archive(lib, main_class)
+    if archive.exists():
+        return [f"-XX:SharedArchiveFile={archive}", _CDS_LOG_OFF], None
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    pending = archive.with_name(f"{archive.name}.{uuid.uuid4().hex}.tmp")
+    return [f"-XX:ArchiveClassesAtExit={pending}", _CDS_LOG_OFF], pending
+
+
+def _cds_publish(pending: Path, complete: bool) -> None:
+    """Put an archive written at a JVM's exit in place (``complete``: the JVM exited by
+    itself, so the file is whole); otherwise drop it."""
+    final = pending.with_name(pending.name.split(".jsa.", 1)[0] + ".jsa")
+    with contextlib.suppress(OSError):
+        if complete and pending.stat().st_size > 0:
+            os.replace(pending, final)
+    pending.unlink(missing_ok=True)
+
+
 @dataclass
 class LocalKafka:
     """One KRaft broker+controller on loopback, its data under ``data_dir``.
@@ -131,8 +179,10 @@ class LocalKafka:
         if (self.data_dir / "logs" / "meta.properties").exists():
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cds, pending = _cds_flags(lib, "kafka.tools.StorageTool")
         cmd = [
             "java",
+            *cds,
             "-cp",
             f"{lib}/*",
             "kafka.tools.StorageTool",
@@ -144,6 +194,8 @@ class LocalKafka:
             str(config),
         ]
         result = subprocess.run(cmd, capture_output=True, text=True)
+        if pending is not None:
+            _cds_publish(pending, complete=result.returncode == 0)
         if result.returncode != 0:
             raise LocalKafkaError(f"StorageTool format failed: {result.stderr[-4000:]}")
 
@@ -167,14 +219,24 @@ class LocalKafka:
                 )
             if port_open("127.0.0.1", self.port) and self._ready():
                 return self
-            time.sleep(0.3)
+            time.sleep(0.1)
         self.stop()
         raise LocalKafkaError(f"broker did not become ready in {timeout}s")
 
+    @property
+    def _cds_pending_file(self) -> Path:
+        # where the archive this broker writes at exit is named, for whichever process stops
+        # it (`driftline kafka stop` is not the one that started it)
+        return self.data_dir / "cds-pending"
+
     def _spawn(self, lib: Path, config: Path, log, env: dict) -> subprocess.Popen:
+        cds, pending = _cds_flags(lib, "kafka.Kafka")
+        if pending is not None:
+            self._cds_pending_file.write_text(str(pending))
         return subprocess.Popen(
             [
                 "java",
+                *cds,
                 f"-Xmx{self.heap}",
                 "-Xms128m",
                 "-XX:+UseG1GC",
@@ -210,13 +272,18 @@ class LocalKafka:
         while time.monotonic() < deadline and _alive(pid):
             if self.process is not None:
                 self.process.poll()
-            time.sleep(0.2)
-        if _alive(pid):
+            time.sleep(0.05)
+        killed = _alive(pid)
+        if killed:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         if self.process is not None:
             self.process.wait(timeout=10)
         self.pid_file.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            pending = Path(self._cds_pending_file.read_text().strip())
+            self._cds_pending_file.unlink()
+            _cds_publish(pending, complete=not killed)
 
     def running(self) -> bool:
         pid = _read_pid(self.pid_file)

@@ -113,7 +113,9 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, dict[str,
         out = []
         deadline = time.monotonic() + 60
         while remaining and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.5):
+            # short polls: the loop ends on the partitions' known ends, and each poll that
+            # returns fewer than 1000 messages waits its whole timeout
+            for message in consumer.consume(1000, 0.1):
                 if message.error() is not None:
                     continue
                 out.append((message.value(), dict(message.headers() or [])))
