@@ -866,6 +866,8 @@ def start_worker(
         DRIFTLINE_BATCH_MAX_EVENTS=str(batch[0]),
         DRIFTLINE_BATCH_MAX_SECONDS=str(batch[1]),
         DRIFTLINE_CLICKHOUSE_HTTP_PORT=str(port),
+        # the phases read the worker's counters from its status line: at once, not ~5 s on
+        DRIFTLINE_WORKER_STATUS_INTERVAL_SECONDS="1",
     )
     process = spawn([sys.executable, "-m", "driftline.cli", "worker"], env, log_path)
     return WorkerProcess(group, process, log_path, port)
@@ -897,7 +899,8 @@ class Counters:
 
 
 def wait_counters(worker: WorkerProcess, messages: int, timeout: float = 30.0) -> Counters:
-    """The first status line (logged every 10 s while busy) counting ``messages`` or more."""
+    """The first status line (logged every second while busy, see start_worker) counting
+    ``messages`` or more."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for m in WORKER_LINE.finditer(worker.log_path.read_text(errors="replace")):

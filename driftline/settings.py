@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # models' alert clocks by this much event time, once per timeout (docs/alerting.md,
     # "The idle watermark"); 0 turns it off.
     alert_idle_timeout_seconds: float = Field(10.0, ge=0)
+    # How often a busy worker logs its status line (counts, rates, processing and writing time).
+    worker_status_interval_seconds: float = Field(10.0, gt=0)
     join_ttl_seconds: float = Field(3600.0, gt=0)
     orphan_outcome_ttl_seconds: float = Field(300.0, gt=0)
     retraining_cooldown_seconds: float = Field(3600.0, ge=0)

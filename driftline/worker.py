@@ -82,6 +82,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         commit_interval_s=settings.commit_interval_seconds,
         session_timeout_ms=settings.worker_session_timeout_ms,
         alert_idle_timeout_s=settings.alert_idle_timeout_seconds,
+        status_interval_s=settings.worker_status_interval_seconds,
         web_host=getattr(settings, "worker_web_host", "127.0.0.1"),
         web_port=settings.worker_web_port or None,
         processor=processor_config(settings),

@@ -51,6 +51,7 @@ class WorkerConfig:
     commit_interval_s: float = 1.0
     session_timeout_ms: int = 6000
     alert_idle_timeout_s: float = 10.0  # the idle watermark (streams/source.py)
+    status_interval_s: float = 10.0  # how often a busy worker logs its status line
     web_host: str = "127.0.0.1"
     web_port: int | None = None
     processor: ProcessorConfig = field(default_factory=ProcessorConfig)
@@ -159,7 +160,7 @@ class Worker:
         self.metrics.register(_Collector(self))
         self._last_report = (time.monotonic(), 0, 0)
         self._routes()
-        self.app.timer(10.0)(self._report)
+        self.app.timer(config.status_interval_s)(self._report)
         self.app.task(self._watch)
         self.app.on_before_shutdown.connect(self._on_shutdown)
 
