@@ -62,7 +62,10 @@ def lag(bootstrap: str, group: str, names: tuple[str, ...] = INPUTS) -> int:
             return sys.maxsize
         total = 0
         for tp in committed:
-            _, high = consumer.get_watermark_offsets(tp, timeout=10)
+            try:
+                _, high = consumer.get_watermark_offsets(tp, timeout=10)
+            except KafkaException:  # a partition just created or moving has no leader yet
+                return sys.maxsize
             total += high - max(tp.offset, 0)
         return total
     finally:
