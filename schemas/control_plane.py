@@ -363,6 +363,11 @@ class CompactedTopicFollower:
                     raise Unavailable(f"no offsets for {self.topic}[{partition}]: {exc}") from exc
                 time.sleep(0.2)
 
+    def stop(self) -> None:
+        """Ask the reader thread to end without waiting for it (``close`` waits): several
+        followers stopped first and closed after end their polls together."""
+        self._stop.set()
+
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
