@@ -236,9 +236,10 @@ class PartitionState:
         record (``JoinState.delta_bytes``): the join keeps every id for its TTL, so rewriting
         it at every commit interval cost time and changelog bytes in proportion to traffic x
         TTL (benchmarks/pipeline.py: ~30 MB a second at half load, and a fifth of the input
-        thread). A delta is written while the chain's deltas add up to less than its full
-        record, so restoring reads at most twice the state, and writing costs about twice
-        the changes. The first record after a build or restore is full."""
+        thread). A delta is written while the chain's deltas add up to less than
+        ``DELTA_BUDGET`` times its full record, so restoring reads at most 1 + DELTA_BUDGET
+        times the state, and writing costs about (1 + 1/DELTA_BUDGET) times the changes. The
+        first record after a build or restore is full."""
         if self._chain is not None:
             delta = self._record(delta=True)
             chain = self._chain
@@ -316,9 +317,11 @@ class PartitionState:
 
 # A chain is rewritten whole after this many deltas even if they are small (a trickle), so a
 # restore reads a bounded number of records, and once its deltas add up to this many times
-# its full record, so a restore reads at most 1 + DELTA_BUDGET times the state.
+# its full record, so a restore reads at most 1 + DELTA_BUDGET times the state. At 1.0 the
+# worker in benchmarks/pipeline.py rewrote every join in full every ~4 s at half load (deltas
+# are ~1/4 of a full record there: the models' open windows are in every record).
 MAX_DELTAS = 100
-DELTA_BUDGET = 1.0
+DELTA_BUDGET = 3.0
 
 
 @dataclass
