@@ -899,13 +899,18 @@ class Counters:
 
 
 def wait_counters(worker: WorkerProcess, messages: int, timeout: float = 30.0) -> Counters:
-    """The first status line (logged every second while busy, see start_worker) counting
-    ``messages`` or more."""
+    """The counters once everything is written: called at lag 0, the last status line
+    (logged every second while busy, see start_worker) counting ``messages`` or more after
+    the next one is due. A line logged as processing ends can precede the writer's last
+    epochs, and would understate the writing time."""
+    time.sleep(1.5)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for m in WORKER_LINE.finditer(worker.log_path.read_text(errors="replace")):
-            if int(m["messages"]) >= messages:
-                return Counters(int(m["messages"]), float(m["processing"]), float(m["writing"]))
+        lines = WORKER_LINE.finditer(worker.log_path.read_text(errors="replace"))
+        done = [m for m in lines if int(m["messages"]) >= messages]
+        if done:
+            m = done[-1]
+            return Counters(int(m["messages"]), float(m["processing"]), float(m["writing"]))
         time.sleep(0.2)
     raise TimeoutError(f"no status line with {messages} messages{_tail(worker.log_path)}")
 
