@@ -132,19 +132,21 @@ class Checkpoints:
         previous = self.last.get(partition)
         if not full and previous is None:
             raise RuntimeError(f"a delta checkpoint of partition {partition} without its chain")
-        written = Version(previous.last.version + 1 if previous else 1, 0, len(blob))
-        written.chunks = max(1, math.ceil(len(blob) / CHUNK_BYTES))
+        version = previous.last.version + 1 if previous else 1
+        written = Version(version, max(1, math.ceil(len(blob) / CHUNK_BYTES)), len(blob))
         for i in range(written.chunks):
             chunk = blob[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES]
             self.producer.produce(
                 self.topic, _chunk_key(written.version, i), chunk, partition=partition
             )
         earlier = [] if full or previous is None else previous.versions
+        # its own offset is the manifest's: a reader knows it from where it read it
         manifest = {
-            **written.to_json(),
+            "version": written.version,
+            "chunks": written.chunks,
+            "size": written.size,
             "chain": [v.to_json() for v in earlier],
         }
-        del manifest["offset"]
 
         def delivered(error: Any, message: Any) -> None:
             if error is None:
@@ -246,8 +248,8 @@ class Checkpoints:
                 if first.offset is not None:
                     start = first.offset - first.chunks
                     latest = {
-                        key: value
-                        for _, key, value in _read(
+                        key: record
+                        for _, key, record in _read(
                             consumer, self.topic, partition, start, offset, timeout, stopping
                         )
                     }

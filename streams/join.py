@@ -156,7 +156,7 @@ class JoinState:
         return column
 
     def _release(self, slots: np.ndarray) -> None:
-        self._dropped.append(self.cols["id"][slots].copy())
+        self._dropped.append(self.cols["id"][slots])  # (fancy indexing copies)
         self._dirty[slots] = False
         for name, dtype in _COLUMNS:
             self.cols[name][slots] = _FILL[dtype]
@@ -278,8 +278,8 @@ class JoinState:
                 columns["label"].append(outcomes.label[rows])
                 columns["value"].append(outcomes.value[rows])
         # JOINED slots keep only what duplicate detection and expiry need
+        # (these slots are already marked dirty: by _mark_joined or _store_prediction)
         for slots, _, _ in parts:
-            self._dirty[slots] = True
             for name in ("p_version", "p_label"):
                 c[name][slots] = None
             for column in self.segments.values():
