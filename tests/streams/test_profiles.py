@@ -4,7 +4,11 @@ rows and drift events whatever the batching and across restarts (checkpoint roun
 
 from __future__ import annotations
 
+import signal
+import uuid
+
 import numpy as np
+import pandas as pd
 import pytest
 from driftline.detectors.monitor import MonitorConfig
 from driftline.detectors.reference import build_profile
@@ -13,6 +17,19 @@ from driftline.sinks.tables import columns_for
 from driftline.streams import profiles
 from driftline.streams.processor import BatchProcessor, ProcessorConfig, SourceMessage
 from driftline.streams.state import ModelState, PartitionState
+from e2e_support import (
+    decode_all,
+    lag,
+    query_store,
+    read_topic,
+    start_worker,
+    stop_worker,
+    wait_for,
+    worker_env,
+)
+
+from driftline.admin import ensure_topics
+from driftline.client import DriftlineProducer
 
 CODEC = Codec()
 WINDOW = 500
@@ -448,24 +465,6 @@ def test_uploaded_reference_reaches_the_worker_and_changes_are_found(fresh_kafka
     """Real broker, real worker process, embedded ClickHouse: a reference uploaded through the
     SDK is used, each kind of change is found in the window it lands in,
     and the unchanged window before it raises nothing."""
-    import signal
-    import uuid
-
-    import pandas as pd
-    from e2e_support import (
-        decode_all,
-        lag,
-        query_store,
-        read_topic,
-        start_worker,
-        stop_worker,
-        wait_for,
-        worker_env,
-    )
-
-    from driftline.admin import ensure_topics
-    from driftline.client import DriftlineProducer
-
     bootstrap = fresh_kafka.bootstrap
     ensure_topics(bootstrap, 2)
     model, change, total = "e2e-ref", 6000, 10_000
@@ -550,24 +549,6 @@ def test_a_shift_in_one_segment_is_found_through_the_worker(fresh_kafka, tmp_pat
     mean of x shifts in region=eu only. The shift is found in region=eu's own windows (tested
     against its own first events) and the drift events, rows and ClickHouse columns name the
     segment; the stationary region=us raises nothing."""
-    import signal
-    import uuid
-
-    import pandas as pd
-    from e2e_support import (
-        decode_all,
-        lag,
-        query_store,
-        read_topic,
-        start_worker,
-        stop_worker,
-        wait_for,
-        worker_env,
-    )
-
-    from driftline.admin import ensure_topics
-    from driftline.client import DriftlineProducer
-
     bootstrap = fresh_kafka.bootstrap
     ensure_topics(bootstrap, 2)
     model, total, shift_at = "e2e-seg", 8000, 5000
